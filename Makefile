@@ -1,0 +1,53 @@
+# The two commands of the README: `make serve` and `make test`. Everything they need is
+# installed into .venv/ here; nothing outside the repository is cached or assumed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/sam-triton
+STAMP := $(VENV)/.installed
+
+MODEL ?= vit_b
+CHECKPOINT ?=
+SEED ?= 0
+REPOSITORY ?= model_repository
+GRPC_PORT ?= 8001
+HTTP_PORT ?= 8000
+METRICS_PORT ?= 8002
+PYTEST_ARGS ?=
+
+WEIGHTS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--random-weights --seed $(SEED))
+
+.PHONY: venv serve test lint typecheck proto clean
+
+# Reinstalled only when the project's dependency list changes, so a second run is fast.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+# Export (only when the repository does not already hold this model and these weights),
+# then run Triton in the foreground until Ctrl-C.
+serve: venv
+	$(CLI) export --model-type $(MODEL) $(WEIGHTS) --repository $(REPOSITORY) --if-changed
+	exec $(CLI) serve --repository $(REPOSITORY) \
+		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check client export server tests proto
+	$(VENV)/bin/mypy -p sam_triton
+
+typecheck: venv
+	$(VENV)/bin/mypy --strict --ignore-missing-imports -p sam_triton
+
+proto: venv
+	$(PY) proto/generate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

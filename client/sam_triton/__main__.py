@@ -1,0 +1,5 @@
+import sys
+
+from sam_triton.cli import main
+
+sys.exit(main())

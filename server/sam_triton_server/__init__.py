@@ -1,0 +1,1 @@
+"""Server side: the tritonserver launcher and the Python-backend model implementations."""

@@ -1,0 +1,210 @@
+"""Run one tritonserver process: start, wait for readiness, stop, never orphan it."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from sam_triton_server.installation import (
+    TritonInstallation,
+    find_triton,
+    prepare_backend_directory,
+    server_environment,
+)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class TritonStartError(RuntimeError):
+    """tritonserver exited or did not become ready; carries Triton's own error lines."""
+
+    def __init__(self, message: str, error_lines: Sequence[str] = (), returncode: int | None = None):
+        details = "\n".join(error_lines)
+        super().__init__(f"{message}\n{details}" if details else message)
+        self.error_lines = list(error_lines)
+        self.returncode = returncode
+
+
+@dataclass
+class ServerOptions:
+    repository: Path
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    host: str = "0.0.0.0"
+    log_verbose: int = 0
+    # The Python backend grows its shared-memory pool in steps; a 3 MB image per request
+    # would otherwise start with several growths.
+    python_shm_bytes: int = 64 * 1024 * 1024
+    extra_args: Sequence[str] = field(default_factory=tuple)
+
+    def arguments(self, backend_directory: Path | None) -> list[str]:
+        args = [
+            f"--model-repository={self.repository}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-port={self.http_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--grpc-address={self.host}",
+            f"--http-address={self.host}",
+            f"--log-verbose={self.log_verbose}",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            f"--backend-config=python,shm-default-byte-size={self.python_shm_bytes}",
+            f"--backend-config=python,shm-growth-byte-size={self.python_shm_bytes // 4}",
+        ]
+        if backend_directory is not None:
+            args.append(f"--backend-directory={backend_directory}")
+        return [*args, *self.extra_args]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel kills it when the launcher dies, however."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _is_error_line(line: str) -> bool:
+    # Triton's glog format: "E1128 03:40:00.123 ..." for errors; model load failures also
+    # appear in the final status table as "UNAVAILABLE: ...".
+    return line.startswith("E") and line[1:5].isdigit() or "failed to load" in line or "UNAVAILABLE:" in line
+
+
+class TritonProcess:
+    """A tritonserver child process with its log echoed (or captured) line by line."""
+
+    def __init__(
+        self,
+        options: ServerOptions,
+        installation: TritonInstallation | None = None,
+        log_sink: Callable[[str], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.installation = installation or find_triton()
+        self._log_sink = log_sink
+        self._workdir = tempfile.TemporaryDirectory(prefix="sam-triton-")
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self.error_lines: deque[str] = deque(maxlen=50)
+        self.log_tail: deque[str] = deque(maxlen=400)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll() if self._process else None
+
+    def start(self) -> None:
+        backend_dir = prepare_backend_directory(self.installation, Path(self._workdir.name))
+        command = [str(self.installation.binary), *self.options.arguments(backend_dir)]
+        self._process = subprocess.Popen(
+            command,
+            env=server_environment(self.installation),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            # Own process group: a terminal's Ctrl-C reaches the launcher, which forwards it
+            # once; the death signal covers a launcher that is killed outright.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self._reader = threading.Thread(target=self._pump_log, name="tritonserver-log", daemon=True)
+        self._reader.start()
+
+    def _pump_log(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for raw in self._process.stdout:
+            line = raw.rstrip("\n")
+            self.log_tail.append(line)
+            if _is_error_line(line):
+                self.error_lines.append(line)
+            if self._log_sink is not None:
+                self._log_sink(line)
+
+    def is_ready(self) -> bool:
+        url = f"http://127.0.0.1:{self.options.http_port}/v2/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Block until every model is loaded and the server is ready, or raise with Triton's errors."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.returncode
+            if code is not None:
+                self._join_reader()
+                raise TritonStartError(
+                    f"tritonserver exited with status {code} before it was ready",
+                    list(self.error_lines),
+                    code,
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        errors = list(self.error_lines)
+        self.stop()
+        raise TritonStartError(f"tritonserver was not ready within {timeout:.0f} s", errors)
+
+    def send_signal(self, signum: int) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signum)
+
+    def wait(self, timeout: float | None = None) -> int:
+        assert self._process is not None
+        code = self._process.wait(timeout)
+        self._join_reader()
+        return code
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM (Triton unloads models and exits), then SIGKILL after ``grace`` seconds."""
+        if self._process is None:
+            return None
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._join_reader()
+        self._workdir.cleanup()
+        return self._process.returncode
+
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+    def __enter__(self) -> TritonProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

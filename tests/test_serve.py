@@ -1,0 +1,184 @@
+"""`sam-triton serve`: a real tritonserver started, made ready, stopped, never orphaned.
+
+These tests run the launcher on a one-model repository written here (a Python-backend
+model that imports the project's packages, as the SAM models do), so they exercise the
+server plumbing in seconds without an export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from sam_triton.proto import inference_pb2 as pb
+from sam_triton.proto import inference_pb2_grpc as pb_grpc
+from tests.helpers import free_ports, pid_alive, wait_until
+
+READY = "[sam-triton] READY"
+
+CONFIG = """
+backend: "python"
+max_batch_size: 4
+input [{ name: "x" data_type: TYPE_FP32 dims: [2] }]
+output [{ name: "y" data_type: TYPE_FP32 dims: [2] }]
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+
+MODEL = textwrap.dedent(
+    """
+    import triton_python_backend_utils as pb_utils
+    import onnxruntime  # noqa: F401  the served environment's packages are importable
+    import sam_triton  # noqa: F401  and so is this project's code
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            responses = []
+            for request in requests:
+                x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x * 2)]))
+            return responses
+    """
+)
+
+
+def write_repository(root: Path, model_source: str = MODEL, manifest: dict[str, object] | None = None) -> Path:
+    # The exporter's manifest lives beside sam_encoder's config, so a repository that has
+    # one names its model sam_encoder.
+    model_dir = root / ("doubler" if manifest is None else "sam_encoder")
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text(CONFIG)
+    (model_dir / "1" / "model.py").write_text(model_source)
+    if manifest is not None:
+        (model_dir / "export.json").write_text(json.dumps(manifest))
+    return root
+
+
+def start_serve(repository: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    grpc_port, http_port, metrics_port = free_ports(3)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sam_triton", "serve", "--repository", str(repository),
+         "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
+         "--ready-timeout", "120", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return process, grpc_port
+
+
+def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 120.0) -> str:
+    """Collect the launcher's output until ``marker`` appears (or it exits)."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen.append(line)
+        if marker in line:
+            break
+    return "".join(seen)
+
+
+def tritonserver_children(parent_pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(parent_pid), "tritonserver"], capture_output=True, text=True)
+    return [int(pid) for pid in out.stdout.split()]
+
+
+def test_serve_answers_grpc_and_stops_on_sigint(tmp_path: Path) -> None:
+    repository = write_repository(tmp_path / "repo")
+    process, grpc_port = start_serve(repository)
+    try:
+        output = read_until(process, READY)
+        assert READY in output, output
+        (triton_pid,) = tritonserver_children(process.pid)
+
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerReady(pb.ServerReadyRequest()).ready
+            request = pb.ModelInferRequest(
+                model_name="doubler",
+                inputs=[pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1, 2])],
+                raw_input_contents=[np.array([[1.5, -2.0]], np.float32).tobytes()],
+            )
+            reply = stub.ModelInfer(request, timeout=30)
+            assert np.frombuffer(reply.raw_output_contents[0], np.float32).tolist() == [3.0, -4.0]
+
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+        assert code == 0, process.stdout.read()[-3000:]
+        assert time.monotonic() - started < 20
+        assert wait_until(lambda: not pid_alive(triton_pid), timeout=10)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_model_load_failure_prints_tritons_error_and_exits_nonzero(tmp_path: Path) -> None:
+    broken = MODEL.replace("import sam_triton", "import module_that_does_not_exist")
+    repository = write_repository(tmp_path / "repo", model_source=broken)
+    process, _ = start_serve(repository, "--quiet")
+    try:
+        code = process.wait(timeout=120)
+        assert process.stdout is not None
+        output = process.stdout.read()
+        assert code != 0
+        assert "failed to load 'doubler'" in output
+        assert "module_that_does_not_exist" in output
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_killed_launcher_leaves_no_tritonserver(tmp_path: Path) -> None:
+    repository = write_repository(tmp_path / "repo")
+    process, _ = start_serve(repository)
+    try:
+        assert READY in read_until(process, READY)
+        (triton_pid,) = tritonserver_children(process.pid)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        assert wait_until(lambda: not pid_alive(triton_pid), timeout=15)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_random_weights_are_announced_loudly(tmp_path: Path) -> None:
+    manifest = {"model_type": "vit_b", "random_weights": True, "seed": 0, "checkpoint": None}
+    repository = write_repository(tmp_path / "repo", manifest=manifest)
+    process, _ = start_serve(repository, "--quiet")
+    try:
+        output = read_until(process, READY)
+        assert "RANDOM WEIGHTS - MASKS ARE MEANINGLESS" in output
+        assert "seed 0" in output
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sam_triton", "serve", "--repository", str(tmp_path / "nope")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--grpc-port", "--http-port", "--metrics-port"])
+def test_serve_help_lists_port_flags(flag: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "sam_triton", "serve", "--help"], capture_output=True, text=True)
+    assert flag in result.stdout
