@@ -157,13 +157,13 @@ def test_killed_launcher_leaves_no_tritonserver(tmp_path: Path) -> None:
 
 
 def test_random_weights_are_announced_loudly(tmp_path: Path) -> None:
-    manifest = {"model_type": "vit_b", "random_weights": True, "seed": 0, "checkpoint": None}
+    manifest = {"model_type": "vit_b", "weights": {"random_seed": 7}}
     repository = write_repository(tmp_path / "repo", manifest=manifest)
     process, _ = start_serve(repository, "--quiet")
     try:
         output = read_until(process, READY)
         assert "RANDOM WEIGHTS - MASKS ARE MEANINGLESS" in output
-        assert "seed 0" in output
+        assert "seed 7" in output
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

@@ -42,17 +42,19 @@ def read_manifest(repository: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def is_random_weights(manifest: dict[str, Any] | None) -> bool:
-    if manifest is None:
-        return False
-    return bool(manifest.get("random_weights")) or manifest.get("checkpoint") is None
+def random_seed(manifest: dict[str, Any] | None) -> int | None:
+    """The seed of randomly initialised weights, or None for a real checkpoint (or no manifest)."""
+    weights = (manifest or {}).get("weights")
+    if not isinstance(weights, dict) or weights.get("random_seed") is None:
+        return None
+    return int(weights["random_seed"])
 
 
-def random_weights_banner(manifest: dict[str, Any]) -> str:
+def random_weights_banner(manifest: dict[str, Any], seed: int) -> str:
     lines = [
         "RANDOM WEIGHTS - MASKS ARE MEANINGLESS",
         f"model {manifest.get('model_type', '?')} was exported from randomly initialised weights",
-        f"(seed {manifest.get('seed', '?')}), not from a SAM checkpoint. Serve real weights with:",
+        f"(seed {seed}), not from a SAM checkpoint. Serve real weights with:",
         "make serve CHECKPOINT=/path/sam_vit_b_01ec64.pth MODEL=vit_b",
     ]
     bar = "!" * _BANNER_WIDTH
@@ -73,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
         _say(f"model repository {repository} does not exist; run `sam-triton export` first")
         return 2
     manifest = read_manifest(repository)
-    random_weights = is_random_weights(manifest)
-    if random_weights and manifest is not None:
-        print(random_weights_banner(manifest), file=sys.stderr, flush=True)
+    seed = random_seed(manifest)
+    banner = random_weights_banner(manifest or {}, seed) if seed is not None else None
+    if banner:
+        print(banner, file=sys.stderr, flush=True)
 
     options = ServerOptions(
         repository=repository,
@@ -120,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if stopping:
         return server.stop() or 0
     _say(f"READY: gRPC 127.0.0.1:{args.grpc_port} (models: sam_encoder, sam_decoder, sam, ...)")
-    if random_weights and manifest is not None:
-        print(random_weights_banner(manifest), file=sys.stderr, flush=True)
+    if banner:  # again after Triton's long start-up log, where it cannot be missed
+        print(banner, file=sys.stderr, flush=True)
     code = server.wait()
     server.stop()
     _say(f"tritonserver exited with status {code}")

@@ -1,0 +1,74 @@
+"""sam-triton: a typed client SDK for Segment Anything served by NVIDIA Triton.
+
+    from sam_triton import RemoteSamPredictor
+    predictor = RemoteSamPredictor("localhost:8001")      # instead of SamPredictor(sam)
+    predictor.set_image(image)
+    masks, scores, logits = predictor.predict(point_coords=[[500, 375]], point_labels=[1])
+
+Needs numpy, grpcio, protobuf and Pillow; never torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .aio import AsyncSamClient
+from .client import SamClient
+from .config import ClientConfig, KeepAliveConfig, ModelNames, RetryPolicy, TlsConfig
+from .errors import (
+    DeadlineExceededError,
+    EmbeddingNotFoundError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    ResourceExhaustedError,
+    SamTritonError,
+    ServerError,
+    ServerUnavailableError,
+)
+from .images import load_image
+from .predictor import RemoteSamPredictor
+from .prompts import Prompt
+from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
+
+if TYPE_CHECKING:
+    from .automask import RemoteAutomaticMaskGenerator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncSamClient",
+    "ClientConfig",
+    "DeadlineExceededError",
+    "EmbeddingNotFoundError",
+    "ImageEmbedding",
+    "InvalidInputError",
+    "KeepAliveConfig",
+    "ModelMetadata",
+    "ModelNames",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "Prediction",
+    "Prompt",
+    "RemoteAutomaticMaskGenerator",
+    "RemoteSamPredictor",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "SamClient",
+    "SamTritonError",
+    "ServerError",
+    "ServerUnavailableError",
+    "TensorSpec",
+    "TlsConfig",
+    "load_image",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The automatic mask generator lives in its own module (written separately, and heavier);
+    # importing it on first use keeps `import sam_triton` light and independent of it.
+    if name == "RemoteAutomaticMaskGenerator":
+        from .automask import RemoteAutomaticMaskGenerator
+
+        return RemoteAutomaticMaskGenerator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,194 @@
+"""Blocking gRPC client: :class:`SamClient`.
+
+All request building, validation and decoding is in :mod:`sam_triton._core`; this module only
+owns a ``grpc.Channel`` and performs the calls the core asks for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+
+from . import _core, errors
+from ._core import Attempts, Call, Op
+from .config import ClientConfig, make_config
+from .images import ImageFormat, ImageInput
+from .prompts import Prompt
+from .proto.inference_pb2_grpc import GRPCInferenceServiceStub
+from .results import ImageEmbedding, ModelMetadata, Prediction
+
+if TYPE_CHECKING:
+    from typing_extensions import Self, Unpack
+
+    from .config import ClientOptions
+
+T = TypeVar("T")
+X = TypeVar("X")
+
+
+def open_channel(config: ClientConfig) -> grpc.Channel:
+    options = config.grpc_options()
+    compression = config.grpc_compression()
+    if config.tls is not None:
+        return grpc.secure_channel(config.url, config.tls.credentials(), options, compression)
+    return grpc.insecure_channel(config.url, options, compression)
+
+
+class SamClient:
+    """Synchronous client for a sam-triton server (thread-safe: share one across threads).
+
+    Example::
+
+        with SamClient("localhost:8001") as client:
+            emb = client.embed("photo.jpg")
+            pred = client.predict(emb, Prompt(point_coords=[[500, 375]], point_labels=[1]))
+            best = pred.masks[pred.best()]
+
+    Keyword options (see :func:`sam_triton.config.make_config`): ``timeout`` (seconds per SDK
+    call, retries included), ``retries``/``backoff`` (UNAVAILABLE only), ``tls``
+    (:class:`~sam_triton.TlsConfig`, mTLS with a client cert/key), ``compression``
+    (``"gzip"``/``"deflate"``), ``max_message_bytes``, ``keepalive``, ``models``,
+    ``max_prompts_per_request``, ``max_prompts``, ``max_pixels``, ``metadata``, ``channel_options``.
+    """
+
+    def __init__(self, url: str = "localhost:8001", **options: Unpack[ClientOptions]) -> None:
+        self._setup(make_config(url, **options))
+
+    @classmethod
+    def from_config(cls, config: ClientConfig) -> SamClient:
+        client = cls.__new__(cls)
+        client._setup(config)
+        return client
+
+    def _setup(self, config: ClientConfig) -> None:
+        self.config = config
+        self._channel = open_channel(config)
+        self._stub = GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated, untyped
+        self._metadata = config.metadata or None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _invoke(self, call: Call, attempts: Attempts) -> Any:
+        method = getattr(self._stub, call.method)
+        while True:
+            try:
+                return method(call.request, timeout=attempts.timeout(call.context), metadata=self._metadata)
+            except grpc.RpcError as exc:
+                time.sleep(attempts.on_error(exc, call.context))
+
+    def _execute(self, calls: Sequence[Call], attempts: Attempts) -> list[Any]:
+        if len(calls) == 1:
+            return [self._invoke(calls[0], attempts)]
+        # Independent calls (prompt groups) go out together as futures: no threads needed.
+        futures = [
+            getattr(self._stub, c.method).future(
+                c.request, timeout=attempts.timeout(c.context), metadata=self._metadata
+            )
+            for c in calls
+        ]
+        try:
+            results = []
+            for call, future in zip(calls, futures, strict=True):
+                try:
+                    results.append(future.result())
+                except grpc.RpcError as exc:
+                    time.sleep(attempts.on_error(exc, call.context))
+                    results.append(self._invoke(call, attempts))
+            return results
+        finally:
+            for future in futures:
+                future.cancel()  # no-op for finished ones; stops the rest after an error
+
+    def _run(self, op: Op[T]) -> T:
+        attempts = Attempts(self.config)
+        return _core.run_sync(op, lambda calls: self._execute(calls, attempts))
+
+    # -- health -----------------------------------------------------------------------------
+
+    def server_live(self) -> bool:
+        return self._run(_core.server_live_op())
+
+    def server_ready(self) -> bool:
+        return self._run(_core.server_ready_op())
+
+    def model_ready(self, name: str | None = None, version: str = "") -> bool:
+        """Whether a model (default: the decoder) is loaded and ready."""
+        return self._run(_core.model_ready_op(name or self.config.models.decoder, version))
+
+    def model_metadata(self, name: str | None = None, version: str = "") -> ModelMetadata:
+        return self._run(_core.model_metadata_op(name or self.config.models.decoder, version))
+
+    def wait_until_ready(self, timeout: float = 60.0, models: Iterable[str] | None = None) -> None:
+        """Block until the server and the SAM models (default: encoder, decoder) are ready."""
+        names = (
+            list(models) if models is not None else [self.config.models.encoder, self.config.models.decoder]
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._run(_core.all_ready_op(names)):
+                    return
+                error: errors.SamTritonError = errors.ModelNotReadyError(f"models {names} are not ready")
+            except errors.SamTritonError as exc:
+                error = exc
+            if time.monotonic() >= deadline:
+                raise error
+            time.sleep(0.2)
+
+    # -- SAM --------------------------------------------------------------------------------
+
+    def embed(self, image: ImageInput, image_format: ImageFormat = "RGB") -> ImageEmbedding:
+        """Preprocess and encode one image (``SamPredictor.set_image``'s work)."""
+        return self._run(_core.embed_op(self.config, image, image_format))
+
+    def predict(
+        self,
+        embedding: ImageEmbedding,
+        prompts: Prompt | Sequence[Prompt],
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction | list[Prediction]:
+        """Masks for one prompt (-> Prediction) or several (-> list, same order)."""
+        return self._run(_core.predict_op(self.config, embedding, prompts, multimask_output, return_logits))
+
+    def segment(
+        self,
+        image: ImageInput,
+        prompts: Prompt | Sequence[Prompt],
+        image_format: ImageFormat = "RGB",
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction | list[Prediction]:
+        """Image + prompts -> masks in one round trip through the ``sam`` ensemble."""
+        return self._run(
+            _core.segment_op(self.config, image, prompts, image_format, multimask_output, return_logits)
+        )
+
+    def map(self, fn: Callable[[X], T], items: Iterable[X], max_workers: int = 4) -> list[T]:
+        """``[fn(x) for x in items]`` on a thread pool, in order (many images concurrently)."""
+        with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sam-triton") as pool:
+            return list(pool.map(fn, items))
+
+    def embed_many(
+        self, images: Iterable[ImageInput], image_format: ImageFormat = "RGB", max_workers: int = 4
+    ) -> list[ImageEmbedding]:
+        """Embed several images concurrently (Triton batches them on the server)."""
+        return self.map(lambda img: self.embed(img, image_format), images, max_workers)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SamClient({self.config.url!r})"

@@ -1,0 +1,229 @@
+"""Client configuration: connection, TLS, keepalive, retries, limits and model names.
+
+Plain dataclasses shared by the sync and asyncio clients; turning them into gRPC channel
+arguments happens here too, so both clients build identical channels.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+import grpc
+
+from .errors import SamTritonError, ServerUnavailableError
+
+Compression = Literal["gzip", "deflate"]
+
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""gRPC's default receive limit (4 MiB) is smaller than one embedding (4 MiB + framing) and
+than a multi-prompt answer (0.8 MiB per prompt), so the SDK raises it on both ends."""
+
+
+def _read(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    """PEM given as bytes, or as a path to read."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS for the gRPC channel; with ``certificate_chain`` + ``private_key`` it is mutual TLS.
+
+    PEM values are bytes or file paths. ``root_certificates=None`` uses the system trust store.
+    ``server_name_override`` checks the server certificate against that name instead of the host
+    in the URL (for IP addresses or test certificates; never needed with proper DNS names).
+    """
+
+    root_certificates: bytes | str | os.PathLike[str] | None = None
+    private_key: bytes | str | os.PathLike[str] | None = None
+    certificate_chain: bytes | str | os.PathLike[str] | None = None
+    server_name_override: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ValueError("mutual TLS needs both private_key and certificate_chain")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.root_certificates),
+            private_key=_read(self.private_key),
+            certificate_chain=_read(self.certificate_chain),
+        )
+
+
+@dataclass(frozen=True)
+class KeepAliveConfig:
+    """HTTP/2 keepalive pings (same knobs and defaults as tritonclient's KeepAliveOptions)."""
+
+    time_ms: int = 2**31 - 1
+    timeout_ms: int = 20_000
+    permit_without_calls: bool = False
+    max_pings_without_data: int = 2
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, for UNAVAILABLE only.
+
+    UNAVAILABLE means the request never reached a model (server starting, restarting, network
+    blip), so repeating it is safe; every other status is an answer and is raised at once.
+    """
+
+    retries: int = 3
+    initial_backoff: float = 0.1
+    max_backoff: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+    def delay(self, error: SamTritonError, attempt: int, remaining: float | None) -> float | None:
+        """Seconds to wait before retry number ``attempt + 1``, or None to give up and raise."""
+        if type(error) is not ServerUnavailableError or attempt >= self.retries:
+            return None
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
+        wait = base * (1.0 + self.jitter * (2.0 * random.random() - 1.0))
+        if remaining is not None and wait >= remaining:
+            return None  # no time left for another attempt: report the real cause now
+        return max(0.0, wait)
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    """Names of the served models (change them only for a renamed repository)."""
+
+    encoder: str = "sam_encoder"
+    decoder: str = "sam_decoder"
+    ensemble: str = "sam"
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything a client needs; built from :class:`~sam_triton.SamClient`'s keyword arguments.
+
+    Attributes:
+        url: ``host:port`` of Triton's gRPC endpoint.
+        timeout: deadline in seconds for one SDK call, retries and backoff included (None: none).
+        retry: when and how to retry.
+        tls: TLS settings, or None for a plaintext channel.
+        compression: request compression, or None.
+        max_message_bytes: send/receive limit; larger requests fail before being sent.
+        keepalive: HTTP/2 keepalive settings.
+        models: served model names.
+        max_prompts_per_request: prompts per decoder call (the server's ``max_prompts``, 64 by
+            default); more are split into several concurrent calls.
+        max_prompts: most prompts one SDK call accepts; more is an InvalidInputError.
+        max_pixels: images above this many pixels are rejected (None: no limit).
+        metadata: extra gRPC headers for every call (auth tokens, routing keys).
+        channel_options: extra raw gRPC channel arguments, appended last.
+    """
+
+    url: str = "localhost:8001"
+    timeout: float | None = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    tls: TlsConfig | None = None
+    compression: Compression | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    keepalive: KeepAliveConfig = field(default_factory=KeepAliveConfig)
+    models: ModelNames = field(default_factory=ModelNames)
+    max_prompts_per_request: int = 64
+    max_prompts: int = 4096
+    max_pixels: int | None = 8192 * 8192
+    metadata: tuple[tuple[str, str], ...] = ()
+    channel_options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.url or self.url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"url must be host:port of the gRPC endpoint (e.g. localhost:8001), got {self.url!r}"
+            )
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError("timeout must be positive or None")
+        if self.max_prompts_per_request < 1:
+            raise ValueError("max_prompts_per_request must be >= 1")
+        if self.max_prompts < 1:
+            raise ValueError("max_prompts must be >= 1")
+        if self.compression not in (None, "gzip", "deflate"):
+            raise ValueError(f"compression must be None, 'gzip' or 'deflate', got {self.compression!r}")
+
+    def grpc_options(self) -> list[tuple[str, Any]]:
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.keepalive_time_ms", self.keepalive.time_ms),
+            ("grpc.keepalive_timeout_ms", self.keepalive.timeout_ms),
+            ("grpc.keepalive_permit_without_calls", int(self.keepalive.permit_without_calls)),
+            ("grpc.http2.max_pings_without_data", self.keepalive.max_pings_without_data),
+            # Retries are ours (with the SDK's deadline budget); gRPC's own would double them.
+            ("grpc.enable_retries", 0),
+        ]
+        if self.tls is not None and self.tls.server_name_override:
+            options.append(("grpc.ssl_target_name_override", self.tls.server_name_override))
+        options.extend(self.channel_options)
+        return options
+
+    def grpc_compression(self) -> grpc.Compression | None:
+        if self.compression is None:
+            return None
+        return grpc.Compression.Gzip if self.compression == "gzip" else grpc.Compression.Deflate
+
+
+class ClientOptions(TypedDict, total=False):
+    """Keyword arguments accepted by both clients and by RemoteSamPredictor (see make_config)."""
+
+    timeout: float | None
+    retries: int
+    backoff: float
+    max_backoff: float
+    tls: TlsConfig | None
+    compression: Compression | None
+    max_message_bytes: int
+    keepalive: KeepAliveConfig | None
+    models: ModelNames | None
+    max_prompts_per_request: int
+    max_prompts: int
+    max_pixels: int | None
+    metadata: dict[str, str] | None
+    channel_options: dict[str, Any] | None
+
+
+def make_config(
+    url: str = "localhost:8001",
+    *,
+    timeout: float | None = 60.0,
+    retries: int = 3,
+    backoff: float = 0.1,
+    max_backoff: float = 5.0,
+    tls: TlsConfig | None = None,
+    compression: Compression | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    keepalive: KeepAliveConfig | None = None,
+    models: ModelNames | None = None,
+    max_prompts_per_request: int = 64,
+    max_prompts: int = 4096,
+    max_pixels: int | None = 8192 * 8192,
+    metadata: dict[str, str] | None = None,
+    channel_options: dict[str, Any] | None = None,
+) -> ClientConfig:
+    """The keyword arguments of both clients, as one :class:`ClientConfig`.
+
+    ``retries``/``backoff``/``max_backoff`` configure :class:`RetryPolicy` (UNAVAILABLE only);
+    ``metadata`` keys must be lower-case (a gRPC rule).
+    """
+    return ClientConfig(
+        url=url,
+        timeout=timeout,
+        retry=RetryPolicy(retries=retries, initial_backoff=backoff, max_backoff=max_backoff),
+        tls=tls,
+        compression=compression,
+        max_message_bytes=max_message_bytes,
+        keepalive=keepalive or KeepAliveConfig(),
+        models=models or ModelNames(),
+        max_prompts_per_request=max_prompts_per_request,
+        max_prompts=max_prompts,
+        max_pixels=max_pixels,
+        metadata=tuple((metadata or {}).items()),
+        channel_options=tuple((channel_options or {}).items()),
+    )

@@ -1,0 +1,157 @@
+"""``RemoteSamPredictor``: ``segment_anything.SamPredictor``'s interface, served by Triton.
+
+Replace ``SamPredictor(sam)`` with ``RemoteSamPredictor("host:8001")``; ``set_image`` and
+``predict`` take the same arguments and return arrays of the same shapes, dtypes and meaning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .client import SamClient
+from .images import ImageFormat, ImageInput, load_image
+from .prompts import Prompt
+from .results import ImageEmbedding, Prediction
+from .transforms import IMAGE_SIZE, ResizeLongestSide
+
+if TYPE_CHECKING:
+    from typing_extensions import Self, Unpack
+
+    from .config import ClientOptions
+
+_NOT_SET = "An image must be set with .set_image(...) before mask prediction."
+_NOT_SET_EMBEDDING = "An image must be set with .set_image(...) to generate an embedding."
+
+
+class RemoteSamPredictor:
+    """Drop-in remote ``SamPredictor``.
+
+    Args:
+        client: ``"host:port"`` of the server's gRPC endpoint, or an existing
+            :class:`~sam_triton.SamClient` to share (then it is not closed by this predictor).
+        **options: :class:`~sam_triton.SamClient` keyword options when ``client`` is a URL.
+
+    Beyond ``SamPredictor``: :meth:`predict_batch` (many prompts on the current image, one
+    round trip per group of equal point counts), :attr:`embedding` (the typed handle) and
+    :meth:`close` / context manager.
+    """
+
+    def __init__(self, client: str | SamClient = "localhost:8001", **options: Unpack[ClientOptions]) -> None:
+        if isinstance(client, SamClient):
+            if options:
+                raise TypeError("client options apply only when a URL is given, not a SamClient")
+            self.client, self._owns_client = client, False
+        else:
+            self.client, self._owns_client = SamClient(client, **options), True
+        self.transform = ResizeLongestSide(IMAGE_SIZE)
+        self._image: npt.NDArray[np.uint8] | None = None
+        self.embedding: ImageEmbedding | None = None
+        self.is_image_set = False
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+        self.orig_h: int | None = None
+        self.orig_w: int | None = None
+        self.input_h: int | None = None
+        self.input_w: int | None = None
+
+    # -- SamPredictor API -------------------------------------------------------------------
+
+    def set_image(self, image: ImageInput, image_format: ImageFormat = "RGB") -> None:
+        """Encode an image on the server (numpy HWC uint8 RGB/BGR, gray, RGBA, PIL, path or bytes).
+
+        On failure the previously set image stays set: a bad input changes nothing.
+        """
+        rgb = load_image(image, image_format, max_pixels=self.client.config.max_pixels)
+        embedding = self.client.embed(rgb)
+        self.reset_image()
+        self._image = rgb  # kept so a server-held embedding can be rebuilt after eviction
+        self.embedding = embedding
+        self.original_size = embedding.original_size
+        self.input_size = embedding.input_size
+        self.orig_h, self.orig_w = embedding.original_size
+        self.input_h, self.input_w = embedding.input_size
+        self.is_image_set = True
+
+    def predict(
+        self,
+        point_coords: npt.ArrayLike | None = None,
+        point_labels: npt.ArrayLike | None = None,
+        box: npt.ArrayLike | None = None,
+        mask_input: npt.ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Masks for prompts on the current image, exactly as ``SamPredictor.predict``.
+
+        Returns:
+            masks: (C, H, W) bool at the original size (float32 logits with ``return_logits``),
+            scores: (C,) float32 predicted IoUs, low_res_logits: (C, 256, 256) float32;
+            C = 3 with ``multimask_output`` else 1.
+        """
+        self._require_image()  # before validating prompts: the reference checks this first too
+        prompt = Prompt(point_coords, point_labels, box, mask_input)
+        pred = self._predict([prompt], multimask_output, return_logits)[0]
+        return pred.masks, pred.scores, pred.low_res_logits
+
+    def get_image_embedding(self) -> npt.NDArray[np.float32]:
+        """The current image's embedding, (1, 256, 64, 64) float32 like ``SamPredictor``'s."""
+        if not self.is_image_set or self.embedding is None:
+            raise RuntimeError(_NOT_SET_EMBEDDING)
+        if self.embedding.embedding is None:
+            raise RuntimeError("the embedding is held by the server and is not available locally")
+        return self.embedding.embedding[None]
+
+    @property
+    def features(self) -> npt.NDArray[np.float32] | None:
+        """``SamPredictor.features``: the embedding (1, 256, 64, 64), or None before set_image."""
+        if self.embedding is None or self.embedding.embedding is None:
+            return None
+        return self.embedding.embedding[None]
+
+    def reset_image(self) -> None:
+        """Forget the current image."""
+        self.is_image_set = False
+        self.embedding = None
+        self._image = None
+        self.original_size = None
+        self.input_size = None
+        self.orig_h = self.orig_w = self.input_h = self.input_w = None
+
+    # -- extensions -------------------------------------------------------------------------
+
+    def predict_batch(
+        self,
+        prompts: Sequence[Prompt | Mapping[str, Any]],
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> list[Prediction]:
+        """Many prompts (``Prompt`` or dicts of ``predict``'s prompt arguments) on the current image."""
+        self._require_image()
+        items = [p if isinstance(p, Prompt) else Prompt(**p) for p in prompts]
+        return self._predict(items, multimask_output, return_logits)
+
+    def _require_image(self) -> ImageEmbedding:
+        if not self.is_image_set or self.embedding is None:
+            raise RuntimeError(_NOT_SET)
+        return self.embedding
+
+    def _predict(
+        self, prompts: list[Prompt], multimask_output: bool, return_logits: bool
+    ) -> list[Prediction]:
+        embedding = self._require_image()
+        result = self.client.predict(embedding, prompts, multimask_output, return_logits)
+        return result if isinstance(result, list) else [result]
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,150 @@
+"""``sam-triton export`` and ``sam-triton verify``.
+
+Registering imports nothing heavy; torch, onnx and segment_anything load inside the handlers.
+Exit codes: 0 success, 1 verification outside tolerance, 2 refused / bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny-test")  # kept in step with model_types.MODEL_TYPES
+TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
+
+
+def _add_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-type", required=True, choices=MODEL_TYPES, help="SAM variant")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", type=Path, help="official SAM checkpoint (.pth)")
+    weights.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="use randomly initialised weights (masks are meaningless; for tests and demos)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+    parser.add_argument("--repository", type=Path, required=True, help="Triton model repository directory")
+
+
+def register(subparsers: Any) -> None:
+    export = subparsers.add_parser(
+        "export",
+        help="export SAM to ONNX/TensorRT and write a verified Triton model repository",
+        description="Build SAM from a checkpoint, export encoder and decoder, verify them against "
+        "PyTorch and write the Triton model repository.",
+    )
+    _add_weights(export)
+    export.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="python-onnxruntime",
+        help="python-onnxruntime runs everywhere (default); onnxruntime and tensorrt "
+        "are Triton's native backends in the NGC container",
+    )
+    export.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--max-prompts", type=int, default=64, help="prompts per decoder request")
+    export.add_argument("--max-points", type=int, default=64, help="points per prompt")
+    export.add_argument("--max-batch", type=int, default=8, help="largest Triton batch per model")
+    export.add_argument("--instances", type=int, default=1, help="model instances per model")
+    export.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip the comparison with the PyTorch reference",
+    )
+    export.add_argument(
+        "--if-changed",
+        action="store_true",
+        help="do nothing when the repository already holds this exact export",
+    )
+    export.set_defaults(handler=run_export)
+
+    verify = subparsers.add_parser(
+        "verify",
+        help="compare an exported repository with the PyTorch reference",
+        description="Run the repository's ONNX models and segment_anything's SamPredictor on sample "
+        "images and prompts; exit 1 beyond the tolerances of SPEC section 5.",
+    )
+    _add_weights(verify)
+    verify.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        help="tolerances to apply (default: the precision recorded in export.json)",
+    )
+    verify.set_defaults(handler=run_verify)
+
+
+def _weights(args: argparse.Namespace) -> tuple[Path | None, int | None]:
+    if args.checkpoint is None and not args.random_weights:
+        raise SystemExit(
+            f"sam-triton {args.command}: error: give --checkpoint PATH, or --random-weights "
+            "[--seed N] to use randomly initialised weights on purpose"
+        )
+    return args.checkpoint, (args.seed if args.random_weights else None)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from sam_triton_export.checkpoints import CheckpointError
+    from sam_triton_export.pipeline import ExportError, VerifyFailed, export_repository
+
+    checkpoint, seed = _weights(args)
+    try:
+        result = export_repository(
+            args.model_type,
+            args.repository,
+            checkpoint=checkpoint,
+            random_seed=seed,
+            target=args.target,
+            precision=args.precision,
+            opset=args.opset,
+            max_batch=args.max_batch,
+            max_prompts=args.max_prompts,
+            max_points=args.max_points,
+            instances=args.instances,
+            verify=args.verify,
+            if_changed=args.if_changed,
+        )
+    except VerifyFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (CheckpointError, ExportError, ValueError) as e:
+        return _fail(str(e))
+    if not result.skipped:
+        for path, size in result.files.items():
+            print(f"  {path}: {size / 1e6:.1f} MB")
+        print(
+            f"exported {args.model_type} ({args.precision}, {args.target}) to {args.repository} "
+            f"in {sum(result.timings.values()):.1f} s"
+        )
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from sam_triton_export.checkpoints import CheckpointError
+    from sam_triton_export.model_builder import build_sam
+    from sam_triton_export.repository import read_export_info
+    from sam_triton_export.verify import verify_repository
+
+    checkpoint, seed = _weights(args)
+    info = read_export_info(args.repository)
+    if info is not None and info.get("model_type") != args.model_type:
+        print(
+            f"warning: {args.repository} was exported from {info.get('model_type')}, "
+            f"verifying against {args.model_type}",
+            file=sys.stderr,
+        )
+    try:
+        sam = build_sam(args.model_type, checkpoint, random_seed=seed)
+        report = verify_repository(args.repository, sam, precision=args.precision)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        return _fail(str(e))
+    print(report.format())
+    return 0 if report.passed else 1

@@ -1,0 +1,164 @@
+"""The ``sam_decoder`` graph: B image embeddings x P prompts x N points -> low-res mask logits.
+
+segment_anything's ``MaskDecoder.predict_masks`` repeat_interleaves *one* image embedding
+over all prompts, and its ``SamOnnxModel`` bakes single/multi-mask choice into the graph.
+Here every prompt is paired with its own image's embedding (so one call serves single-prompt
+requests from different images as well as many prompts on one image), and the multimask
+switch is a run-time input. The math is ``predict_masks``' step for step, using the
+module's own submodules, so the weights and numerics are SAM's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
+from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
+
+if TYPE_CHECKING:
+    import torch
+    from segment_anything.modeling import Sam
+
+DECODER_INPUTS = (
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "multimask_output",
+)
+DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
+
+
+def decoder_module(sam: Sam) -> torch.nn.Module:
+    """The batched decoder as a torch module (what is exported; also handy for debugging)."""
+    import torch
+
+    prompt_encoder = sam.prompt_encoder
+    mask_decoder = sam.mask_decoder
+
+    class SamDecoderOnnx(torch.nn.Module):
+        image_pe: torch.Tensor
+        mask_decoder: Any  # segment_anything is untyped; attribute access is checked by tests
+        prompt_encoder: Any
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.prompt_encoder = prompt_encoder
+            self.mask_decoder = mask_decoder
+            self.register_buffer("image_pe", prompt_encoder.get_dense_pe().detach().clone())
+
+        def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            # As SamOnnxModel._embed_points: padding points (label -1) become not_a_point,
+            # labels 0..3 add the matching learned embedding (bg, fg, box corners).
+            coords = (coords + 0.5) / IMAGE_SIZE
+            embedding: torch.Tensor = self.prompt_encoder.pe_layer._pe_encoding(coords)
+            labels = labels.unsqueeze(-1).expand_as(embedding)
+            embedding = embedding * (labels != -1)
+            embedding = embedding + self.prompt_encoder.not_a_point_embed.weight * (labels == -1)
+            for i in range(self.prompt_encoder.num_point_embeddings):
+                embedding = embedding + self.prompt_encoder.point_embeddings[i].weight * (labels == i)
+            return embedding
+
+        def _embed_masks(self, mask_input: torch.Tensor, has_mask: torch.Tensor) -> torch.Tensor:
+            no_mask: torch.Tensor = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            has_mask = has_mask.view(-1, 1, 1, 1)
+            dense: torch.Tensor = self.prompt_encoder.mask_downscaling(mask_input)
+            return has_mask * dense + (1 - has_mask) * no_mask
+
+        def forward(
+            self,
+            image_embeddings: torch.Tensor,  # [B, 256, 64, 64]
+            point_coords: torch.Tensor,  # [B, P, N, 2]
+            point_labels: torch.Tensor,  # [B, P, N]
+            mask_input: torch.Tensor,  # [B, P, 1, 256, 256]
+            has_mask_input: torch.Tensor,  # [B, P]
+            multimask_output: torch.Tensor,  # [B, 1] bool; element [0, 0] decides
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            batch, prompts, points = point_labels.shape
+            flat = batch * prompts
+            sparse = self._embed_points(
+                point_coords.reshape(flat, points, 2), point_labels.reshape(flat, points)
+            )
+            dense = self._embed_masks(
+                mask_input.reshape(flat, 1, LOW_RES_SIZE, LOW_RES_SIZE), has_mask_input.reshape(flat)
+            )
+            # predict_masks, with each prompt's own image embedding instead of repeat_interleave.
+            md = self.mask_decoder
+            output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+            tokens = torch.cat((output_tokens.unsqueeze(0).expand(flat, -1, -1), sparse), dim=1)
+            src = image_embeddings.unsqueeze(1).expand(-1, prompts, -1, -1, -1)
+            src = src.reshape(flat, EMBED_DIM, EMBED_SIZE, EMBED_SIZE) + dense
+            pos_src = self.image_pe.expand(flat, -1, -1, -1)
+            hs, src = md.transformer(src, pos_src, tokens)
+            iou_token_out = hs[:, 0, :]
+            mask_tokens_out = hs[:, 1 : (1 + md.num_mask_tokens), :]
+            src = src.transpose(1, 2).reshape(flat, EMBED_DIM, EMBED_SIZE, EMBED_SIZE)
+            upscaled = md.output_upscaling(src)
+            hyper_in = torch.stack(
+                [
+                    md.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
+                    for i in range(md.num_mask_tokens)
+                ],
+                dim=1,
+            )
+            channels = upscaled.shape[1]
+            masks = (hyper_in @ upscaled.reshape(flat, channels, LOW_RES_SIZE * LOW_RES_SIZE)).reshape(
+                flat, md.num_mask_tokens, LOW_RES_SIZE, LOW_RES_SIZE
+            )
+            iou_pred = md.iou_prediction_head(iou_token_out)
+            # MaskDecoder.forward's selection, decided at run time: tokens 1..3 when multimask,
+            # token 0 otherwise. nonzero() gives the indices as a tensor, so the choice (and
+            # K) stays data-dependent in the graph instead of being traced into a constant.
+            token_ids = torch.arange(md.num_mask_tokens, device=masks.device)
+            multimask = multimask_output.reshape(-1)[0]
+            # (bool logic rather than Where: ONNX Runtime's CPU Where has no bool kernel)
+            keep = ((token_ids >= 1) & multimask) | ((token_ids == 0) & ~multimask)
+            selected = torch.nonzero(keep).reshape(-1)
+            masks = masks.index_select(1, selected)
+            iou_pred = iou_pred.index_select(1, selected)
+            kept = selected.shape[0]
+            return (
+                masks.reshape(batch, prompts, kept, LOW_RES_SIZE, LOW_RES_SIZE),
+                iou_pred.reshape(batch, prompts, kept),
+            )
+
+    return SamDecoderOnnx().eval()
+
+
+def example_decoder_inputs(batch: int = 1, prompts: int = 1, points: int = 2) -> tuple[torch.Tensor, ...]:
+    import torch
+
+    return (
+        torch.randn(batch, EMBED_DIM, EMBED_SIZE, EMBED_SIZE),
+        torch.randint(0, IMAGE_SIZE, (batch, prompts, points, 2)).to(torch.float32),
+        torch.ones(batch, prompts, points),
+        torch.zeros(batch, prompts, 1, LOW_RES_SIZE, LOW_RES_SIZE),
+        torch.zeros(batch, prompts),
+        torch.ones(batch, 1, dtype=torch.bool),
+    )
+
+
+def export_decoder(sam: Sam, path: Path, *, opset: int = DEFAULT_OPSET, precision: str = "fp32") -> Path:
+    dynamic_axes: dict[str, dict[int, str]] = {
+        "image_embeddings": {0: "batch"},
+        "point_coords": {0: "batch", 1: "prompts", 2: "points"},
+        "point_labels": {0: "batch", 1: "prompts", 2: "points"},
+        "mask_input": {0: "batch", 1: "prompts"},
+        "has_mask_input": {0: "batch", 1: "prompts"},
+        "multimask_output": {0: "batch"},
+        "low_res_masks": {0: "batch", 1: "prompts", 2: "masks"},
+        "iou_predictions": {0: "batch", 1: "prompts", 2: "masks"},
+    }
+    # Export with B=2, P=2 so no dimension is specialised to 1 by the tracer.
+    return export_onnx(
+        decoder_module(sam),
+        example_decoder_inputs(batch=2, prompts=2, points=3),
+        path,
+        input_names=DECODER_INPUTS,
+        output_names=DECODER_OUTPUTS,
+        dynamic_axes=dynamic_axes,
+        opset=opset,
+        precision=precision,
+    )

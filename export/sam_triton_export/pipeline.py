@@ -1,0 +1,225 @@
+"""``export_repository``: checkpoint -> ONNX (-> TensorRT) -> verified Triton repository."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sam_triton_export.checkpoints import CheckpointError, sha256_file
+from sam_triton_export.model_types import get_model_type
+from sam_triton_export.onnx_common import DEFAULT_OPSET, PRECISIONS, onnx_files
+from sam_triton_export.repository import (
+    DECODER,
+    ENCODER,
+    RepositoryOptions,
+    model_file,
+    read_export_info,
+    write_export_info,
+    write_repository_files,
+)
+from sam_triton_export.verify import VerifyReport
+
+EXPORT_FORMAT = 1  # bump when the graphs change so --if-changed re-exports old repositories
+
+RANDOM_WEIGHTS_BANNER = (
+    "!!! RANDOM WEIGHTS: this repository holds randomly initialised SAM weights (seed {seed}).\n"
+    "!!! Its masks are meaningless; pass --checkpoint PATH to serve a real model."
+)
+
+
+class ExportError(Exception):
+    """Export refused or failed; the message says what to do."""
+
+
+class VerifyFailed(ExportError):
+    def __init__(self, report: VerifyReport) -> None:
+        super().__init__("verify failed: " + "; ".join(report.failures()))
+        self.report = report
+
+
+@dataclass
+class ExportResult:
+    repository: Path
+    info: dict[str, Any]
+    skipped: bool = False
+    files: dict[str, int] = field(default_factory=dict)  # repository-relative path -> bytes
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    verify: VerifyReport | None = None
+
+
+def weights_description(checkpoint: Path | None, random_seed: int | None) -> dict[str, Any]:
+    if checkpoint is not None:
+        return {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": sha256_file(checkpoint)}
+    return {"random_seed": random_seed}
+
+
+def _same_weights(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    # The same file moved elsewhere is still the same weights: compare content, not path.
+    if "checkpoint_sha256" in a or "checkpoint_sha256" in b:
+        return a.get("checkpoint_sha256") == b.get("checkpoint_sha256")
+    return a.get("random_seed") == b.get("random_seed")
+
+
+def weight_files(repository: Path, target: str) -> list[Path]:
+    files = [f for m in (ENCODER, DECODER) for f in onnx_files(model_file(repository, m))]
+    if target == "tensorrt":
+        files += [model_file(repository, m, target) for m in (ENCODER, DECODER)]
+    return files
+
+
+def is_up_to_date(repository: Path, wanted: dict[str, Any]) -> bool:
+    """True when export.json describes ``wanted`` exactly and the weight files are present."""
+    info = read_export_info(repository)
+    if info is None or not all(p.is_file() for p in weight_files(repository, wanted["target"])):
+        return False
+    keys = ("format", "model_type", "precision", "target", "opset", "options")
+    return all(info.get(k) == wanted[k] for k in keys) and _same_weights(info["weights"], wanted["weights"])
+
+
+class _Steps:
+    """Numbered progress lines with timings: '[2/6] exporting encoder ... 3.1 s'."""
+
+    def __init__(self, total: int, log: Callable[[str], None], timings: dict[str, float]) -> None:
+        self.total, self.index, self.log, self.timings = total, 0, log, timings
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.index += 1
+        self.log(f"[{self.index}/{self.total}] {name} ...")
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 2)
+        self.log(f"[{self.index}/{self.total}] {name}: done in {self.timings[name]:.1f} s")
+
+
+def export_repository(
+    model_type: str,
+    repository: Path | str,
+    *,
+    checkpoint: Path | str | None = None,
+    random_seed: int | None = None,
+    target: str = "python-onnxruntime",
+    precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
+    max_batch: int = 8,
+    max_prompts: int = 64,
+    max_points: int = 64,
+    instances: int = 1,
+    verify: bool = True,
+    if_changed: bool = False,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Build SAM, export encoder and decoder, write a complete Triton repository, verify it.
+
+    Exactly one of ``checkpoint`` and ``random_seed`` must be given: random weights are never
+    implicit. Raises CheckpointError (bad checkpoint), ExportError (refused, TensorRT missing)
+    or VerifyFailed (outputs beyond SPEC 5 tolerances; export.json is then not written).
+    """
+    from sam_triton_export.tensorrt import tensorrt_unavailable_reason
+
+    repository = Path(repository)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    get_model_type(model_type)
+    if checkpoint is None and random_seed is None:
+        raise ExportError(
+            "no weights given: pass --checkpoint PATH (an official SAM .pth file), or "
+            "--random-weights --seed N to export randomly initialised weights on purpose"
+        )
+    if checkpoint is not None and random_seed is not None:
+        raise ExportError("give either a checkpoint or --random-weights, not both")
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint file not found: {checkpoint}")
+    options = RepositoryOptions(target, max_batch, max_prompts, max_points, instances)
+    if target == "tensorrt" and (reason := tensorrt_unavailable_reason()) is not None:
+        raise ExportError(f"cannot export --target tensorrt: {reason}")
+
+    wanted: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "model_type": model_type,
+        "weights": weights_description(checkpoint, random_seed),
+        "precision": precision,
+        "target": target,
+        "opset": opset,
+        "options": options.to_dict(),
+    }
+    if random_seed is not None:
+        log(RANDOM_WEIGHTS_BANNER.format(seed=random_seed))
+    result = ExportResult(repository=repository, info=wanted)
+    if if_changed and is_up_to_date(repository, wanted):
+        write_repository_files(repository, options)  # configs follow the generator, cheaply
+        result.skipped = True
+        result.info = read_export_info(repository) or wanted
+        log(f"{repository} already holds this export ({model_type}, {precision}, {target}); skipping")
+        return result
+
+    total = 4 + int(verify) + int(target == "tensorrt")
+    steps = _Steps(total, log, result.timings)
+    with steps.step(
+        f"loading {model_type} " + (f"from {checkpoint}" if checkpoint else f"random seed {random_seed}")
+    ):
+        from sam_triton_export.model_builder import build_sam
+
+        sam = build_sam(model_type, checkpoint, random_seed=random_seed)
+    # A half-written repository must not look complete to --if-changed.
+    (repository / ENCODER / "export.json").unlink(missing_ok=True)
+    with steps.step(f"exporting image encoder to ONNX ({precision})"):
+        from sam_triton_export.onnx_encoder import export_encoder
+
+        export_encoder(sam, model_file(repository, ENCODER), opset=opset, precision=precision)
+    with steps.step(f"exporting prompt encoder + mask decoder to ONNX ({precision})"):
+        from sam_triton_export.onnx_decoder import export_decoder
+
+        export_decoder(sam, model_file(repository, DECODER), opset=opset, precision=precision)
+    if verify:
+        with steps.step("verifying ONNX against the PyTorch SamPredictor"):
+            from sam_triton_export.verify import verify_models
+
+            report = verify_models(
+                model_file(repository, ENCODER),
+                model_file(repository, DECODER),
+                sam,
+                precision=precision,
+                log=log,
+            )
+            result.verify = report
+            log(report.format())
+        if not report.passed:
+            raise VerifyFailed(report)
+    if target == "tensorrt":
+        with steps.step("building TensorRT plans"):
+            from sam_triton_export.tensorrt import build_plan, decoder_profile, encoder_profile
+
+            fp16 = precision == "fp16"
+            build_plan(
+                model_file(repository, ENCODER),
+                model_file(repository, ENCODER, target),
+                encoder_profile(max_batch),
+                fp16=fp16,
+            )
+            build_plan(
+                model_file(repository, DECODER),
+                model_file(repository, DECODER, target),
+                decoder_profile(max_batch, max_prompts, max_points),
+                fp16=fp16,
+            )
+    with steps.step(f"writing Triton configs for target {target}"):
+        write_repository_files(repository, options)
+        files = weight_files(repository, target)
+        result.files = {str(p.relative_to(repository)): p.stat().st_size for p in files}
+        result.info = {
+            **wanted,
+            "files": {str(p.relative_to(repository)): sha256_file(p) for p in files},
+            "verify": result.verify.to_dict() if result.verify else None,
+            "timings_s": result.timings,
+            "exported_on": platform.node(),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_export_info(repository, result.info)
+    return result

@@ -1,0 +1,377 @@
+"""The Triton model repository: config.pbtxt for each target, model.py shims, warm-up data,
+and export.json (what was exported, from which weights).
+
+Every target exposes the same models (``sam_encoder``, ``sam_decoder``, ``sam``), tensor
+names, dtypes and dims, so a client cannot tell which one it talks to; only the backend,
+instance kind and batching policy differ.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
+from sam_triton_export.pbtxt import Comment, Enum, Field, Message, render
+
+TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
+ENCODER, DECODER, ENSEMBLE, SESSION = "sam_encoder", "sam_decoder", "sam", "sam_session"
+VERSION = "1"
+EXPORT_INFO = "export.json"
+_WARMUP_DIR = "warmup"
+_WARMUP_INPUT_SIZE = "input_size"
+
+# Measured here (2 shared CPU cores, onnxruntime CPU; notes/export-notes.md): a tiny-test
+# encoder call takes ~0.4 s (vit_b: seconds) and a decoder call ~90 ms for one prompt, while
+# batching 4-8 decoder calls did NOT lower the per-prompt cost on this CPU. So the queue
+# delays are kept at a level that is invisible next to one call (2 ms / 1 ms): they cost
+# nothing when idle and let a GPU, where per-call overhead dominates, gather batches.
+ENCODER_QUEUE_DELAY_US = 2000
+DECODER_QUEUE_DELAY_US = 1000
+
+
+@dataclass(frozen=True)
+class RepositoryOptions:
+    target: str = "python-onnxruntime"
+    max_batch: int = 8  # largest batch Triton forms for the encoder and the decoder
+    max_prompts: int = 64  # prompts per decoder request (SamAutomaticMaskGenerator sends 64)
+    max_points: int = 64  # points per prompt, box corners and padding point included
+    instances: int = 1  # model instances per model (per GPU for the native targets)
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        for name in ("max_batch", "max_prompts", "max_points", "instances"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: getattr(self, k) for k in ("target", "max_batch", "max_prompts", "max_points", "instances")
+        }
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+
+    def message(self, ragged: bool = False, optional: bool = False) -> Message:
+        fields: list[Field] = [
+            ("name", self.name),
+            ("data_type", Enum(self.dtype)),
+            ("dims", list(self.dims)),
+        ]
+        if ragged:
+            fields.append(("allow_ragged_batch", True))
+        if optional:
+            fields.append(("optional", True))
+        return Message(tuple(fields))
+
+
+ENCODER_INPUTS = (
+    Tensor("image", "TYPE_UINT8", (IMAGE_SIZE, IMAGE_SIZE, 3)),
+    Tensor("input_size", "TYPE_INT32", (2,)),
+)
+ENCODER_OUTPUTS = (Tensor("image_embeddings", "TYPE_FP32", (EMBED_DIM, EMBED_SIZE, EMBED_SIZE)),)
+DECODER_INPUTS = (
+    Tensor("image_embeddings", "TYPE_FP32", (EMBED_DIM, EMBED_SIZE, EMBED_SIZE)),
+    Tensor("point_coords", "TYPE_FP32", (-1, -1, 2)),
+    Tensor("point_labels", "TYPE_FP32", (-1, -1)),
+    Tensor("mask_input", "TYPE_FP32", (-1, 1, LOW_RES_SIZE, LOW_RES_SIZE)),
+    Tensor("has_mask_input", "TYPE_FP32", (-1,)),
+    Tensor("multimask_output", "TYPE_BOOL", (1,)),
+)
+DECODER_OUTPUTS = (
+    Tensor("low_res_masks", "TYPE_FP32", (-1, -1, LOW_RES_SIZE, LOW_RES_SIZE)),
+    Tensor("iou_predictions", "TYPE_FP32", (-1, -1)),
+)
+
+SESSION_ID = Tensor("session_id", "TYPE_STRING", (1,))
+CACHE_HIT = Tensor("cache_hit", "TYPE_BOOL", (1,))
+# 1 GiB holds 256 embeddings (4 MiB each); idle sessions are dropped after an hour.
+SESSION_CACHE_BYTES = 1 << 30
+SESSION_CACHE_TTL_SECONDS = 3600
+
+# Warm-up shapes (batch dim excluded) of the variable-shape decoder inputs: one prompt, one point.
+_DECODER_WARMUP_DIMS = {
+    "point_coords": (1, 1, 2),
+    "point_labels": (1, 1),
+    "mask_input": (1, 1, LOW_RES_SIZE, LOW_RES_SIZE),
+    "has_mask_input": (1,),
+}
+
+
+def model_dir(repository: Path, model: str) -> Path:
+    return repository / model / VERSION
+
+
+def model_file(repository: Path, model: str, target: str = "python-onnxruntime") -> Path:
+    """The weights file Triton (or the Python backend) loads for ``model`` in ``target``."""
+    return model_dir(repository, model) / ("model.plan" if target == "tensorrt" else "model.onnx")
+
+
+def _header(target: str) -> Comment:
+    return Comment(
+        f"Written by `sam-triton export --target {target}` (sam_triton_export/repository.py);\n"
+        "change the generator, not this file: a test compares the committed copy with it."
+    )
+
+
+def _backend_fields(target: str) -> list[Field]:
+    if target == "python-onnxruntime":
+        return [
+            Comment("model.py runs model.onnx through onnxruntime (TensorRT/CUDA providers when present)."),
+            ("backend", "python"),
+        ]
+    if target == "onnxruntime":
+        return [("backend", "onnxruntime"), ("default_model_filename", "model.onnx")]
+    return [("backend", "tensorrt"), ("default_model_filename", "model.plan")]
+
+
+def _instance_group(options: RepositoryOptions) -> Field:
+    if options.target == "python-onnxruntime":
+        return (
+            "instance_group",
+            [
+                Message.of(
+                    Comment(
+                        "KIND_CPU: the bundled CPU-only tritonserver can load it; model.py itself\n"
+                        "picks the CUDA/TensorRT execution providers when the machine has a GPU."
+                    ),
+                    ("count", options.instances),
+                    ("kind", Enum("KIND_CPU")),
+                )
+            ],
+        )
+    return ("instance_group", [Message.of(("count", options.instances), ("kind", Enum("KIND_GPU")))])
+
+
+def _dynamic_batching(options: RepositoryOptions, delay_us: int) -> Field:
+    preferred = [n for n in (2, 4, 8, 16, 32, 64) if n <= options.max_batch]
+    fields: list[Field] = []
+    if preferred:
+        fields.append(("preferred_batch_size", preferred))
+    fields.append(("max_queue_delay_microseconds", delay_us))
+    return ("dynamic_batching", Message(tuple(fields)))
+
+
+def _parameters(values: dict[str, str]) -> list[Field]:
+    return [
+        ("parameters", Message.of(("key", key), ("value", Message.of(("string_value", value)))))
+        for key, value in values.items()
+    ]
+
+
+def _warmup_input(name: str, tensor: Tensor, dims: Sequence[int], source: Field) -> Message:
+    value = Message.of(("data_type", Enum(tensor.dtype)), ("dims", list(dims)), source)
+    return Message.of(("key", name), ("value", value))
+
+
+def encoder_config(options: RepositoryOptions) -> str:
+    image, input_size = ENCODER_INPUTS
+    warmup = Message.of(
+        ("name", "zero image 1024x1024"),
+        ("batch_size", 1),
+        ("inputs", _warmup_input("image", image, image.dims, ("zero_data", True))),
+        # input_size must be a valid (h, w); Triton can only read non-zero values from a file.
+        (
+            "inputs",
+            _warmup_input("input_size", input_size, input_size.dims, ("input_data_file", _WARMUP_INPUT_SIZE)),
+        ),
+    )
+    fields: list[Field] = [
+        _header(options.target),
+        ("name", ENCODER),
+        *_backend_fields(options.target),
+        ("max_batch_size", options.max_batch),
+        ("input", [t.message() for t in ENCODER_INPUTS]),
+        ("output", [t.message() for t in ENCODER_OUTPUTS]),
+        _dynamic_batching(options, ENCODER_QUEUE_DELAY_US),
+        _instance_group(options),
+    ]
+    if options.target == "python-onnxruntime":
+        fields += _parameters({"onnx_file": "model.onnx", "intra_op_threads": "0"})
+    fields.append(("model_warmup", [warmup]))
+    return render(Message(tuple(fields)))
+
+
+def decoder_config(options: RepositoryOptions) -> str:
+    python = options.target == "python-onnxruntime"
+    warmup_inputs = [
+        _warmup_input(t.name, t, _DECODER_WARMUP_DIMS.get(t.name, t.dims), ("zero_data", True))
+        for t in DECODER_INPUTS
+    ]
+    warmup = Message(
+        (("name", "one point, zero embedding"), ("batch_size", 1), *(("inputs", m) for m in warmup_inputs))
+    )
+    fields: list[Field] = [
+        _header(options.target),
+        ("name", DECODER),
+        *_backend_fields(options.target),
+        ("max_batch_size", options.max_batch),
+    ]
+    if python:
+        fields += [
+            Comment(
+                "allow_ragged_batch: requests with different prompt/point counts share a batch;\n"
+                "model.py groups them by (P, N, multimask) into one onnxruntime call each."
+            ),
+            ("input", [t.message(ragged=True) for t in DECODER_INPUTS]),
+            ("output", [t.message() for t in DECODER_OUTPUTS]),
+            _dynamic_batching(options, DECODER_QUEUE_DELAY_US),
+        ]
+    else:
+        fields += [
+            Comment(
+                "No dynamic batching here, on purpose: Triton batches requests only when their\n"
+                "shapes match, and multimask_output is a value the graph reads from row 0 only,\n"
+                "so a batch mixing single- and multi-mask requests would give some of them the\n"
+                "wrong K. (The python-onnxruntime target groups by (P, N, multimask) instead.)"
+            ),
+            ("input", [t.message() for t in DECODER_INPUTS]),
+            ("output", [t.message() for t in DECODER_OUTPUTS]),
+        ]
+    fields.append(_instance_group(options))
+    if python:
+        fields += _parameters(
+            {
+                "onnx_file": "model.onnx",
+                "intra_op_threads": "0",
+                "max_prompts": str(options.max_prompts),
+                "max_points": str(options.max_points),
+            }
+        )
+    fields.append(("model_warmup", [warmup]))
+    return render(Message(tuple(fields)))
+
+
+def ensemble_config(options: RepositoryOptions) -> str:
+    def mapping(key: str, names: Sequence[str], internal: dict[str, str]) -> list[Field]:
+        return [(key, Message.of(("key", n), ("value", internal.get(n, n)))) for n in names]
+
+    embedding = {"image_embeddings": "_image_embeddings"}
+    encoder_step = Message(
+        (
+            ("model_name", ENCODER),
+            ("model_version", -1),
+            *mapping("input_map", [t.name for t in ENCODER_INPUTS], {}),
+            *mapping("output_map", [t.name for t in ENCODER_OUTPUTS], embedding),
+        )
+    )
+    decoder_step = Message(
+        (
+            ("model_name", DECODER),
+            ("model_version", -1),
+            *mapping("input_map", [t.name for t in DECODER_INPUTS], embedding),
+            *mapping("output_map", [t.name for t in DECODER_OUTPUTS], {}),
+        )
+    )
+    inputs = [*ENCODER_INPUTS, *DECODER_INPUTS[1:]]
+    return render(
+        Message.of(
+            _header(options.target),
+            Comment("Image + prompts -> masks in one round trip; the embedding never leaves the server."),
+            ("name", ENSEMBLE),
+            ("platform", "ensemble"),
+            ("max_batch_size", options.max_batch),
+            ("input", [t.message() for t in inputs]),
+            ("output", [t.message() for t in DECODER_OUTPUTS]),
+            ("ensemble_scheduling", Message.of(("step", [encoder_step, decoder_step]))),
+        )
+    )
+
+
+def session_config(options: RepositoryOptions) -> str:
+    inputs = [SESSION_ID.message(), *(t.message(optional=True) for t in (*ENCODER_INPUTS, *DECODER_INPUTS[1:]))]
+    outputs = [t.message() for t in (*DECODER_OUTPUTS, *ENCODER_OUTPUTS, CACHE_HIT)]
+    return render(
+        Message.of(
+            _header(options.target),
+            Comment(
+                "Server-held embeddings (sam_triton_server/models/session.py): embed once, then clicks\n"
+                "carry prompts only. A Python-backend model on every target, with exactly one\n"
+                "instance because the cache lives in that instance's memory."
+            ),
+            ("name", SESSION),
+            ("backend", "python"),
+            ("max_batch_size", 1),
+            ("input", inputs),
+            ("output", outputs),
+            ("instance_group", [Message.of(("count", 1), ("kind", Enum("KIND_CPU")))]),
+            *_parameters(
+                {
+                    # The decoder's own ONNX file: one set of weights, no BLS hop per click.
+                    "onnx_file": f"../../{DECODER}/{VERSION}/model.onnx",
+                    "encoder_model": ENCODER,
+                    "intra_op_threads": "0",
+                    "max_prompts": str(options.max_prompts),
+                    "max_points": str(options.max_points),
+                    "cache_bytes": str(SESSION_CACHE_BYTES),
+                    "cache_ttl_seconds": str(SESSION_CACHE_TTL_SECONDS),
+                }
+            ),
+        )
+    )
+
+
+def shim(model: str) -> str:
+    module = {ENCODER: "encoder", DECODER: "decoder", SESSION: "session"}[model]
+    return f"from sam_triton_server.models.{module} import TritonPythonModel  # noqa\n"
+
+
+def repository_files(options: RepositoryOptions) -> dict[str, bytes]:
+    """Every non-weight file of the repository for ``options``, by relative path."""
+    files = {
+        f"{ENCODER}/config.pbtxt": encoder_config(options).encode(),
+        f"{DECODER}/config.pbtxt": decoder_config(options).encode(),
+        f"{ENSEMBLE}/config.pbtxt": ensemble_config(options).encode(),
+        f"{ENSEMBLE}/{VERSION}/.keep": b"",  # Triton wants a version directory even for ensembles
+        f"{SESSION}/config.pbtxt": session_config(options).encode(),
+        f"{SESSION}/{VERSION}/model.py": shim(SESSION).encode(),
+        f"{ENCODER}/{_WARMUP_DIR}/{_WARMUP_INPUT_SIZE}": _int32_bytes([IMAGE_SIZE, IMAGE_SIZE]),
+    }
+    if options.target == "python-onnxruntime":
+        for model in (ENCODER, DECODER):
+            files[f"{model}/{VERSION}/model.py"] = shim(model).encode()
+    return files
+
+
+def _int32_bytes(values: Sequence[int]) -> bytes:
+    return b"".join(int(v).to_bytes(4, "little", signed=True) for v in values)
+
+
+def write_repository_files(repository: Path, options: RepositoryOptions) -> list[Path]:
+    """Write configs, shims and warm-up data; leaves weights and other models alone."""
+    written = []
+    for relative, content in repository_files(options).items():
+        path = repository / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_bytes() != content:
+            path.write_bytes(content)
+        written.append(path)
+    if options.target != "python-onnxruntime":
+        # A python shim left over from another target would make the native config lie.
+        for model in (ENCODER, DECODER):
+            (model_dir(repository, model) / "model.py").unlink(missing_ok=True)
+    return written
+
+
+def write_export_info(repository: Path, info: dict[str, Any]) -> Path:
+    path = repository / ENCODER / EXPORT_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_export_info(repository: Path) -> dict[str, Any] | None:
+    path = repository / ENCODER / EXPORT_INFO
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None

@@ -1,0 +1,1 @@
+from sam_triton_server.models.decoder import TritonPythonModel  # noqa

@@ -1,0 +1,1 @@
+from sam_triton_server.models.session import TritonPythonModel  # noqa

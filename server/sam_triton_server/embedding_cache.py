@@ -1,0 +1,94 @@
+"""Server-held image embeddings: an LRU cache bounded by bytes, with a time-to-live.
+
+A vit embedding is 4 MiB (256x64x64 float32); holding it on the server turns every click
+of an interactive session into a request of a few hundred bytes. The byte bound, not an
+entry count, is what keeps a busy server inside its memory: whatever would exceed it is
+evicted least-recently-used first, and an entry larger than the whole budget is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class CachedEmbedding:
+    embedding: np.ndarray  # (256, 64, 64) float32
+    input_size: tuple[int, int]  # (h, w) of the resized image, as the encoder saw it
+    last_used: float  # the TTL counts from the last use: an active session never expires
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    expirations: int = 0
+
+
+class EmbeddingCache:
+    def __init__(
+        self,
+        max_bytes: int,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_bytes <= 0 or ttl_seconds <= 0:
+            raise ValueError("max_bytes and ttl_seconds must be positive")
+        self.max_bytes = max_bytes
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._entries: OrderedDict[str, CachedEmbedding] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.stats = CacheStats()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, key: str, embedding: np.ndarray, input_size: tuple[int, int]) -> bool:
+        """Store (or replace) ``key``; False when the entry alone exceeds the budget."""
+        if embedding.nbytes > self.max_bytes:
+            return False
+        entry = CachedEmbedding(np.ascontiguousarray(embedding), input_size, self._clock())
+        with self._lock:
+            self._drop(key)
+            self._entries[key] = entry
+            self._bytes += entry.embedding.nbytes
+            while self._bytes > self.max_bytes:
+                oldest = next(iter(self._entries))
+                self._drop(oldest)
+                self.stats.evictions += 1
+        return True
+
+    def get(self, key: str) -> CachedEmbedding | None:
+        """The entry for ``key`` (refreshing its LRU position), or None when absent or expired."""
+        with self._lock:
+            entry = self._entries.get(key)
+            now = self._clock()
+            if entry is not None and now - entry.last_used > self.ttl_seconds:
+                self._drop(key)
+                self.stats.expirations += 1
+                entry = None
+            if entry is None:
+                self.stats.misses += 1
+                return None
+            entry.last_used = now
+            self._entries.move_to_end(key)
+            self.stats.hits += 1
+            return entry
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.embedding.nbytes

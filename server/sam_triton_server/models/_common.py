@@ -1,0 +1,128 @@
+"""What the encoder and decoder Python-backend models share: config parameters, locating the
+ONNX file, the session, per-request error responses and input checks.
+
+``triton_python_backend_utils`` only exists inside Triton's Python stub, so it is passed in
+(``pb``) rather than imported here; everything else is plain numpy and testable without Triton.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sam_triton_server.ort import create_session
+
+Array = npt.NDArray[Any]
+
+
+class InvalidInput(ValueError):
+    """A request the model refuses; answered with INVALID_ARGUMENT, the batch carries on."""
+
+
+def parameters(model_config: dict[str, Any]) -> dict[str, str]:
+    params = model_config.get("parameters", {})
+    return {key: str(value.get("string_value", "")) for key, value in params.items()}
+
+
+def int_parameter(params: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(params.get(key, default))
+    except ValueError:
+        raise ValueError(f"config parameter {key!r} must be an integer, got {params[key]!r}") from None
+
+
+class _PbLogHandler(logging.Handler):
+    """Forwards Python logging to Triton's log, so provider choices show up in the server log."""
+
+    def __init__(self, pb: Any) -> None:
+        super().__init__()
+        self._pb = pb
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log = self._pb.Logger.log_warn if record.levelno >= logging.WARNING else self._pb.Logger.log_info
+        log(self.format(record))
+
+
+class OnnxModelBase:
+    """Config parsing and session creation common to both models."""
+
+    model_config: dict[str, Any]
+    params: dict[str, str]
+    pb: Any
+
+    def initialize(self, args: dict[str, str]) -> None:
+        import triton_python_backend_utils as pb
+
+        self.pb = pb
+        self.model_config = json.loads(args["model_config"])
+        self.params = parameters(self.model_config)
+        onnx_file = self.params.get("onnx_file", "model.onnx")
+        path = Path(args["model_repository"]) / args["model_version"] / onnx_file
+        logger = logging.getLogger(f"sam_triton_server.models.{args.get('model_name', 'model')}")
+        if not any(isinstance(h, _PbLogHandler) for h in logger.handlers):
+            logger.addHandler(_PbLogHandler(pb))
+        logger.setLevel(logging.INFO)
+        device = int(args.get("model_instance_device_id", 0) or 0)
+        self.session = create_session(
+            path,
+            intra_op_threads=int_parameter(self.params, "intra_op_threads", 0),
+            device_id=device,
+            logger=logger,
+        )
+        self.setup()
+
+    def setup(self) -> None:
+        """Model-specific initialisation after the session exists."""
+
+    def error_response(self, message: str, invalid: bool = True) -> Any:
+        error_cls = self.pb.TritonError
+        code = getattr(error_cls, "INVALID_ARG" if invalid else "INTERNAL", None)
+        error = error_cls(message) if code is None else error_cls(message, code)
+        return self.pb.InferenceResponse(output_tensors=[], error=error)
+
+    def input(self, request: Any, name: str) -> Array:
+        tensor = self.pb.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            raise InvalidInput(f"missing input tensor {name!r}")
+        array: Array = tensor.as_numpy()
+        return array
+
+    def respond(self, arrays: dict[str, Array]) -> Any:
+        return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor(k, v) for k, v in arrays.items()])
+
+    def finalize(self) -> None:
+        self.session = None
+
+
+def check_shape(name: str, array: Array, expected: tuple[int | None, ...]) -> None:
+    """``expected`` holds None for free dimensions."""
+    if array.ndim != len(expected) or any(
+        e is not None and a != e for a, e in zip(array.shape, expected, strict=True)
+    ):
+        shown = "[" + ", ".join("*" if e is None else str(e) for e in expected) + "]"
+        raise InvalidInput(f"{name} has shape {list(array.shape)}, expected {shown}")
+
+
+def check_dtype(name: str, array: Array, dtype: type[np.generic]) -> None:
+    if array.dtype != dtype:
+        raise InvalidInput(f"{name} has dtype {array.dtype}, expected {np.dtype(dtype).name}")
+
+
+def check_finite(name: str, array: Array) -> None:
+    if not np.isfinite(array).all():
+        raise InvalidInput(f"{name} contains NaN or infinite values")
+
+
+def split_batches(lengths: list[int], *arrays: Array) -> list[tuple[Array, ...]]:
+    """Cut batch-concatenated outputs back into per-request pieces."""
+    bounds = np.cumsum([0, *lengths])
+    return [tuple(a[bounds[i] : bounds[i + 1]] for a in arrays) for i in range(len(lengths))]
+
+
+RunFn = Callable[..., list[Array]]

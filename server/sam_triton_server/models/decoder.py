@@ -1,0 +1,108 @@
+"""``sam_decoder`` for the python-onnxruntime target.
+
+Triton hands over a batch of requests with different prompt counts (P), point counts (N) and
+multimask switches (allow_ragged_batch). Requests are grouped by (P, N, multimask) and each
+group is one onnxruntime call, so single-prompt clicks from different images batch together
+while a 64-prompt automatic-mask request still goes through in one call.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from sam_triton_server.models._common import (
+    Array,
+    InvalidInput,
+    OnnxModelBase,
+    check_dtype,
+    check_finite,
+    check_shape,
+    int_parameter,
+    split_batches,
+)
+
+IMAGE_SIZE = 1024
+EMBEDDING_SHAPE = (256, 64, 64)
+LOW_RES = 256
+VALID_LABELS = (-1.0, 0.0, 1.0, 2.0, 3.0)
+INPUT_NAMES = (
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "multimask_output",
+)
+GroupKey = tuple[int, int, bool]
+
+
+def validate_decoder_inputs(arrays: dict[str, Array], *, max_prompts: int, max_points: int) -> GroupKey:
+    """Check one request's inputs; returns its (prompts, points, multimask) group key."""
+    emb, coords, labels = arrays["image_embeddings"], arrays["point_coords"], arrays["point_labels"]
+    mask, has_mask, multimask = arrays["mask_input"], arrays["has_mask_input"], arrays["multimask_output"]
+    for name in INPUT_NAMES[:-1]:
+        check_dtype(name, arrays[name], np.float32)
+    check_dtype("multimask_output", multimask, np.bool_)
+    batch = emb.shape[0]
+    check_shape("image_embeddings", emb, (batch, *EMBEDDING_SHAPE))
+    check_shape("point_coords", coords, (batch, None, None, 2))
+    prompts, points = coords.shape[1:3]
+    if prompts < 1 or points < 1:
+        raise InvalidInput(
+            f"point_coords needs at least one prompt and one point, got shape {list(coords.shape)}"
+        )
+    if prompts > max_prompts:
+        raise InvalidInput(f"{prompts} prompts in one request; this server allows at most {max_prompts}")
+    if points > max_points:
+        raise InvalidInput(f"{points} points per prompt; this server allows at most {max_points}")
+    check_shape("point_labels", labels, (batch, prompts, points))
+    check_shape("mask_input", mask, (batch, prompts, 1, LOW_RES, LOW_RES))
+    check_shape("has_mask_input", has_mask, (batch, prompts))
+    check_shape("multimask_output", multimask, (batch, 1))
+    for name in INPUT_NAMES[:-1]:
+        check_finite(name, arrays[name])
+    if (coords < 0).any() or (coords > IMAGE_SIZE).any():
+        raise InvalidInput(
+            f"point_coords must lie in the {IMAGE_SIZE}x{IMAGE_SIZE} input frame (0..{IMAGE_SIZE})"
+        )
+    if not np.isin(labels, VALID_LABELS).all():
+        bad = sorted(set(labels[~np.isin(labels, VALID_LABELS)].tolist()))[:5]
+        raise InvalidInput(f"point_labels {bad} are not valid labels (-1 pad, 0 bg, 1 fg, 2/3 box corners)")
+    if not np.isin(has_mask, (0.0, 1.0)).all():
+        raise InvalidInput("has_mask_input must be 0 or 1")
+    if multimask.min() != multimask.max():
+        raise InvalidInput("multimask_output must be the same for every row of one request")
+    return prompts, points, bool(multimask[0, 0])
+
+
+class TritonPythonModel(OnnxModelBase):
+    def setup(self) -> None:
+        self.max_prompts = int_parameter(self.params, "max_prompts", 64)
+        self.max_points = int_parameter(self.params, "max_points", 64)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        groups: dict[GroupKey, list[tuple[int, dict[str, Array]]]] = defaultdict(list)
+        for i, request in enumerate(requests):
+            try:
+                arrays = {name: self.input(request, name) for name in INPUT_NAMES}
+                key = validate_decoder_inputs(
+                    arrays, max_prompts=self.max_prompts, max_points=self.max_points
+                )
+                groups[key].append((i, arrays))
+            except InvalidInput as e:
+                responses[i] = self.error_response(f"sam_decoder: {e}")
+        for members in groups.values():
+            try:
+                feed = {name: np.concatenate([a[name] for _, a in members]) for name in INPUT_NAMES}
+                masks, scores = self.session.run(["low_res_masks", "iou_predictions"], feed)
+                pieces = split_batches([a["image_embeddings"].shape[0] for _, a in members], masks, scores)
+                for (i, _), (m, s) in zip(members, pieces, strict=True):
+                    responses[i] = self.respond({"low_res_masks": m, "iou_predictions": s})
+            except Exception as e:  # never take the server down over one group
+                for i, _ in members:
+                    responses[i] = self.error_response(f"sam_decoder failed: {e}", invalid=False)
+        return responses

@@ -1,0 +1,60 @@
+"""``sam_encoder`` for the python-onnxruntime target: a batch of images, one onnxruntime call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sam_triton_server.models._common import (
+    Array,
+    InvalidInput,
+    OnnxModelBase,
+    check_dtype,
+    check_shape,
+    split_batches,
+)
+
+IMAGE_SIZE = 1024
+
+
+def validate_encoder_inputs(image: Array, input_size: Array) -> None:
+    """Raise InvalidInput unless image is uint8 [B,1024,1024,3] and input_size int32 [B,2] in 1..1024."""
+    check_dtype("image", image, np.uint8)
+    check_shape("image", image, (None, IMAGE_SIZE, IMAGE_SIZE, 3))
+    check_dtype("input_size", input_size, np.int32)
+    check_shape("input_size", input_size, (image.shape[0], 2))
+    if (input_size < 1).any() or (input_size > IMAGE_SIZE).any():
+        raise InvalidInput(
+            f"input_size {input_size.tolist()} must be (height, width) of the resized image, "
+            f"each in 1..{IMAGE_SIZE}"
+        )
+
+
+class TritonPythonModel(OnnxModelBase):
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        valid: list[tuple[int, Array, Array]] = []
+        for i, request in enumerate(requests):
+            try:
+                image, input_size = self.input(request, "image"), self.input(request, "input_size")
+                validate_encoder_inputs(image, input_size)
+                valid.append((i, image, input_size))
+            except InvalidInput as e:
+                responses[i] = self.error_response(f"sam_encoder: {e}")
+        if valid:
+            try:
+                (embeddings,) = self.session.run(
+                    ["image_embeddings"],
+                    {
+                        "image": np.concatenate([v[1] for v in valid]),
+                        "input_size": np.concatenate([v[2] for v in valid]),
+                    },
+                )
+                pieces = split_batches([len(v[1]) for v in valid], embeddings)
+                for (i, _, _), (piece,) in zip(valid, pieces, strict=True):
+                    responses[i] = self.respond({"image_embeddings": piece})
+            except Exception as e:  # never take the server down over one batch
+                for i, _, _ in valid:
+                    responses[i] = self.error_response(f"sam_encoder failed: {e}", invalid=False)
+        return responses

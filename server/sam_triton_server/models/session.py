@@ -1,0 +1,149 @@
+"""``sam_session``: server-held embeddings, so an interactive click uploads prompts only.
+
+One request does one of three things, chosen by which inputs it carries (all but
+``session_id`` are optional in the config):
+
+- ``image`` + ``input_size``: encode through ``sam_encoder`` (a BLS call, so encoder requests
+  from sessions and from plain clients batch together) and keep the embedding under
+  ``session_id``. Ids starting with ``sha256:`` name the image's content, so an image that is
+  already cached is not encoded again.
+- decoder prompts (``point_coords`` ...): run the decoder on the cached embedding, in this
+  process: a click pays one Python-backend hop, not two.
+- neither: a lookup; answers ``cache_hit`` so a client can skip uploading an image the server
+  already holds.
+
+``cache_hit`` (BOOL [1]) and ``image_embeddings`` can be requested as outputs of any of them.
+A miss on a prompt request is a NOT_FOUND error whose message starts with
+"embedding not found"; the SDK answers it by re-embedding when it still holds the image.
+
+The cache lives in this model instance's memory, so the config has exactly one instance;
+several Triton replicas scale by routing a session's requests to the replica that embedded
+it (hash the session id at the load balancer), see the README.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sam_triton_server.embedding_cache import EmbeddingCache
+from sam_triton_server.models._common import InvalidInput, OnnxModelBase, int_parameter
+from sam_triton_server.models.decoder import INPUT_NAMES as DECODER_INPUTS
+from sam_triton_server.models.decoder import validate_decoder_inputs
+from sam_triton_server.models.encoder import validate_encoder_inputs
+
+CONTENT_ID_PREFIX = "sha256:"
+MAX_SESSION_ID_BYTES = 256
+PROMPT_INPUTS = DECODER_INPUTS[1:]  # everything the decoder takes except the embedding
+
+
+class EmbeddingNotFound(LookupError):
+    pass
+
+
+class TritonPythonModel(OnnxModelBase):
+    """Inherits the decoder's onnxruntime session (``onnx_file`` points at sam_decoder's file)."""
+
+    def setup(self) -> None:
+        self.max_prompts = int_parameter(self.params, "max_prompts", 64)
+        self.max_points = int_parameter(self.params, "max_points", 64)
+        self.encoder_model = self.params.get("encoder_model", "sam_encoder")
+        self.cache = EmbeddingCache(
+            max_bytes=int_parameter(self.params, "cache_bytes", 1 << 30),
+            ttl_seconds=float(int_parameter(self.params, "cache_ttl_seconds", 3600)),
+        )
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One decoder run at load, so the first user click does not pay onnxruntime's first-run cost."""
+        feed = {
+            "image_embeddings": np.zeros((1, 256, 64, 64), np.float32),
+            "point_coords": np.zeros((1, 1, 2, 2), np.float32),
+            "point_labels": np.array([[[1, -1]]], np.float32),
+            "mask_input": np.zeros((1, 1, 1, 256, 256), np.float32),
+            "has_mask_input": np.zeros((1, 1), np.float32),
+            "multimask_output": np.ones((1, 1), np.bool_),
+        }
+        self.session.run(["low_res_masks", "iou_predictions"], feed)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._handle(request))
+            except InvalidInput as e:
+                responses.append(self.error_response(f"sam_session: {e}"))
+            except EmbeddingNotFound as e:
+                responses.append(self._not_found(str(e)))
+            except Exception as e:  # never take the server down over one request
+                responses.append(self.error_response(f"sam_session failed: {e}", invalid=False))
+        return responses
+
+    def _handle(self, request: Any) -> Any:
+        session_id = self._session_id(request)
+        wanted = set(request.requested_output_names())
+        outputs: dict[str, np.ndarray] = {}
+        image = self.pb.get_input_tensor_by_name(request, "image")
+        has_prompts = self.pb.get_input_tensor_by_name(request, "point_coords") is not None
+        hit = self.cache.get(session_id) is not None
+        if image is not None:
+            if not (hit and session_id.startswith(CONTENT_ID_PREFIX)):
+                self._embed(session_id, image.as_numpy(), self.input(request, "input_size"))
+        if has_prompts:
+            outputs.update(self._decode(session_id, request))
+        if "image_embeddings" in wanted:
+            entry = self.cache.get(session_id)
+            if entry is None:
+                raise EmbeddingNotFound(self._miss_message(session_id))
+            outputs["image_embeddings"] = entry.embedding[None]
+        outputs["cache_hit"] = np.array([[hit]], dtype=np.bool_)
+        return self.respond({name: value for name, value in outputs.items() if name in wanted})
+
+    def _session_id(self, request: Any) -> str:
+        raw = self.input(request, "session_id").reshape(-1)
+        if raw.size != 1:
+            raise InvalidInput(f"session_id must hold exactly one id, got {raw.size}")
+        value = raw[0]
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        if not text or len(text.encode()) > MAX_SESSION_ID_BYTES:
+            raise InvalidInput(f"session_id must be 1..{MAX_SESSION_ID_BYTES} bytes")
+        return text
+
+    def _embed(self, session_id: str, image: np.ndarray, input_size: np.ndarray) -> None:
+        validate_encoder_inputs(image, input_size)
+        if image.shape[0] != 1:
+            raise InvalidInput("sam_session embeds one image per request")
+        pb = self.pb
+        reply = pb.InferenceRequest(
+            model_name=self.encoder_model,
+            requested_output_names=["image_embeddings"],
+            inputs=[pb.Tensor("image", image), pb.Tensor("input_size", input_size)],
+        ).exec()
+        if reply.has_error():
+            raise RuntimeError(f"{self.encoder_model}: {reply.error().message()}")
+        embedding = pb.get_output_tensor_by_name(reply, "image_embeddings").as_numpy()[0]
+        height, width = (int(v) for v in input_size[0])
+        if not self.cache.put(session_id, embedding, (height, width)):
+            raise RuntimeError("the embedding cache is smaller than one embedding; raise cache_bytes")
+
+    def _decode(self, session_id: str, request: Any) -> dict[str, np.ndarray]:
+        arrays = {name: self.input(request, name) for name in PROMPT_INPUTS}
+        entry = self.cache.get(session_id)
+        if entry is None:
+            raise EmbeddingNotFound(self._miss_message(session_id))
+        arrays["image_embeddings"] = entry.embedding[None]
+        validate_decoder_inputs(arrays, max_prompts=self.max_prompts, max_points=self.max_points)
+        masks, scores = self.session.run(["low_res_masks", "iou_predictions"], arrays)
+        return {"low_res_masks": masks, "iou_predictions": scores}
+
+    def _miss_message(self, session_id: str) -> str:
+        return (
+            f"embedding not found for session {session_id!r}: never embedded here, evicted, or expired "
+            f"(cache holds {len(self.cache)} embeddings, {self.cache.nbytes >> 20} MiB); embed the image again"
+        )
+
+    def _not_found(self, message: str) -> Any:
+        code = getattr(self.pb.TritonError, "NOT_FOUND", None)
+        error = self.pb.TritonError(message) if code is None else self.pb.TritonError(message, code)
+        return self.pb.InferenceResponse(output_tensors=[], error=error)

@@ -1,0 +1,83 @@
+"""Session fixtures: a seeded tiny-test checkpoint file, exported through the user's code
+path, served by a real tritonserver on free ports (once per session, always torn down)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.helpers import free_ports
+
+if TYPE_CHECKING:
+    from sam_triton_server.process import TritonProcess
+
+TINY_SEED = 1234
+
+
+@dataclass(frozen=True)
+class ServedTriton:
+    process: TritonProcess
+    repository: Path
+    grpc_port: int
+    http_port: int
+    metrics_port: int
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def start_triton(repository: Path) -> ServedTriton:
+    """A ready tritonserver on ``repository``; the caller stops ``.process``."""
+    from sam_triton_server.process import ServerOptions, TritonProcess
+
+    grpc_port, http_port, metrics_port = free_ports(3)
+    options = ServerOptions(
+        repository=repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
+        host="127.0.0.1",
+    )
+    process = TritonProcess(options)
+    process.start()
+    try:
+        process.wait_ready(timeout=600)
+    except BaseException:
+        process.stop()
+        raise
+    return ServedTriton(process, repository, grpc_port, http_port, metrics_port)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sam_triton_export.checkpoints import save_random_checkpoint
+
+    return save_random_checkpoint("tiny-test", tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth", seed=TINY_SEED)
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    from sam_triton_export.pipeline import export_repository
+
+    repository = tmp_path_factory.mktemp("repo") / "model_repository"
+    export_repository("tiny-test", repository, checkpoint=tiny_checkpoint, verify=True, log=lambda _: None)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def triton_server(tiny_repository: Path) -> Iterator[ServedTriton]:
+    served = start_triton(tiny_repository)
+    try:
+        yield served
+    finally:
+        served.process.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_sam(tiny_checkpoint: Path) -> Any:
+    """The reference segment_anything Sam, loaded from the same file the server was exported from."""
+    from sam_triton_export.model_builder import build_sam
+
+    return build_sam("tiny-test", tiny_checkpoint)

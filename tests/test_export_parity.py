@@ -1,0 +1,118 @@
+"""The batched decoder ONNX (B images x P prompts x N points) against segment_anything's own
+PromptEncoder + MaskDecoder, prompt by prompt; and the encoder ONNX against Sam.preprocess +
+image_encoder for images of several sizes in one batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sam_triton_export.model_builder import build_sam
+from sam_triton_export.onnx_decoder import export_decoder
+from sam_triton_export.onnx_encoder import export_encoder
+from sam_triton_server.ort import create_session
+
+SEED = 11
+
+
+@pytest.fixture(scope="module")
+def sam() -> Any:
+    return build_sam("tiny-test", random_seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(sam: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("parity")
+    export_decoder(sam, out / "decoder.onnx")
+    export_encoder(sam, out / "encoder.onnx")
+    return out
+
+
+def _prompts(rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Three prompts of equal N=3 (one call): 2 points + padding, point + box, bg point + box."""
+    box = np.sort(rng.uniform(50, 900, (2, 2)), axis=0).reshape(4)
+    return [
+        {"points": rng.uniform(0, 1024, (2, 2)), "labels": np.array([1.0, 0.0]), "box": None},
+        {"points": rng.uniform(0, 1024, (1, 2)), "labels": np.array([1.0]), "box": box},
+        {"points": rng.uniform(0, 1024, (1, 2)), "labels": np.array([0.0]), "box": box + 20},
+    ]
+
+
+def _onnx_prompt(p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    if p["box"] is None:
+        return np.concatenate([p["points"], [[0.0, 0.0]]]), np.concatenate([p["labels"], [-1.0]])
+    return np.concatenate([p["points"], p["box"].reshape(2, 2)]), np.concatenate([p["labels"], [2.0, 3.0]])
+
+
+def _reference(
+    sam: Any, embedding: torch.Tensor, p: dict[str, Any], mask: np.ndarray | None, multimask: bool
+):
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(
+            points=(torch.tensor(p["points"][None], dtype=torch.float32), torch.tensor(p["labels"][None])),
+            boxes=None if p["box"] is None else torch.tensor(p["box"][None], dtype=torch.float32),
+            masks=None if mask is None else torch.from_numpy(mask[None]),
+        )
+        masks, scores = sam.mask_decoder(
+            image_embeddings=embedding[None],
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+    return masks[0].numpy(), scores[0].numpy()
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_batched_decoder_matches_reference(sam: Any, onnx_dir: Path, multimask: bool) -> None:
+    rng = np.random.default_rng(0)
+    images, prompts = 2, 3
+    embeddings = rng.normal(0, 1, (images, 256, 64, 64)).astype(np.float32)
+    prompt_sets = [_prompts(rng) for _ in range(images)]
+    masks_in = rng.normal(0, 3, (images, prompts, 1, 256, 256)).astype(np.float32)
+    has_mask = np.array([[1, 0, 1], [0, 1, 0]], np.float32)  # mask_input on some prompts only
+    coords = np.stack([np.stack([_onnx_prompt(p)[0] for p in ps]) for ps in prompt_sets]).astype(np.float32)
+    labels = np.stack([np.stack([_onnx_prompt(p)[1] for p in ps]) for ps in prompt_sets]).astype(np.float32)
+    session = create_session(onnx_dir / "decoder.onnx")
+    low_res, iou = session.run(
+        None,
+        {
+            "image_embeddings": embeddings,
+            "point_coords": coords,
+            "point_labels": labels,
+            "mask_input": masks_in,
+            "has_mask_input": has_mask,
+            "multimask_output": np.full((images, 1), multimask),
+        },
+    )
+    k = 3 if multimask else 1
+    assert low_res.shape == (images, prompts, k, 256, 256) and iou.shape == (images, prompts, k)
+    for b in range(images):
+        for p in range(prompts):
+            mask = masks_in[b, p] if has_mask[b, p] else None
+            ref_masks, ref_scores = _reference(
+                sam, torch.from_numpy(embeddings[b]), prompt_sets[b][p], mask, multimask
+            )
+            np.testing.assert_allclose(low_res[b, p], ref_masks, atol=1e-4, rtol=0)
+            np.testing.assert_allclose(iou[b, p], ref_scores, atol=1e-5, rtol=0)
+
+
+def test_encoder_batch_of_different_sizes(sam: Any, onnx_dir: Path) -> None:
+    rng = np.random.default_rng(1)
+    sizes = [(1024, 768), (600, 1024)]
+    batch = np.zeros((2, 1024, 1024, 3), np.uint8)
+    references = []
+    for i, (h, w) in enumerate(sizes):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        batch[i, :h, :w] = image
+        with torch.no_grad():
+            x = sam.preprocess(torch.from_numpy(image).permute(2, 0, 1).float())
+            references.append(sam.image_encoder(x[None])[0].numpy())
+    (out,) = create_session(onnx_dir / "encoder.onnx").run(
+        None, {"image": batch, "input_size": np.array(sizes, np.int32)}
+    )
+    for i in range(2):
+        np.testing.assert_allclose(out[i], references[i], atol=1e-4, rtol=0)
