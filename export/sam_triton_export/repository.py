@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from sam_triton_server.automask import AutomaskLimits
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 from sam_triton_export.pbtxt import Comment, Enum, Field, Message, render
 
 TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
 ENCODER, DECODER, ENSEMBLE, SESSION = "sam_encoder", "sam_decoder", "sam", "sam_session"
+AUTOMASK = "sam_automask"
 VERSION = "1"
 EXPORT_INFO = "export.json"
 _WARMUP_DIR = "warmup"
@@ -96,6 +99,13 @@ CACHE_HIT = Tensor("cache_hit", "TYPE_BOOL", (1,))
 # 1 GiB holds 256 embeddings (4 MiB each); idle sessions are dropped after an hour.
 SESSION_CACHE_BYTES = 1 << 30
 SESSION_CACHE_TTL_SECONDS = 3600
+
+AUTOMASK_INPUTS = (
+    # The original image: the server crops and resizes it with sam_triton.transforms itself.
+    Tensor("image", "TYPE_UINT8", (-1, -1, 3)),
+    Tensor("params", "TYPE_STRING", (1,)),  # serialized sam_triton.automask.AutomaskParams
+)
+AUTOMASK_OUTPUTS = (Tensor("result", "TYPE_STRING", (1,)),)  # serialized AutomaskResult
 
 # Warm-up shapes (batch dim excluded) of the variable-shape decoder inputs: one prompt, one point.
 _DECODER_WARMUP_DIMS = {
@@ -319,8 +329,39 @@ def session_config(options: RepositoryOptions) -> str:
     )
 
 
+def automask_config(options: RepositoryOptions) -> str:
+    return render(
+        Message.of(
+            _header(options.target),
+            Comment(
+                "Automatic mask generation next to the model (sam_triton_server/models/automask.py):\n"
+                "crops are encoded through sam_encoder (BLS), prompts decoded in-process with the\n"
+                "decoder's ONNX file, and only the kept masks travel back, as RLE. A Python-backend\n"
+                "model on every target; one instance, since a request already keeps it busy."
+            ),
+            ("name", AUTOMASK),
+            ("backend", "python"),
+            ("max_batch_size", 1),
+            ("input", [t.message() for t in AUTOMASK_INPUTS]),
+            ("output", [t.message() for t in AUTOMASK_OUTPUTS]),
+            ("instance_group", [Message.of(("count", 1), ("kind", Enum("KIND_CPU")))]),
+            *_parameters(
+                {
+                    "onnx_file": f"../../{DECODER}/{VERSION}/model.onnx",
+                    "encoder_model": ENCODER,
+                    # Crops per BLS request: the encoder's own batch limit.
+                    "encoder_max_batch": str(options.max_batch),
+                    "intra_op_threads": "0",
+                    # Request limits: the model's defaults, written out so operators see and tune them.
+                    **{key: str(value) for key, value in asdict(AutomaskLimits()).items()},
+                }
+            ),
+        )
+    )
+
+
 def shim(model: str) -> str:
-    module = {ENCODER: "encoder", DECODER: "decoder", SESSION: "session"}[model]
+    module = {ENCODER: "encoder", DECODER: "decoder", SESSION: "session", AUTOMASK: "automask"}[model]
     return f"from sam_triton_server.models.{module} import TritonPythonModel  # noqa\n"
 
 
@@ -333,6 +374,8 @@ def repository_files(options: RepositoryOptions) -> dict[str, bytes]:
         f"{ENSEMBLE}/{VERSION}/.keep": b"",  # Triton wants a version directory even for ensembles
         f"{SESSION}/config.pbtxt": session_config(options).encode(),
         f"{SESSION}/{VERSION}/model.py": shim(SESSION).encode(),
+        f"{AUTOMASK}/config.pbtxt": automask_config(options).encode(),
+        f"{AUTOMASK}/{VERSION}/model.py": shim(AUTOMASK).encode(),
         f"{ENCODER}/{_WARMUP_DIR}/{_WARMUP_INPUT_SIZE}": _int32_bytes([IMAGE_SIZE, IMAGE_SIZE]),
     }
     if options.target == "python-onnxruntime":

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsam_triton/proto/automask.proto\x12\x13sam_triton.automask\"\xfb\x02\n\x0e\x41utomaskParams\x12\x17\n\x0fpoints_per_side\x18\x01 \x01(\x05\x12\x18\n\x10points_per_batch\x18\x02 \x01(\x05\x12\x17\n\x0fpred_iou_thresh\x18\x03 \x01(\x02\x12\x1e\n\x16stability_score_thresh\x18\x04 \x01(\x02\x12\x1e\n\x16stability_score_offset\x18\x05 \x01(\x02\x12\x16\n\x0e\x62ox_nms_thresh\x18\x06 \x01(\x02\x12\x15\n\rcrop_n_layers\x18\x07 \x01(\x05\x12\x17\n\x0f\x63rop_nms_thresh\x18\x08 \x01(\x02\x12\x1a\n\x12\x63rop_overlap_ratio\x18\t \x01(\x02\x12&\n\x1e\x63rop_n_points_downscale_factor\x18\n \x01(\x05\x12\x33\n\x0bpoint_grids\x18\x0b \x03(\x0b\x32\x1e.sam_triton.automask.PointGrid\x12\x1c\n\x14min_mask_region_area\x18\x0c \x01(\x05\"\x17\n\tPointGrid\x12\n\n\x02xy\x18\x01 \x03(\x02\"\x94\x01\n\nMaskRecord\x12\x12\n\nrle_counts\x18\x01 \x03(\r\x12\x0c\n\x04\x61rea\x18\x02 \x01(\x05\x12\x0c\n\x04\x62\x62ox\x18\x03 \x03(\x02\x12\x15\n\rpredicted_iou\x18\x04 \x01(\x02\x12\x14\n\x0cpoint_coords\x18\x05 \x03(\x02\x12\x17\n\x0fstability_score\x18\x06 \x01(\x02\x12\x10\n\x08\x63rop_box\x18\x07 \x03(\x05\"a\n\x0e\x41utomaskResult\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x30\n\x07records\x18\x03 \x03(\x0b\x32\x1f.sam_triton.automask.MaskRecordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsam_triton/proto/automask.proto\x12\x13sam_triton.automask\"\x93\x03\n\x0e\x41utomaskParams\x12\x17\n\x0fpoints_per_side\x18\x01 \x01(\x05\x12\x18\n\x10points_per_batch\x18\x02 \x01(\x05\x12\x17\n\x0fpred_iou_thresh\x18\x03 \x01(\x01\x12\x1e\n\x16stability_score_thresh\x18\x04 \x01(\x01\x12\x1e\n\x16stability_score_offset\x18\x05 \x01(\x01\x12\x16\n\x0e\x62ox_nms_thresh\x18\x06 \x01(\x01\x12\x15\n\rcrop_n_layers\x18\x07 \x01(\x05\x12\x17\n\x0f\x63rop_nms_thresh\x18\x08 \x01(\x01\x12\x1a\n\x12\x63rop_overlap_ratio\x18\t \x01(\x01\x12&\n\x1e\x63rop_n_points_downscale_factor\x18\n \x01(\x05\x12\x33\n\x0bpoint_grids\x18\x0b \x03(\x0b\x32\x1e.sam_triton.automask.PointGrid\x12\x1c\n\x14min_mask_region_area\x18\x0c \x01(\x05\x12\x16\n\x0emask_threshold\x18\r \x01(\x01\"\x17\n\tPointGrid\x12\n\n\x02xy\x18\x01 \x03(\x01\"\x94\x01\n\nMaskRecord\x12\x12\n\nrle_counts\x18\x01 \x03(\x04\x12\x0c\n\x04\x62\x62ox\x18\x02 \x03(\x03\x12\x15\n\rpredicted_iou\x18\x03 \x01(\x02\x12\x14\n\x0cpoint_coords\x18\x04 \x03(\x01\x12\x17\n\x0fstability_score\x18\x05 \x01(\x02\x12\x10\n\x08\x63rop_box\x18\x06 \x03(\x03\x12\x0c\n\x04\x61rea\x18\x07 \x01(\x03\"\xb0\x01\n\x0e\x41utomaskResult\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x30\n\x07records\x18\x03 \x03(\x0b\x32\x1f.sam_triton.automask.MaskRecord\x12\r\n\x05\x63rops\x18\x04 \x01(\x05\x12\x0f\n\x07prompts\x18\x05 \x01(\x05\x12\x16\n\x0e\x65ncode_seconds\x18\x06 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x07 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sam_triton.proto.automask_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUTOMASKPARAMS']._serialized_start=57
-  _globals['_AUTOMASKPARAMS']._serialized_end=436
-  _globals['_POINTGRID']._serialized_start=438
-  _globals['_POINTGRID']._serialized_end=461
-  _globals['_MASKRECORD']._serialized_start=464
-  _globals['_MASKRECORD']._serialized_end=612
-  _globals['_AUTOMASKRESULT']._serialized_start=614
-  _globals['_AUTOMASKRESULT']._serialized_end=711
+  _globals['_AUTOMASKPARAMS']._serialized_end=460
+  _globals['_POINTGRID']._serialized_start=462
+  _globals['_POINTGRID']._serialized_end=485
+  _globals['_MASKRECORD']._serialized_start=488
+  _globals['_MASKRECORD']._serialized_end=636
+  _globals['_AUTOMASKRESULT']._serialized_start=639
+  _globals['_AUTOMASKRESULT']._serialized_end=815
 # @@protoc_insertion_point(module_scope)

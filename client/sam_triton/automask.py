@@ -1,0 +1,140 @@
+"""``RemoteAutomaticMaskGenerator``: ``SamAutomaticMaskGenerator`` served by Triton.
+
+    from sam_triton import RemoteAutomaticMaskGenerator
+    generator = RemoteAutomaticMaskGenerator("localhost:8001", crop_n_layers=1)
+    records = generator.generate(image)   # same keys and meanings as the reference
+
+The whole algorithm (crops, point grids, filters, stability scores, box and crop NMS,
+small-region clean-up) runs next to the model in the ``sam_automask`` model; only the kept
+masks come back, as RLE. ``output_mode`` is applied here: ``binary_mask`` gives (H, W) bool
+arrays, ``uncompressed_rle`` and ``coco_rle`` the reference's dicts (the COCO strings are
+pycocotools' own format, decodable with ``pycocotools.mask.decode``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy.typing as npt
+
+from ._automask_core import AUTOMASK_MODEL, AutomaskOutput, automask_op
+from ._core import Op
+from .aio import AsyncSamClient
+from .amg import AmgParams, MaskRecord, OutputMode
+from .client import SamClient
+from .images import ImageFormat, ImageInput
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .config import ClientOptions
+
+__all__ = ["AutomaskOutput", "RemoteAutomaticMaskGenerator"]
+
+DEFAULT_TIMEOUT = 600.0
+"""Seconds for one image when the generator opens its own client: a full AMG run (hundreds of
+decoder prompts per crop) takes far longer than the SDK's 60 s default on a CPU server."""
+
+
+class RemoteAutomaticMaskGenerator:
+    """Drop-in for ``segment_anything.SamAutomaticMaskGenerator`` (no ``model`` argument).
+
+    Args:
+        url_or_client: ``"host:port"`` (the generator opens, and closes, its own
+            :class:`~sam_triton.SamClient`), or an open :class:`~sam_triton.SamClient` /
+            :class:`~sam_triton.AsyncSamClient` to share (left open).
+        points_per_side ... output_mode: exactly ``SamAutomaticMaskGenerator``'s parameters,
+            defaults and meanings; invalid values raise
+            :class:`~sam_triton.InvalidInputError` here, before anything is sent.
+        model: the served automatic-mask model's name.
+        image_format: channel order of array images (``"RGB"`` like the reference, or ``"BGR"``).
+        **options: client options (``timeout``, ``tls``, ...) when a URL is given; ``timeout``
+            defaults to 600 s.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | SamClient | AsyncSamClient = "localhost:8001",
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: Sequence[npt.ArrayLike] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: OutputMode = "binary_mask",
+        *,
+        model: str = AUTOMASK_MODEL,
+        image_format: ImageFormat = "RGB",
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        self.params = AmgParams(
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            stability_score_offset=stability_score_offset,
+            box_nms_thresh=box_nms_thresh,
+            crop_n_layers=crop_n_layers,
+            crop_nms_thresh=crop_nms_thresh,
+            crop_overlap_ratio=crop_overlap_ratio,
+            crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+            point_grids=point_grids,
+            min_mask_region_area=min_mask_region_area,
+            output_mode=output_mode,
+        )
+        self.model = model
+        self.image_format: ImageFormat = image_format
+        self._owns_client = isinstance(url_or_client, str)
+        if isinstance(url_or_client, str):
+            options.setdefault("timeout", DEFAULT_TIMEOUT)
+            self.client: SamClient | AsyncSamClient = SamClient(url_or_client, **options)
+        else:
+            if options:
+                raise TypeError(f"client options {sorted(options)} need a URL, not an open client")
+            self.client = url_or_client
+
+    def run(self, image: ImageInput) -> AutomaskOutput:
+        """Records plus what the call cost (bytes received, server time, crops, prompts)."""
+        if not isinstance(self.client, SamClient):
+            raise TypeError("this generator holds an AsyncSamClient: use `await generator.run_async(image)`")
+        # _run is the client's own op driver (deadline, retries, error mapping): the automatic
+        # mask op is one more operation of the same client, kept in its own module.
+        return self.client._run(self._op(image))
+
+    def generate(self, image: ImageInput) -> list[MaskRecord]:
+        """``SamAutomaticMaskGenerator.generate``: one record per mask, ``[]`` when there is none."""
+        return self.run(image).records
+
+    async def run_async(self, image: ImageInput) -> AutomaskOutput:
+        if isinstance(self.client, AsyncSamClient):
+            return await self.client._run(self._op(image))
+        return await asyncio.to_thread(self.run, image)
+
+    async def generate_async(self, image: ImageInput) -> list[MaskRecord]:
+        """:meth:`generate` for asyncio code (any client; a sync one runs in a worker thread)."""
+        return (await self.run_async(image)).records
+
+    def _op(self, image: ImageInput) -> Op[AutomaskOutput]:
+        return automask_op(self.client.config, image, self.params, self.image_format, self.model)
+
+    def close(self) -> None:
+        """Close the client if the generator opened it (an AsyncSamClient is closed by its owner)."""
+        if self._owns_client and isinstance(self.client, SamClient):
+            self.client.close()
+
+    def __enter__(self) -> RemoteAutomaticMaskGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteAutomaticMaskGenerator({self.client!r}, {self.params})"

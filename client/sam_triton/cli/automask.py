@@ -1,0 +1,174 @@
+"""``sam-triton automask``: every mask of an image, written like segment_anything's scripts/amg.py.
+
+    sam-triton automask photo.jpg --url localhost:8001 --output out/ --crop-n-layers 1
+
+writes ``out/0.png``, ``out/1.png``, ... (one 0/255 mask each, largest first, as the reference),
+``out/metadata.csv`` with the reference script's columns, and ``out/overview.png`` with every
+mask coloured over the image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from ..amg import MaskRecord
+
+METADATA_HEADER = (
+    "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,"
+    "stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"
+)
+"""The column line of scripts/amg.py's metadata.csv."""
+
+OVERVIEW = "overview.png"
+_OVERLAY_CHUNK = 32  # masks blended per pass: bounds memory at 32 full-size masks
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "automask",
+        help="generate every mask of an image on a running server (SamAutomaticMaskGenerator)",
+        description="Run automatic mask generation on a sam-triton server and write one PNG per "
+        "mask, metadata.csv (as segment_anything's scripts/amg.py) and an overview PNG.",
+    )
+    parser.add_argument("image", type=Path, help="image file (PNG, JPEG, ...; EXIF orientation applied)")
+    parser.add_argument(
+        "--url", default="localhost:8001", help="gRPC endpoint HOST:PORT (default %(default)s)"
+    )
+    parser.add_argument("--output", type=Path, required=True, help="folder for the masks, CSV and overview")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds (default %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    amg = parser.add_argument_group("generator parameters (SamAutomaticMaskGenerator's, same defaults)")
+    amg.add_argument("--points-per-side", type=int, default=32)
+    amg.add_argument("--points-per-batch", type=int, default=64)
+    amg.add_argument("--pred-iou-thresh", type=float, default=0.88)
+    amg.add_argument("--stability-score-thresh", type=float, default=0.95)
+    amg.add_argument("--stability-score-offset", type=float, default=1.0)
+    amg.add_argument("--box-nms-thresh", type=float, default=0.7)
+    amg.add_argument("--crop-n-layers", type=int, default=0)
+    amg.add_argument("--crop-nms-thresh", type=float, default=0.7)
+    amg.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
+    amg.add_argument("--crop-n-points-downscale-factor", type=int, default=1)
+    amg.add_argument("--min-mask-region-area", type=int, default=0)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: registering the subcommand must stay cheap for `sam-triton --help`.
+    from ..automask import RemoteAutomaticMaskGenerator
+    from ..errors import InvalidInputError, SamTritonError
+    from ..images import load_image
+
+    progress = not args.no_progress
+    try:
+        image = load_image(args.image)
+        with (
+            RemoteAutomaticMaskGenerator(
+                args.url,
+                points_per_side=args.points_per_side,
+                points_per_batch=args.points_per_batch,
+                pred_iou_thresh=args.pred_iou_thresh,
+                stability_score_thresh=args.stability_score_thresh,
+                stability_score_offset=args.stability_score_offset,
+                box_nms_thresh=args.box_nms_thresh,
+                crop_n_layers=args.crop_n_layers,
+                crop_nms_thresh=args.crop_nms_thresh,
+                crop_overlap_ratio=args.crop_overlap_ratio,
+                crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
+                min_mask_region_area=args.min_mask_region_area,
+                # RLE, decoded one mask at a time while writing: hundreds of full-size masks of a
+                # large photo would not fit in memory at once.
+                output_mode="uncompressed_rle",
+                timeout=args.timeout,
+            ) as generator,
+            _waiting(f"generating masks on {args.url}", progress),
+        ):
+            output = generator.run(image)
+    except InvalidInputError as exc:
+        print(f"sam-triton automask: invalid input: {exc}", file=sys.stderr)
+        return 2
+    except SamTritonError as exc:
+        print(f"sam-triton automask: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{len(output.records)} masks from {output.crops} crop(s), {output.prompts} prompts; server "
+        f"{output.server_seconds:.1f}s, {output.response_bytes / 1024:.0f} KiB received"
+    )
+    write_outputs(args.output, image, output.records, progress)
+    print(f"wrote {len(output.records)} mask PNGs, metadata.csv and {OVERVIEW} to {args.output}")
+    return 0
+
+
+@contextmanager
+def _waiting(label: str, enabled: bool) -> Iterator[None]:
+    """An elapsed-time line that keeps ticking while the server works (one blocking call)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=label, bar_format="{desc}: {elapsed}", disable=not enabled, file=sys.stderr)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.25):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, name="automask-progress", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+        bar.close()
+
+
+def write_outputs(
+    folder: Path, image: npt.NDArray[np.uint8], records: list[MaskRecord], progress: bool = True
+) -> None:
+    """``<i>.png`` (0/255) and metadata.csv in the generator's order, as scripts/amg.py, then
+    the overview with the largest masks drawn first so small ones stay visible on top."""
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [METADATA_HEADER]
+    for i, record in enumerate(tqdm(records, desc="writing masks", unit="mask", disable=not progress)):
+        Image.fromarray(_mask(record).view(np.uint8) * 255).save(folder / f"{i}.png")
+        ((px, py),) = record["point_coords"]
+        row = (i, record["area"], *record["bbox"], px, py, record["predicted_iou"], record["stability_score"])
+        lines.append(",".join(str(v) for v in (*row, *record["crop_box"])))
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    Image.fromarray(overview(image, records)).save(folder / OVERVIEW)
+
+
+def overview(image: npt.NDArray[np.uint8], records: list[MaskRecord]) -> npt.NDArray[np.uint8]:
+    """Every mask coloured over the image, blended a chunk at a time (bounded memory)."""
+    import numpy as np
+
+    from ..render import PALETTE, overlay
+
+    ordered = sorted(records, key=lambda r: int(r["area"]), reverse=True)
+    picture = image
+    for first in range(0, len(ordered), _OVERLAY_CHUNK):
+        masks = np.stack([_mask(r) for r in ordered[first : first + _OVERLAY_CHUNK]])
+        colors = [PALETTE[(first + k) % len(PALETTE)] for k in range(len(masks))]  # one cycle overall
+        picture = np.asarray(overlay(picture, masks, colors=colors))
+    return picture
+
+
+def _mask(record: MaskRecord) -> npt.NDArray[np.bool_]:
+    import numpy as np
+
+    from ..rle import rle_to_mask
+
+    seg = record["segmentation"]
+    return seg if isinstance(seg, np.ndarray) else rle_to_mask(seg)

@@ -1,0 +1,1 @@
+from sam_triton_server.models.automask import TritonPythonModel  # noqa

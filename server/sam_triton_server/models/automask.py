@@ -1,0 +1,77 @@
+"""``sam_automask``: SamAutomaticMaskGenerator next to the model, RLE records back.
+
+One request carries the original image (UINT8 [1, H, W, 3]) and serialized
+``AutomaskParams``; the answer is one serialized ``AutomaskResult``. Crops are encoded through
+``sam_encoder`` (BLS, batched), prompts are decoded in this process with the decoder's own
+ONNX file (``onnx_file`` points at sam_decoder's), and filtering, stability scores, NMS and
+small-region clean-up run here too (:mod:`sam_triton_server.automask` explains the split).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from sam_triton.amg.wire import decode_params
+from sam_triton.errors import InvalidInputError
+
+from sam_triton_server.automask import AutomaskLimits, run_automask, warm_up
+from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
+
+
+class TritonPythonModel(OnnxModelBase):
+    """Inherits the decoder's onnxruntime session; one instance, requests one at a time."""
+
+    def setup(self) -> None:
+        defaults = asdict(AutomaskLimits())
+        self.limits = AutomaskLimits(
+            **{key: int_parameter(self.params, key, default) for key, default in defaults.items()}
+        )
+        self.encoder_model = self.params.get("encoder_model", "sam_encoder")
+        self.encoder_max_batch = int_parameter(self.params, "encoder_max_batch", 8)
+        warm_up(self.session.run)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._handle(request))
+            except (InvalidInput, InvalidInputError) as e:
+                responses.append(self.error_response(f"sam_automask: {e}"))
+            except Exception as e:  # never take the server down over one request
+                responses.append(self.error_response(f"sam_automask failed: {e}", invalid=False))
+        return responses
+
+    def _handle(self, request: Any) -> Any:
+        image = self.input(request, "image")
+        raw_params = self.input(request, "params").reshape(-1)
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise InvalidInput(f"image has shape {list(image.shape)}; expected [1, height, width, 3]")
+        if raw_params.size != 1:
+            raise InvalidInput(
+                f"params must hold exactly one serialized AutomaskParams, got {raw_params.size}"
+            )
+        result = run_automask(
+            np.ascontiguousarray(image[0]),
+            decode_params(bytes(raw_params[0])),
+            encode_batch=self._encode_batch,
+            run_decoder=self.session.run,
+            encoder_max_batch=self.encoder_max_batch,
+            limits=self.limits,
+        )
+        payload = np.array([[result.SerializeToString()]], dtype=np.object_)
+        return self.respond({"result": payload})
+
+    def _encode_batch(self, images: Array, sizes: Array) -> Array:
+        """All crops of a batch in one BLS request: one dynamic batch on the encoder."""
+        pb = self.pb
+        reply = pb.InferenceRequest(
+            model_name=self.encoder_model,
+            requested_output_names=["image_embeddings"],
+            inputs=[pb.Tensor("image", images), pb.Tensor("input_size", sizes)],
+        ).exec()
+        if reply.has_error():
+            raise RuntimeError(f"{self.encoder_model}: {reply.error().message()}")
+        embeddings: Array = pb.get_output_tensor_by_name(reply, "image_embeddings").as_numpy()
+        return embeddings
