@@ -3,7 +3,9 @@
 The fake speaks the same KServe v2 protocol as Triton (generated from our proto) with a toy
 "model", so transport behaviour - request encoding, retries, deadlines, TLS/mTLS, compression,
 size limits, error mapping, sync/async equivalence - is tested fast and deterministically.
-End-to-end fidelity against a real tritonserver is in test_predictor_e2e.py.
+End-to-end fidelity against a real tritonserver is in test_predictor_e2e.py. The fake also
+speaks ``sam_session`` (server-held embeddings); the session protocol is tested in
+test_session_sdk.py, and the tests here pin the stateless path (``fast`` turns sessions off).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class FakeBehaviour:
     calls: list[pb.ModelInferRequest] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    session_model: bool = True  # serve the toy sam_session
+    sessions: dict[str, np.ndarray] = field(default_factory=dict)  # its cache: id -> embedding
 
 
 class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
@@ -104,7 +108,8 @@ class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelReady(self, request: Any, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
         self._gate(context)
-        return pb.ModelReadyResponse(ready=request.name in ("sam_encoder", "sam_decoder", "sam"))
+        names = ("sam_encoder", "sam_decoder", "sam") + (("sam_session",) if self.b.session_model else ())
+        return pb.ModelReadyResponse(ready=request.name in names)
 
     def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> pb.ModelMetadataResponse:
         self._gate(context)
@@ -125,11 +130,45 @@ class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
             outputs = toy_decoder(inputs["image_embeddings"], inputs)
         elif request.model_name == "sam":
             outputs = toy_decoder(toy_encoder(inputs), inputs)
+        elif request.model_name == "sam_session" and self.b.session_model:
+            outputs = self._session(request, inputs, context)
         else:
             context.abort(
                 grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{request.model_name}' is not found"
             )
         return encode_response(request.model_name, outputs, typed=self.b.typed_outputs)
+
+    def _session(
+        self, request: pb.ModelInferRequest, inputs: dict[str, np.ndarray], context: grpc.ServicerContext
+    ) -> dict[str, np.ndarray]:
+        """Toy sam_session: the same three request kinds and errors as the real model."""
+        (raw,) = inputs["session_id"].reshape(-1)
+        session_id = raw.decode()
+        if not session_id or len(raw) > 256:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sam_session: session_id must be 1..256 bytes")
+        with self.b.lock:
+            hit = session_id in self.b.sessions
+        if "image" in inputs and not (hit and session_id.startswith("sha256:")):
+            with self.b.lock:
+                self.b.sessions[session_id] = toy_encoder(inputs)
+        with self.b.lock:
+            embedding = self.b.sessions.get(session_id)
+        wanted = {o.name for o in request.outputs}
+        outputs: dict[str, np.ndarray] = {"cache_hit": np.array([[hit]])}
+        if "point_coords" in inputs or "image_embeddings" in wanted:
+            if embedding is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"embedding not found for session {session_id!r}")
+            outputs["image_embeddings"] = embedding
+        if "point_coords" in inputs:
+            if "mask_input" not in inputs:  # optional here: no prompt carries a mask
+                p = inputs["point_coords"].shape[1]
+                inputs = {
+                    **inputs,
+                    "mask_input": np.zeros((1, p, 1, 256, 256), np.float32),
+                    "has_mask_input": np.zeros((1, p), np.float32),
+                }
+            outputs.update(toy_decoder(embedding, inputs))
+        return {k: v for k, v in outputs.items() if k in wanted}
 
 
 def decode_request(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
@@ -184,6 +223,7 @@ def fake() -> Iterator[Served]:
 
 def fast(url: str, **kw: Any) -> SamClient:
     kw.setdefault("backoff", 0.01)
+    kw.setdefault("server_embeddings", False)  # these tests pin the stateless request layout
     return SamClient(url, **kw)
 
 
@@ -325,8 +365,10 @@ def test_invalid_input_never_reaches_the_server(fake: Served) -> None:
             client.predict(
                 ImageEmbedding(np.zeros((3, 3), np.float32), (300, 500), (614, 1024)), Prompt([[1, 1]], [1])
             )
-        with pytest.raises(InvalidInputError, match="session"):
-            client.predict(ImageEmbedding(None, (300, 500), (614, 1024), "abc"), Prompt([[1, 1]], [1]))
+        with pytest.raises(InvalidInputError, match="neither an embedding nor a session id"):
+            client.predict(ImageEmbedding(None, (300, 500), (614, 1024)), Prompt([[1, 1]], [1]))
+        with pytest.raises(InvalidInputError, match="session_id"):
+            client.predict(ImageEmbedding(None, (300, 500), (614, 1024), ""), Prompt([[1, 1]], [1]))
     assert len(fake.behaviour.calls) == n
 
 

@@ -1,7 +1,9 @@
 """RemoteSamPredictor against a real tritonserver vs segment_anything.SamPredictor (SPEC section 5).
 
 Same seeded tiny-test weights on both sides (the checkpoint the server was exported from),
-same images and prompts; every prompt kind and image kind.
+same images and prompts; every prompt kind and image kind. The predictor runs with its
+defaults, i.e. through server-held embeddings (``sam_session``); test_session_e2e.py repeats
+a part of the matrix on the stateless path.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ def test_prompt_kinds_match_reference(name: str, remote: RemoteSamPredictor, ref
     h, w = IMAGES[name]
     image = make_scene(h, w, seed=h * 31 + w)
     remote.set_image(image)
+    assert remote.embedding is not None and remote.embedding.server_held  # only prompts per click
     with torch.no_grad():
         reference.set_image(image)
     assert remote.original_size == reference.original_size == (h, w)
@@ -290,11 +293,11 @@ def test_bad_inputs_rejected_server_keeps_answering(triton_server: Any) -> None:
             client.predict(emb, Prompt([[400, 50]], [1]))
         with pytest.raises(InvalidInputError):
             client.embed(np.zeros((0, 4, 3), np.uint8))
+        embedding = client.fetch_embedding(emb)
 
     # Raw gRPC, bypassing client-side validation: the server itself must refuse cleanly.
-    assert emb.embedding is not None
     good = {
-        "image_embeddings": emb.embedding[None],
+        "image_embeddings": embedding[None],
         "point_coords": np.zeros((1, 1, 2, 2), np.float32),
         "point_labels": np.array([[[1, -1]]], np.float32),
         "mask_input": np.zeros((1, 1, 1, 256, 256), np.float32),

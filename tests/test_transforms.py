@@ -143,3 +143,26 @@ def test_interp_matrix_rows_sum_to_one() -> None:
     for a, b in [(256, 1024), (1024, 7), (5, 5), (1, 9), (9, 1)]:
         m = T._interp_matrix(a, b)
         np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("h", "w"), SIZES)
+def test_postprocess_to_masks_is_the_thresholded_logits(h: int, w: int) -> None:
+    # The blockwise threshold must not change a single pixel of `postprocess_masks(...) > 0`.
+    rng = np.random.default_rng(h * 13 + w)
+    low = (rng.standard_normal((2, 3, 256, 256)) * 8).astype(np.float32)
+    input_size = T.preprocess_shape(h, w)
+    logits = T.postprocess_masks(low, input_size, (h, w))
+    masks = T.postprocess_to_masks(low, input_size, (h, w))
+    assert masks.dtype == np.bool_ and masks.shape == (2, 3, h, w)
+    np.testing.assert_array_equal(masks, T.masks_from_logits(logits))
+    np.testing.assert_array_equal(T.postprocess_to_masks(low, input_size, (h, w), 1.5), logits > 1.5)
+
+
+def test_banded_product_equals_dense_matrix() -> None:
+    # Every band reads exactly the non-zero columns of the composite matrix.
+    for input_len, original_len in [(1024, 1411), (768, 1500), (683, 480), (1, 2), (1024, 7)]:
+        dense = T._axis_matrix(input_len, original_len)
+        rebuilt = np.zeros_like(dense)
+        for o0, o1, i0, i1, weights in T._axis_bands(input_len, original_len, 16):
+            rebuilt[o0:o1, i0:i1] = weights
+        np.testing.assert_array_equal(rebuilt, dense)

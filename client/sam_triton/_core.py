@@ -12,11 +12,21 @@ and asyncio clients share all of the logic and differ only in how they perform a
 
 Invalid input therefore fails before anything is sent. Retries and deadlines live here too
 (:class:`Attempts`), again without I/O: the clients only sleep for the delay it returns.
+A call that fails with an SDK error is *thrown into* the operation at its ``yield``, so an
+operation can answer a failure with more calls (a server-held embedding that was evicted is
+encoded again and the prompts re-sent) - still without I/O of its own.
+
+Server-held embeddings (``sam_session``): ``embed`` names the image by its content
+(``sha256:...``), asks the server whether it holds that id (a few hundred bytes), and uploads
+the image only when it does not; ``predict`` then sends the id and the prompts. Which model a
+prediction goes to, and with what, is decided in one place: :func:`_embedding_inputs`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import struct
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -33,18 +43,36 @@ from .images import ImageFormat, ImageInput, load_image
 from .prompts import Prompt, as_prompt_list, encode_prompt, group_by_points
 from .proto import inference_pb2 as pb
 from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
-from .transforms import EMBEDDING_SHAPE, LOW_RES_SIZE, masks_from_logits, postprocess_masks, prepare_image
+from .transforms import (
+    EMBEDDING_SHAPE,
+    LOW_RES_SIZE,
+    postprocess_masks,
+    postprocess_to_masks,
+    prepare_image,
+    preprocess_shape,
+)
 
 T = TypeVar("T")
 
 
+Metadata = tuple[tuple[str, str], ...]
+
+SESSION_HEADER = "sam-session-id"
+"""gRPC header carrying the session id of every ``sam_session`` call, so a load balancer in
+front of several Triton replicas can route a session's requests to one replica (hash on it)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Call:
-    """One unary RPC to perform: the stub method name, its request, and a label for errors."""
+    """One unary RPC to perform: the stub method name, its request, and a label for errors.
+
+    ``metadata`` holds extra gRPC headers for this call only (sent after the client's own).
+    """
 
     method: str
     request: Message
     context: str
+    metadata: Metadata = ()
 
 
 Op = Generator[list[Call], list[Any], T]
@@ -55,19 +83,31 @@ Op = Generator[list[Call], list[Any], T]
 
 
 def run_sync(op: Op[T], execute: Callable[[Sequence[Call]], list[Any]]) -> T:
-    """Drive ``op`` to completion with a blocking ``execute`` (calls -> responses)."""
+    """Drive ``op`` to completion with a blocking ``execute`` (calls -> responses).
+
+    An SDK error raised by ``execute`` is thrown into ``op``, which may handle it with more calls.
+    """
     try:
         step = next(op)
         while True:
-            step = op.send(execute(step))
+            try:
+                responses = execute(step)
+            except errors.SamTritonError as exc:
+                step = op.throw(exc)
+            else:
+                step = op.send(responses)
     except StopIteration as stop:
         result: T = stop.value
         return result
 
 
-def _advance(op: Op[T], value: list[Any] | None) -> tuple[bool, Any]:
+def _advance(
+    op: Op[T], value: list[Any] | None, error: errors.SamTritonError | None = None
+) -> tuple[bool, Any]:
     """Resume ``op``: (False, next calls) or (True, result); StopIteration must not cross threads."""
     try:
+        if error is not None:
+            return False, op.throw(error)
         return False, (next(op) if value is None else op.send(value))
     except StopIteration as stop:
         return True, stop.value
@@ -83,8 +123,12 @@ async def run_async(op: Op[T], execute: Callable[[Sequence[Call]], Awaitable[lis
     loop = asyncio.get_running_loop()
     done, value = await loop.run_in_executor(None, _advance, op, None)
     while not done:
-        responses = await execute(value)
-        done, value = await loop.run_in_executor(None, _advance, op, responses)
+        try:
+            responses = await execute(value)
+        except errors.SamTritonError as exc:
+            done, value = await loop.run_in_executor(None, _advance, op, None, exc)
+        else:
+            done, value = await loop.run_in_executor(None, _advance, op, responses)
     result: T = value
     return result
 
@@ -160,6 +204,12 @@ def all_ready_op(models: Sequence[str]) -> Op[bool]:
     return bool(responses[0].ready) and all(bool(r.ready) for r in responses[1:])
 
 
+def default_models(config: ClientConfig) -> list[str]:
+    """The models an ``embed`` + ``predict`` session needs (what ``wait_until_ready`` waits for)."""
+    names = [config.models.encoder, config.models.decoder]
+    return [*names, config.models.session] if config.server_embeddings else names
+
+
 def model_metadata_op(name: str, version: str = "") -> Op[ModelMetadata]:
     request = pb.ModelMetadataRequest(name=name, version=version)
     (resp,) = yield [Call("ModelMetadata", request, f"ModelMetadata({name})")]
@@ -175,7 +225,9 @@ def model_metadata_op(name: str, version: str = "") -> Op[ModelMetadata]:
 # --------------------------------------------------------------------------- inference
 
 
-def infer_call(config: ClientConfig, request: pb.ModelInferRequest, context: str) -> Call:
+def infer_call(
+    config: ClientConfig, request: pb.ModelInferRequest, context: str, metadata: Metadata = ()
+) -> Call:
     """A ModelInfer call, refused locally when it could never pass the message-size limit."""
     size = request.ByteSize()
     if size > config.max_message_bytes:
@@ -183,7 +235,7 @@ def infer_call(config: ClientConfig, request: pb.ModelInferRequest, context: str
             f"{context}: request is {size} bytes, over max_message_bytes={config.max_message_bytes}; "
             "send fewer prompts per call or raise max_message_bytes"
         )
-    return Call("ModelInfer", request, context)
+    return Call("ModelInfer", request, context, metadata)
 
 
 def _encoder_inputs(rgb: npt.NDArray[np.uint8]) -> tuple[dict[str, npt.NDArray[Any]], tuple[int, int]]:
@@ -191,56 +243,258 @@ def _encoder_inputs(rgb: npt.NDArray[np.uint8]) -> tuple[dict[str, npt.NDArray[A
     return {"image": padded[None], "input_size": np.array([input_size], dtype=np.int32)}, input_size
 
 
+def _embedding_output(resp: pb.ModelInferResponse, model: str) -> npt.NDArray[np.float32]:
+    """The ``image_embeddings`` output of a response as a (256, 64, 64) float32 array."""
+    array = require_output(decode_infer_response(resp), "image_embeddings", model)
+    if array.size != int(np.prod(EMBEDDING_SHAPE)) or array.dtype != np.float32:
+        raise errors.ServerError(
+            f"{model!r} returned image_embeddings {array.dtype}{list(array.shape)}, "
+            "expected FP32[1,256,64,64]"
+        )
+    return array.reshape(EMBEDDING_SHAPE).astype(np.float32, copy=False)
+
+
 def embed_op(
-    config: ClientConfig, image: ImageInput, image_format: ImageFormat = "RGB"
+    config: ClientConfig,
+    image: ImageInput,
+    image_format: ImageFormat = "RGB",
+    session_id: str | None = None,
 ) -> Op[ImageEmbedding]:
-    """Preprocess an image and run ``sam_encoder``; the embedding comes back to the client."""
+    """Preprocess and encode an image (``SamPredictor.set_image``'s work).
+
+    With ``config.server_embeddings`` (the default) or a ``session_id``, the embedding stays on
+    the server and the handle names it; otherwise it comes back inside the handle.
+    """
+    if session_id is not None:
+        session_id = check_session_id(session_id)  # before decoding anything
     rgb = load_image(image, image_format, max_pixels=config.max_pixels)
-    return (yield from embed_rgb_op(config, rgb))
+    keep = rgb
+    server_held = session_id is not None or config.server_embeddings
+    if server_held and isinstance(image, np.ndarray) and np.may_share_memory(rgb, image):
+        # The handle keeps the pixels to re-embed after an eviction: never the caller's own
+        # array, which the caller may change afterwards.
+        keep = rgb.copy()
+        keep.flags.writeable = False
+    return (yield from embed_rgb_op(config, rgb, session_id, keep=keep))
 
 
-def embed_rgb_op(config: ClientConfig, rgb: npt.NDArray[np.uint8]) -> Op[ImageEmbedding]:
-    """:func:`embed_op` for an already loaded HxWx3 RGB array."""
+def embed_rgb_op(
+    config: ClientConfig,
+    rgb: npt.NDArray[np.uint8],
+    session_id: str | None = None,
+    *,
+    keep: npt.NDArray[np.uint8] | None = None,
+) -> Op[ImageEmbedding]:
+    """:func:`embed_op` for an already loaded HxWx3 RGB array.
+
+    ``keep`` is the image a server-held handle holds for re-embedding (default: ``rgb``).
+    """
+    if session_id is not None or config.server_embeddings:
+        return (yield from _session_embed_op(config, rgb, session_id, rgb if keep is None else keep))
     model = config.models.encoder
     inputs, input_size = _encoder_inputs(rgb)
     request = build_infer_request(model, inputs, ["image_embeddings"], model_version=config.models.version)
     (resp,) = yield [infer_call(config, request, f"embed via {model!r}")]
-    emb = require_output(decode_infer_response(resp), "image_embeddings", model)
-    if emb.size != int(np.prod(EMBEDDING_SHAPE)) or emb.dtype != np.float32:
-        raise errors.ServerError(
-            f"{model!r} returned image_embeddings {emb.dtype}{list(emb.shape)}, expected FP32[1,256,64,64]"
-        )
+    emb = _embedding_output(resp, model)
     original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-    return ImageEmbedding(emb.reshape(EMBEDDING_SHAPE).astype(np.float32), original_size, input_size)
+    return ImageEmbedding(emb, original_size, input_size)
 
 
-def _decoder_prompt_inputs(batch: Any, multimask_output: bool) -> dict[str, npt.NDArray[Any]]:
-    # Batch dim 1 in front of every tensor: the models have max_batch_size > 0.
-    return {
+# --------------------------------------------------------------------------- server-held embeddings
+
+CONTENT_ID_PREFIX = "sha256:"
+"""Ids with this prefix name an image's content; the server skips encoding one it holds."""
+
+MAX_SESSION_ID_BYTES = 256
+"""The longest id ``sam_session`` accepts."""
+
+
+def content_id(rgb: npt.NDArray[np.uint8]) -> str:
+    """``sha256:<hex>`` of an RGB image's shape and pixels: equal images, equal ids.
+
+    The original pixels (not the resized ones) are hashed: hashing is much cheaper than
+    resizing, and a hit then skips the resize as well as the upload.
+    """
+    digest = hashlib.sha256(b"sam-triton/rgb-uint8/v1")
+    digest.update(struct.pack("<3Q", *rgb.shape))
+    digest.update(np.ascontiguousarray(rgb).data.cast("B"))
+    return CONTENT_ID_PREFIX + digest.hexdigest()
+
+
+def check_session_id(session_id: object, *, content_ids: bool = False) -> str:
+    """A caller-given session id, validated the way ``sam_session`` will (InvalidInputError).
+
+    1 to 256 printable ASCII characters (it also travels as a gRPC header), not starting
+    with ``sha256:`` (reserved for content ids, which the client computes itself) unless
+    ``content_ids`` allows naming one (lookups, handles).
+    """
+    if not isinstance(session_id, str):
+        raise errors.InvalidInputError(f"session_id must be a str, got {type(session_id).__name__}")
+    if not session_id:
+        raise errors.InvalidInputError("session_id is empty; expected 1 to 256 printable ASCII characters")
+    if len(session_id) > MAX_SESSION_ID_BYTES:
+        raise errors.InvalidInputError(
+            f"session_id is {len(session_id)} characters long; the limit is {MAX_SESSION_ID_BYTES}"
+        )
+    if not (session_id.isascii() and session_id.isprintable()):
+        raise errors.InvalidInputError(
+            f"session_id {session_id!r} must be printable ASCII (it is also sent as a gRPC header)"
+        )
+    if session_id.startswith(CONTENT_ID_PREFIX) and not content_ids:
+        raise errors.InvalidInputError(
+            f"session_id {session_id[:20]!r}...: the prefix {CONTENT_ID_PREFIX!r} is reserved for the "
+            "content ids the client computes; leave session_id unset to use one"
+        )
+    return session_id
+
+
+def _session_call(
+    config: ClientConfig,
+    session_id: str,
+    inputs: dict[str, npt.NDArray[Any]],
+    outputs: Sequence[str],
+    what: str,
+) -> Call:
+    """A ``sam_session`` call: the id as the ``session_id`` tensor and as the routing header."""
+    model = config.models.session
+    tensors = {"session_id": np.array([[session_id.encode()]], dtype=np.object_), **inputs}
+    request = build_infer_request(model, tensors, outputs, model_version=config.models.version)
+    return infer_call(config, request, f"{what} via {model!r}", ((SESSION_HEADER, session_id),))
+
+
+def _session_step(config: ClientConfig, calls: list[Call]) -> Op[list[Any]]:
+    """Yield ``calls``; a server without the session model gets an error that says what to do."""
+    try:
+        return (yield calls)
+    except errors.ModelNotFoundError as exc:
+        exc.message += (
+            f" (the server has no {config.models.session!r} model for server-held embeddings: "
+            "export the repository again, or use server_embeddings=False)"
+        )
+        exc.args = (exc.message,)
+        raise
+
+
+def _session_handle(
+    rgb: npt.NDArray[np.uint8], session_id: str, keep: npt.NDArray[np.uint8] | None
+) -> ImageEmbedding:
+    height, width = int(rgb.shape[0]), int(rgb.shape[1])
+    return ImageEmbedding(None, (height, width), preprocess_shape(height, width), session_id, _image=keep)
+
+
+def session_lookup_op(config: ClientConfig, session_id: str) -> Op[bool]:
+    """Whether the server holds an embedding under ``session_id`` (the id only is sent)."""
+    check_session_id(session_id, content_ids=True)
+    call = _session_call(config, session_id, {}, ["cache_hit"], "lookup")
+    (resp,) = yield from _session_step(config, [call])
+    hit = require_output(decode_infer_response(resp), "cache_hit", config.models.session)
+    return bool(hit.reshape(-1)[0]) if hit.size else False
+
+
+def _session_upload_op(config: ClientConfig, session_id: str, rgb: npt.NDArray[np.uint8]) -> Op[None]:
+    """Send the image to be encoded and kept under ``session_id``; nothing big comes back."""
+    inputs, _ = _encoder_inputs(rgb)
+    call = _session_call(config, session_id, inputs, ["cache_hit"], "embed")
+    yield from _session_step(config, [call])
+
+
+def _session_embed_op(
+    config: ClientConfig,
+    rgb: npt.NDArray[np.uint8],
+    session_id: str | None,
+    keep: npt.NDArray[np.uint8] | None,
+) -> Op[ImageEmbedding]:
+    """Embed into the server's cache.
+
+    Content ids (the default) are looked up first, and the image is uploaded only when the
+    server does not hold it. A caller-given id is always (re)bound to this image: the server
+    cannot know that the id still names the same pixels, so it encodes the upload.
+    """
+    if session_id is None:
+        session_id = content_id(rgb)
+        if (yield from session_lookup_op(config, session_id)):
+            return _session_handle(rgb, session_id, keep)
+    yield from _session_upload_op(config, session_id, rgb)
+    return _session_handle(rgb, session_id, keep)
+
+
+def _recovering(config: ClientConfig, embedding: ImageEmbedding, calls: list[Call]) -> Op[list[Any]]:
+    """Yield calls on a server-held embedding; on a cache miss re-embed once and send them again.
+
+    Only a handle that still holds its image can recover; otherwise the miss is raised as
+    :class:`~sam_triton.errors.EmbeddingNotFoundError`.
+    """
+    try:
+        return (yield from _session_step(config, calls))
+    except errors.EmbeddingNotFoundError:
+        if embedding.session_id is None or embedding._image is None:
+            raise
+    yield from _session_upload_op(config, embedding.session_id, embedding._image)
+    return (yield from _session_step(config, calls))
+
+
+def fetch_embedding_op(config: ClientConfig, embedding: ImageEmbedding) -> Op[npt.NDArray[np.float32]]:
+    """The (256, 64, 64) embedding array: the handle's own, or downloaded from the server."""
+    if embedding.embedding is not None:
+        return embedding.embedding
+    if embedding.session_id is None:
+        raise errors.InvalidInputError("this ImageEmbedding holds neither an embedding nor a session id")
+    call = _session_call(config, embedding.session_id, {}, ["image_embeddings"], "fetch embedding")
+    (resp,) = yield from _recovering(config, embedding, [call])
+    return _embedding_output(resp, config.models.session)
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def _decoder_prompt_inputs(
+    batch: Any, multimask_output: bool, *, mask_optional: bool = False
+) -> dict[str, npt.NDArray[Any]]:
+    """The prompt tensors of one request (batch dim 1 in front: the models have max_batch_size > 0).
+
+    With ``mask_optional`` (``sam_session``) the 256 KiB ``mask_input`` and ``has_mask_input``
+    are left out when no prompt carries a mask: the server implies zeros.
+    """
+    inputs = {
         "point_coords": batch.point_coords[None],
         "point_labels": batch.point_labels[None],
-        "mask_input": batch.mask_input[None],
-        "has_mask_input": batch.has_mask_input[None],
         "multimask_output": np.array([[multimask_output]], dtype=np.bool_),
     }
+    if not mask_optional or bool(np.any(batch.has_mask_input)):
+        inputs["mask_input"] = batch.mask_input[None]
+        inputs["has_mask_input"] = batch.has_mask_input[None]
+    return inputs
 
 
-def _embedding_inputs(
-    config: ClientConfig, embedding: ImageEmbedding
-) -> tuple[str, dict[str, npt.NDArray[Any]]]:
-    """Decoder model and the tensors that identify the image for it.
+@dataclass(frozen=True)
+class _Target:
+    """Where the prompts of one prediction go, and what identifies the image there."""
 
-    Today the embedding travels with the request; a server-held session (``session_id``) will
-    select its own model here, and nothing else in the call path has to change.
+    model: str
+    inputs: dict[str, npt.NDArray[Any]]
+    metadata: Metadata = ()
+    mask_optional: bool = False
+
+
+def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding) -> _Target:
+    """Decoder model and the tensors that identify the image for it - the one place that branches.
+
+    An embedding array travels with the prompts to ``sam_decoder`` (stateless); a server-held
+    handle sends its id to ``sam_session`` (with the routing header) and nothing else.
     """
     if embedding.embedding is not None:
         emb = np.asarray(embedding.embedding, dtype=np.float32)
         if emb.shape != EMBEDDING_SHAPE:
             raise errors.InvalidInputError(f"embedding has shape {emb.shape}; expected {EMBEDDING_SHAPE}")
-        return config.models.decoder, {"image_embeddings": emb[None]}
-    raise errors.InvalidInputError(
-        "this ImageEmbedding holds no embedding array (server-held session "
-        f"{embedding.session_id!r}) and this client has no session model configured"
+        return _Target(config.models.decoder, {"image_embeddings": emb[None]})
+    if embedding.session_id is None:
+        raise errors.InvalidInputError("this ImageEmbedding holds neither an embedding nor a session id")
+    session_id = check_session_id(embedding.session_id, content_ids=True)
+    return _Target(
+        config.models.session,
+        {"session_id": np.array([[session_id.encode()]], dtype=np.object_)},
+        ((SESSION_HEADER, session_id),),
+        mask_optional=True,
     )
 
 
@@ -264,8 +518,11 @@ def _decode_predictions(
         raise errors.ServerError(f"{model!r} returned {iou.shape[1]} scores for {low.shape[1]} masks")
     predictions = []
     for p in range(count):
-        logits = postprocess_masks(low[p], input_size, original_size)
-        masks = logits if return_logits else masks_from_logits(logits)
+        masks: npt.NDArray[np.bool_] | npt.NDArray[np.float32]
+        if return_logits:
+            masks = postprocess_masks(low[p], input_size, original_size)
+        else:  # thresholded block by block: no full-size float logits
+            masks = postprocess_to_masks(low[p], input_size, original_size)
         predictions.append(Prediction(masks=masks, scores=iou[p].copy(), low_res_logits=low[p].copy()))
     return predictions
 
@@ -289,16 +546,21 @@ def predict_op(
     """Decode prompts against an embedding; one request per group of equal-N prompts, concurrently."""
     items, single = _prompt_list(config, prompts)
     encoded = [encode_prompt(p, embedding.original_size) for p in items]
-    model, image_inputs = _embedding_inputs(config, embedding)
+    target = _embedding_inputs(config, embedding)
+    model = target.model
     batches = group_by_points(encoded, config.max_prompts_per_request)
     calls = []
     for batch in batches:
-        inputs = {**image_inputs, **_decoder_prompt_inputs(batch, multimask_output)}
+        prompt_inputs = _decoder_prompt_inputs(batch, multimask_output, mask_optional=target.mask_optional)
+        inputs = {**target.inputs, **prompt_inputs}
         request = build_infer_request(
             model, inputs, ["low_res_masks", "iou_predictions"], model_version=config.models.version
         )
-        calls.append(infer_call(config, request, f"predict via {model!r}"))
-    responses = yield calls
+        calls.append(infer_call(config, request, f"predict via {model!r}", target.metadata))
+    if embedding.server_held:
+        responses = yield from _recovering(config, embedding, calls)
+    else:
+        responses = yield calls
     results: list[Prediction | None] = [None] * len(items)
     for batch, resp in zip(batches, responses, strict=True):
         preds = _decode_predictions(

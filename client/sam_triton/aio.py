@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import grpc.aio
+import numpy as np
+import numpy.typing as npt
 
 from . import _core, errors
 from ._core import Attempts, Call, Op
@@ -65,7 +67,7 @@ class AsyncSamClient:
         self.config = config
         self._channel: grpc.aio.Channel | None = None
         self._stub: GRPCInferenceServiceStub | None = None
-        self._metadata = config.metadata or None
+        self._metadata = config.metadata
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -80,7 +82,9 @@ class AsyncSamClient:
         while True:
             try:
                 return await method(
-                    call.request, timeout=attempts.timeout(call.context), metadata=self._metadata
+                    call.request,
+                    timeout=attempts.timeout(call.context),
+                    metadata=(self._metadata + call.metadata) or None,
                 )
             except grpc.RpcError as exc:  # grpc.aio.AioRpcError derives from it
                 await asyncio.sleep(attempts.on_error(exc, call.context))
@@ -107,10 +111,8 @@ class AsyncSamClient:
         return await self._run(_core.model_metadata_op(name or self.config.models.decoder, version))
 
     async def wait_until_ready(self, timeout: float = 60.0, models: Iterable[str] | None = None) -> None:
-        """Wait until the server and the SAM models (default: encoder, decoder) are ready."""
-        names = (
-            list(models) if models is not None else [self.config.models.encoder, self.config.models.decoder]
-        )
+        """Wait until the server and the SAM models (default: encoder, decoder, session) are ready."""
+        names = list(models) if models is not None else _core.default_models(self.config)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -125,8 +127,19 @@ class AsyncSamClient:
 
     # -- SAM --------------------------------------------------------------------------------
 
-    async def embed(self, image: ImageInput, image_format: ImageFormat = "RGB") -> ImageEmbedding:
-        return await self._run(_core.embed_op(self.config, image, image_format))
+    async def embed(
+        self, image: ImageInput, image_format: ImageFormat = "RGB", *, session_id: str | None = None
+    ) -> ImageEmbedding:
+        """See :meth:`SamClient.embed` (server-held by default; only prompts travel per predict)."""
+        return await self._run(_core.embed_op(self.config, image, image_format, session_id))
+
+    async def fetch_embedding(self, embedding: ImageEmbedding) -> npt.NDArray[np.float32]:
+        """The (256, 64, 64) float32 embedding of a handle, downloaded when the server holds it."""
+        return await self._run(_core.fetch_embedding_op(self.config, embedding))
+
+    async def has_embedding(self, session_id: str) -> bool:
+        """Whether the server currently holds an embedding under ``session_id``."""
+        return await self._run(_core.session_lookup_op(self.config, session_id))
 
     async def predict(
         self,

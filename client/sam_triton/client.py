@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 
 from . import _core, errors
 from ._core import Attempts, Call, Op
@@ -68,15 +70,20 @@ class SamClient:
         self.config = config
         self._channel = open_channel(config)
         self._stub = GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated, untyped
-        self._metadata = config.metadata or None
+        self._metadata = config.metadata
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _call_metadata(self, call: Call) -> tuple[tuple[str, str], ...] | None:
+        return (self._metadata + call.metadata) or None
 
     def _invoke(self, call: Call, attempts: Attempts) -> Any:
         method = getattr(self._stub, call.method)
         while True:
             try:
-                return method(call.request, timeout=attempts.timeout(call.context), metadata=self._metadata)
+                return method(
+                    call.request, timeout=attempts.timeout(call.context), metadata=self._call_metadata(call)
+                )
             except grpc.RpcError as exc:
                 time.sleep(attempts.on_error(exc, call.context))
 
@@ -86,7 +93,7 @@ class SamClient:
         # Independent calls (prompt groups) go out together as futures: no threads needed.
         futures = [
             getattr(self._stub, c.method).future(
-                c.request, timeout=attempts.timeout(c.context), metadata=self._metadata
+                c.request, timeout=attempts.timeout(c.context), metadata=self._call_metadata(c)
             )
             for c in calls
         ]
@@ -123,10 +130,8 @@ class SamClient:
         return self._run(_core.model_metadata_op(name or self.config.models.decoder, version))
 
     def wait_until_ready(self, timeout: float = 60.0, models: Iterable[str] | None = None) -> None:
-        """Block until the server and the SAM models (default: encoder, decoder) are ready."""
-        names = (
-            list(models) if models is not None else [self.config.models.encoder, self.config.models.decoder]
-        )
+        """Block until the server and the SAM models (default: encoder, decoder, session) are ready."""
+        names = list(models) if models is not None else _core.default_models(self.config)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -141,9 +146,26 @@ class SamClient:
 
     # -- SAM --------------------------------------------------------------------------------
 
-    def embed(self, image: ImageInput, image_format: ImageFormat = "RGB") -> ImageEmbedding:
-        """Preprocess and encode one image (``SamPredictor.set_image``'s work)."""
-        return self._run(_core.embed_op(self.config, image, image_format))
+    def embed(
+        self, image: ImageInput, image_format: ImageFormat = "RGB", *, session_id: str | None = None
+    ) -> ImageEmbedding:
+        """Preprocess and encode one image (``SamPredictor.set_image``'s work).
+
+        By default (``server_embeddings=True``) the server keeps the embedding under the
+        image's content id: an image it already holds is not uploaded again, and the returned
+        handle makes every :meth:`predict` send the prompts only. ``session_id`` names the
+        embedding yourself instead (the image is then always uploaded and encoded under it).
+        With ``server_embeddings=False`` the embedding comes back in the handle.
+        """
+        return self._run(_core.embed_op(self.config, image, image_format, session_id))
+
+    def fetch_embedding(self, embedding: ImageEmbedding) -> npt.NDArray[np.float32]:
+        """The (256, 64, 64) float32 embedding of a handle, downloaded when the server holds it."""
+        return self._run(_core.fetch_embedding_op(self.config, embedding))
+
+    def has_embedding(self, session_id: str) -> bool:
+        """Whether the server currently holds an embedding under ``session_id``."""
+        return self._run(_core.session_lookup_op(self.config, session_id))
 
     def predict(
         self,

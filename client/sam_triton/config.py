@@ -96,6 +96,7 @@ class ModelNames:
     encoder: str = "sam_encoder"
     decoder: str = "sam_decoder"
     ensemble: str = "sam"
+    session: str = "sam_session"
     version: str = ""
 
 
@@ -118,6 +119,9 @@ class ClientConfig:
         max_pixels: images above this many pixels are rejected (None: no limit).
         metadata: extra gRPC headers for every call (auth tokens, routing keys).
         channel_options: extra raw gRPC channel arguments, appended last.
+        server_embeddings: ``embed`` leaves the embedding on the server (``sam_session``) and
+            returns a handle naming it, so each ``predict`` uploads the prompts only (default).
+            False: the embedding comes back and travels with every ``predict`` (stateless).
     """
 
     url: str = "localhost:8001"
@@ -133,6 +137,7 @@ class ClientConfig:
     max_pixels: int | None = 8192 * 8192
     metadata: tuple[tuple[str, str], ...] = ()
     channel_options: tuple[tuple[str, Any], ...] = ()
+    server_embeddings: bool = True
 
     def __post_init__(self) -> None:
         if not self.url or self.url.startswith(("http://", "https://")):
@@ -187,6 +192,7 @@ class ClientOptions(TypedDict, total=False):
     max_pixels: int | None
     metadata: dict[str, str] | None
     channel_options: dict[str, Any] | None
+    server_embeddings: bool
 
 
 def make_config(
@@ -206,6 +212,7 @@ def make_config(
     max_pixels: int | None = 8192 * 8192,
     metadata: dict[str, str] | None = None,
     channel_options: dict[str, Any] | None = None,
+    server_embeddings: bool = True,
 ) -> ClientConfig:
     """The keyword arguments of both clients, as one :class:`ClientConfig`.
 
@@ -226,4 +233,5 @@ def make_config(
         max_pixels=max_pixels,
         metadata=tuple((metadata or {}).items()),
         channel_options=tuple((channel_options or {}).items()),
+        server_embeddings=server_embeddings,
     )

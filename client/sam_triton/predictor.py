@@ -2,6 +2,12 @@
 
 Replace ``SamPredictor(sam)`` with ``RemoteSamPredictor("host:8001")``; ``set_image`` and
 ``predict`` take the same arguments and return arrays of the same shapes, dtypes and meaning.
+
+By default the server holds the embedding (``sam_session``): ``set_image`` uploads the image
+only when the server does not already hold that content, and each ``predict`` uploads just
+the prompts (a point click is well under 1 KiB). If the server has evicted the embedding, the
+predictor encodes the image again, once, without the caller noticing. Pass
+``server_embeddings=False`` for the stateless path (the embedding travels with every click).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .client import SamClient
-from .images import ImageFormat, ImageInput, load_image
+from .images import ImageFormat, ImageInput
 from .prompts import Prompt
 from .results import ImageEmbedding, Prediction
 from .transforms import IMAGE_SIZE, ResizeLongestSide
@@ -33,11 +39,12 @@ class RemoteSamPredictor:
     Args:
         client: ``"host:port"`` of the server's gRPC endpoint, or an existing
             :class:`~sam_triton.SamClient` to share (then it is not closed by this predictor).
-        **options: :class:`~sam_triton.SamClient` keyword options when ``client`` is a URL.
+        **options: :class:`~sam_triton.SamClient` keyword options when ``client`` is a URL
+            (e.g. ``server_embeddings=False`` for the stateless path).
 
     Beyond ``SamPredictor``: :meth:`predict_batch` (many prompts on the current image, one
-    round trip per group of equal point counts), :attr:`embedding` (the typed handle) and
-    :meth:`close` / context manager.
+    round trip per group of equal point counts), :attr:`embedding` (the typed handle),
+    ``set_image(..., session_id=...)`` and :meth:`close` / context manager.
     """
 
     def __init__(self, client: str | SamClient = "localhost:8001", **options: Unpack[ClientOptions]) -> None:
@@ -48,7 +55,7 @@ class RemoteSamPredictor:
         else:
             self.client, self._owns_client = SamClient(client, **options), True
         self.transform = ResizeLongestSide(IMAGE_SIZE)
-        self._image: npt.NDArray[np.uint8] | None = None
+        self._features: npt.NDArray[np.float32] | None = None  # downloaded on first request
         self.embedding: ImageEmbedding | None = None
         self.is_image_set = False
         self.original_size: tuple[int, int] | None = None
@@ -60,15 +67,17 @@ class RemoteSamPredictor:
 
     # -- SamPredictor API -------------------------------------------------------------------
 
-    def set_image(self, image: ImageInput, image_format: ImageFormat = "RGB") -> None:
+    def set_image(
+        self, image: ImageInput, image_format: ImageFormat = "RGB", *, session_id: str | None = None
+    ) -> None:
         """Encode an image on the server (numpy HWC uint8 RGB/BGR, gray, RGBA, PIL, path or bytes).
 
         On failure the previously set image stays set: a bad input changes nothing.
+        ``session_id`` names the server-held embedding (default: the image's content hash).
         """
-        rgb = load_image(image, image_format, max_pixels=self.client.config.max_pixels)
-        embedding = self.client.embed(rgb)
+        # The handle keeps the image, so the client itself re-embeds after an eviction.
+        embedding = self.client.embed(image, image_format, session_id=session_id)
         self.reset_image()
-        self._image = rgb  # kept so a server-held embedding can be rebuilt after eviction
         self.embedding = embedding
         self.original_size = embedding.original_size
         self.input_size = embedding.input_size
@@ -98,25 +107,31 @@ class RemoteSamPredictor:
         return pred.masks, pred.scores, pred.low_res_logits
 
     def get_image_embedding(self) -> npt.NDArray[np.float32]:
-        """The current image's embedding, (1, 256, 64, 64) float32 like ``SamPredictor``'s."""
+        """The current image's embedding, (1, 256, 64, 64) float32 like ``SamPredictor``'s.
+
+        A server-held embedding is downloaded on the first call (4 MiB) and kept.
+        """
         if not self.is_image_set or self.embedding is None:
             raise RuntimeError(_NOT_SET_EMBEDDING)
-        if self.embedding.embedding is None:
-            raise RuntimeError("the embedding is held by the server and is not available locally")
-        return self.embedding.embedding[None]
+        if self._features is None:
+            self._features = self.client.fetch_embedding(self.embedding)[None]
+        return self._features
 
     @property
     def features(self) -> npt.NDArray[np.float32] | None:
-        """``SamPredictor.features``: the embedding (1, 256, 64, 64), or None before set_image."""
-        if self.embedding is None or self.embedding.embedding is None:
+        """``SamPredictor.features``: the embedding (1, 256, 64, 64), or None before set_image.
+
+        Like :meth:`get_image_embedding`, downloads a server-held embedding on first access.
+        """
+        if not self.is_image_set or self.embedding is None:
             return None
-        return self.embedding.embedding[None]
+        return self.get_image_embedding()
 
     def reset_image(self) -> None:
         """Forget the current image."""
         self.is_image_set = False
         self.embedding = None
-        self._image = None
+        self._features = None
         self.original_size = None
         self.input_size = None
         self.orig_h = self.orig_w = self.input_h = self.input_w = None

@@ -16,8 +16,12 @@ class ImageEmbedding:
     server holds it and the handle names it (``session_id`` set: only prompts travel per click).
     User code passes the handle around unchanged, so switching between the two is invisible.
 
+    A server-held handle made by ``embed`` also keeps (a reference to) the image, privately, so
+    the client can encode it again, transparently, if the server has evicted the embedding.
+
     Attributes:
-        embedding: (256, 64, 64) float32 image embedding, or None when held by the server.
+        embedding: (256, 64, 64) float32 image embedding, or None when held by the server
+            (``SamClient.fetch_embedding`` downloads it).
         original_size: (H, W) of the image given by the user.
         input_size: (h, w) of the resized image inside the 1024x1024 encoder input.
         session_id: server-side id of the embedding, or None.
@@ -27,6 +31,13 @@ class ImageEmbedding:
     original_size: tuple[int, int]
     input_size: tuple[int, int]
     session_id: str | None = None
+    _image: npt.NDArray[np.uint8] | None = field(default=None, repr=False, kw_only=True)
+    """The RGB image, for re-embedding after a cache miss (server-held handles only)."""
+
+    @property
+    def server_held(self) -> bool:
+        """True when the embedding lives on the server and only its id travels per ``predict``."""
+        return self.embedding is None and self.session_id is not None
 
 
 @dataclass(frozen=True, eq=False)

