@@ -37,7 +37,10 @@ def start_triton(repository: Path) -> ServedTriton:
 
     grpc_port, http_port, metrics_port = free_ports(3)
     options = ServerOptions(
-        repository=repository, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
+        repository=repository,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
         host="127.0.0.1",
     )
     process = TritonProcess(options)
@@ -54,7 +57,9 @@ def start_triton(repository: Path) -> ServedTriton:
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sam_triton_export.checkpoints import save_random_checkpoint
 
-    return save_random_checkpoint("tiny-test", tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth", seed=TINY_SEED)
+    return save_random_checkpoint(
+        "tiny-test", tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth", seed=TINY_SEED
+    )
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,8 @@ def test_base_requirements_pull_nothing_heavy() -> None:
 
 
 def test_sdk_and_cli_import_without_torch_or_onnxruntime() -> None:
-    result = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKED_IMPORT], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -21,7 +21,11 @@ def load_generator():  # type: ignore[no-untyped-def]
 def test_committed_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
     generated = load_generator().generate(tmp_path)
     assert {p.name for p in generated} == {
-        "automask_pb2.py", "automask_pb2.pyi", "inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py",
+        "automask_pb2.py",
+        "automask_pb2.pyi",
+        "inference_pb2.py",
+        "inference_pb2.pyi",
+        "inference_pb2_grpc.py",
     }
     for path in generated:
         committed = ROOT / "client" / "sam_triton" / "proto" / path.name
@@ -33,7 +37,11 @@ def test_wire_names_match_the_kserve_v2_protocol() -> None:
     service = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert service.full_name == "inference.GRPCInferenceService"
     infer = inference_pb2.ModelInferRequest.DESCRIPTOR.fields_by_name
-    assert (infer["model_name"].number, infer["inputs"].number, infer["raw_input_contents"].number) == (1, 5, 7)
+    assert (infer["model_name"].number, infer["inputs"].number, infer["raw_input_contents"].number) == (
+        1,
+        5,
+        7,
+    )
     reply = inference_pb2.ModelInferResponse.DESCRIPTOR.fields_by_name
     assert (reply["outputs"].number, reply["raw_output_contents"].number) == (5, 6)
 

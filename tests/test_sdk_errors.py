@@ -103,9 +103,11 @@ def test_sdk_modules_import_without_torch() -> None:
 
 
 def test_mypy_strict() -> None:
+    """The typed SDK (and the server/export packages beside it) pass mypy --strict."""
     pytest.importorskip("mypy")
+    packages = ["-p", "sam_triton", "-p", "sam_triton_server", "-p", "sam_triton_export"]
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--ignore-missing-imports", "-p", "sam_triton"],
-        cwd=ROOT / "client", capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "mypy", "--strict", "--ignore-missing-imports", *packages],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

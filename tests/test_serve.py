@@ -19,9 +19,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto import inference_pb2_grpc as pb_grpc
+
 from tests.helpers import free_ports, pid_alive, wait_until
 
 READY = "[sam-triton] READY"
@@ -51,7 +51,9 @@ MODEL = textwrap.dedent(
 )
 
 
-def write_repository(root: Path, model_source: str = MODEL, manifest: dict[str, object] | None = None) -> Path:
+def write_repository(
+    root: Path, model_source: str = MODEL, manifest: dict[str, object] | None = None
+) -> Path:
     # The exporter's manifest lives beside sam_encoder's config, so a repository that has
     # one names its model sam_encoder.
     model_dir = root / ("doubler" if manifest is None else "sam_encoder")
@@ -66,9 +68,23 @@ def write_repository(root: Path, model_source: str = MODEL, manifest: dict[str, 
 def start_serve(repository: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
     grpc_port, http_port, metrics_port = free_ports(3)
     process = subprocess.Popen(
-        [sys.executable, "-m", "sam_triton", "serve", "--repository", str(repository),
-         "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
-         "--ready-timeout", "120", *extra],
+        [
+            sys.executable,
+            "-m",
+            "sam_triton",
+            "serve",
+            "--repository",
+            str(repository),
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(http_port),
+            "--metrics-port",
+            str(metrics_port),
+            "--ready-timeout",
+            "120",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -172,7 +188,9 @@ def test_random_weights_are_announced_loudly(tmp_path: Path) -> None:
 def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "sam_triton", "serve", "--repository", str(tmp_path / "nope")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "does not exist" in result.stderr
@@ -180,5 +198,7 @@ def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("flag", ["--grpc-port", "--http-port", "--metrics-port"])
 def test_serve_help_lists_port_flags(flag: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "sam_triton", "serve", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "sam_triton", "serve", "--help"], capture_output=True, text=True
+    )
     assert flag in result.stdout

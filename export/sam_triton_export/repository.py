@@ -297,7 +297,8 @@ def ensemble_config(options: RepositoryOptions) -> str:
 
 
 def session_config(options: RepositoryOptions) -> str:
-    inputs = [SESSION_ID.message(), *(t.message(optional=True) for t in (*ENCODER_INPUTS, *DECODER_INPUTS[1:]))]
+    optional = (*ENCODER_INPUTS, *DECODER_INPUTS[1:])
+    inputs = [SESSION_ID.message(), *(t.message(optional=True) for t in optional)]
     outputs = [t.message() for t in (*DECODER_OUTPUTS, *ENCODER_OUTPUTS, CACHE_HIT)]
     return render(
         Message.of(

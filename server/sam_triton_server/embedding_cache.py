@@ -15,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 
 @dataclass
 class CachedEmbedding:
-    embedding: np.ndarray  # (256, 64, 64) float32
+    embedding: npt.NDArray[np.float32]  # (256, 64, 64) float32
     input_size: tuple[int, int]  # (h, w) of the resized image, as the encoder saw it
     last_used: float  # the TTL counts from the last use: an active session never expires
 
@@ -56,7 +57,7 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, key: str, embedding: np.ndarray, input_size: tuple[int, int]) -> bool:
+    def put(self, key: str, embedding: npt.NDArray[np.float32], input_size: tuple[int, int]) -> bool:
         """Store (or replace) ``key``; False when the entry alone exceeds the budget."""
         if embedding.nbytes > self.max_bytes:
             return False

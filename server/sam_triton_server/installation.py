@@ -72,7 +72,9 @@ def prepare_backend_directory(installation: TritonInstallation, workdir: Path) -
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = installation.bundle_root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
-        raise TritonNotFoundError(f"the nvidia-pytriton wheel has no Python-backend stub for Python {version}")
+        raise TritonNotFoundError(
+            f"the nvidia-pytriton wheel has no Python-backend stub for Python {version}"
+        )
     target = workdir / "backends" / "python"
     target.mkdir(parents=True, exist_ok=True)
     for item in (installation.bundle_root / "backends" / "python").iterdir():
@@ -92,7 +94,9 @@ def _package_roots() -> list[Path]:
     return roots
 
 
-def server_environment(installation: TritonInstallation, base: dict[str, str] | None = None) -> dict[str, str]:
+def server_environment(
+    installation: TritonInstallation, base: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment for tritonserver and its Python-backend stubs.
 
     The stubs inherit it: PYTHONPATH gives model.py files this project's packages and this

@@ -96,6 +96,20 @@ class OnnxModelBase:
     def respond(self, arrays: dict[str, Array]) -> Any:
         return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor(k, v) for k, v in arrays.items()])
 
+    def encode_via_bls(self, encoder_model: str, images: Array, input_sizes: Array) -> Array:
+        """Image embeddings from the encoder model by a BLS call: requests from several models
+        (and plain clients) share the encoder's dynamic batches and instances."""
+        pb = self.pb
+        reply = pb.InferenceRequest(
+            model_name=encoder_model,
+            requested_output_names=["image_embeddings"],
+            inputs=[pb.Tensor("image", images), pb.Tensor("input_size", input_sizes)],
+        ).exec()
+        if reply.has_error():
+            raise RuntimeError(f"{encoder_model}: {reply.error().message()}")
+        embeddings: Array = pb.get_output_tensor_by_name(reply, "image_embeddings").as_numpy()
+        return embeddings
+
     def finalize(self) -> None:
         self.session = None
 

@@ -65,13 +65,5 @@ class TritonPythonModel(OnnxModelBase):
 
     def _encode_batch(self, images: Array, sizes: Array) -> Array:
         """All crops of a batch in one BLS request: one dynamic batch on the encoder."""
-        pb = self.pb
-        reply = pb.InferenceRequest(
-            model_name=self.encoder_model,
-            requested_output_names=["image_embeddings"],
-            inputs=[pb.Tensor("image", images), pb.Tensor("input_size", sizes)],
-        ).exec()
-        if reply.has_error():
-            raise RuntimeError(f"{self.encoder_model}: {reply.error().message()}")
-        embeddings: Array = pb.get_output_tensor_by_name(reply, "image_embeddings").as_numpy()
+        embeddings: Array = self.encode_via_bls(self.encoder_model, images, sizes)
         return embeddings

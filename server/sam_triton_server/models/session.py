@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from sam_triton_server.embedding_cache import EmbeddingCache
-from sam_triton_server.models._common import InvalidInput, OnnxModelBase, int_parameter
+from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
 from sam_triton_server.models.decoder import INPUT_NAMES as DECODER_INPUTS
 from sam_triton_server.models.decoder import validate_decoder_inputs
 from sam_triton_server.models.encoder import validate_encoder_inputs
@@ -85,7 +85,7 @@ class TritonPythonModel(OnnxModelBase):
     def _handle(self, request: Any) -> Any:
         session_id = self._session_id(request)
         wanted = set(request.requested_output_names())
-        outputs: dict[str, np.ndarray] = {}
+        outputs: dict[str, Array] = {}
         image = self.pb.get_input_tensor_by_name(request, "image")
         has_prompts = self.pb.get_input_tensor_by_name(request, "point_coords") is not None
         hit = self.cache.get(session_id) is not None
@@ -111,24 +111,16 @@ class TritonPythonModel(OnnxModelBase):
             raise InvalidInput(f"session_id must be 1..{MAX_SESSION_ID_BYTES} bytes")
         return text
 
-    def _embed(self, session_id: str, image: np.ndarray, input_size: np.ndarray) -> None:
+    def _embed(self, session_id: str, image: Array, input_size: Array) -> None:
         validate_encoder_inputs(image, input_size)
         if image.shape[0] != 1:
             raise InvalidInput("sam_session embeds one image per request")
-        pb = self.pb
-        reply = pb.InferenceRequest(
-            model_name=self.encoder_model,
-            requested_output_names=["image_embeddings"],
-            inputs=[pb.Tensor("image", image), pb.Tensor("input_size", input_size)],
-        ).exec()
-        if reply.has_error():
-            raise RuntimeError(f"{self.encoder_model}: {reply.error().message()}")
-        embedding = pb.get_output_tensor_by_name(reply, "image_embeddings").as_numpy()[0]
+        embedding = self.encode_via_bls(self.encoder_model, image, input_size)[0]
         height, width = (int(v) for v in input_size[0])
         if not self.cache.put(session_id, embedding, (height, width)):
             raise RuntimeError("the embedding cache is smaller than one embedding; raise cache_bytes")
 
-    def _prompt_arrays(self, request: Any) -> dict[str, np.ndarray]:
+    def _prompt_arrays(self, request: Any) -> dict[str, Array]:
         """The decoder's prompt inputs; an absent mask_input means "no mask" for every prompt."""
         arrays = {}
         for name in PROMPT_INPUTS:
@@ -151,7 +143,7 @@ class TritonPythonModel(OnnxModelBase):
             raise InvalidInput(f"missing input tensor {missing[0]!r}")
         return arrays
 
-    def _decode(self, session_id: str, request: Any) -> dict[str, np.ndarray]:
+    def _decode(self, session_id: str, request: Any) -> dict[str, Array]:
         arrays = self._prompt_arrays(request)
         entry = self.cache.get(session_id)
         if entry is None:
