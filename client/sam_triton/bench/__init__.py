@@ -1,0 +1,17 @@
+"""``sam-triton bench``: load testing a sam-triton deployment over the real gRPC path.
+
+Layout (each module small and usable on its own):
+
+* :mod:`.loadgen` - closed-loop (N workers) and open-loop (Poisson arrivals) drivers around
+  any ``async (index) -> None`` callable; they only measure, they know nothing about SAM.
+* :mod:`.stats` - percentiles, throughput and the per-second timeline from the samples.
+* :mod:`.images` - the benchmark's images (deterministic synthetic ones, or a directory).
+* :mod:`.scenarios` - what one request is (``encode``, ``click``, ``oneshot``, ``automask``)
+  against a served model; :mod:`.baselines` - the same work in-process (segment_anything or
+  onnxruntime) so served/in-process ratios come from one run.
+* :mod:`.runner` - one run (or a sweep) end to end; :mod:`.report`, :mod:`.plots` - the
+  table, ``results.json``, ``samples.csv`` and PNGs; :mod:`.perf_analyzer` - input-data files
+  for Triton's own ``perf_analyzer``; :mod:`.cli` - the subcommand.
+
+Nothing here imports torch, onnxruntime or matplotlib at module import time.
+"""

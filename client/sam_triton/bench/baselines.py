@@ -1,0 +1,269 @@
+"""In-process baselines: the same scenario without the server, in the same run.
+
+* ``reference``   - ``segment_anything``'s ``SamPredictor`` / ``SamAutomaticMaskGenerator``
+  on the model built by ``sam_triton_export.model_builder.build_sam`` (the code path users
+  and the exporter use), from a checkpoint or seeded random weights.
+* ``onnxruntime`` - the repository's exported ONNX files in onnxruntime sessions created
+  exactly like the served models create theirs (:func:`sam_triton_server.ort.create_session`),
+  with the SDK's own client-side work around them (resize/pad, prompt encoding, mask
+  upscaling). Served minus this is therefore the serving overhead alone: gRPC, Triton's
+  scheduling and the Python backend.
+
+Both run one request at a time (a process-local predictor has no concurrency to offer) with
+the same images and clicks as the served scenario. torch, segment_anything and onnxruntime are
+imported inside the functions: the SDK must import without them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import _core
+from ..prompts import encode_prompt, group_by_points
+from ..results import ImageEmbedding, Prediction
+from .images import BenchImage, click_point, unique_image
+from .scenarios import ScenarioOptions, ScenarioUnavailable, click_prompt, pick
+
+BaselineKind = Literal["reference", "onnxruntime"]
+BASELINES: tuple[BaselineKind, ...] = ("reference", "onnxruntime")
+
+SyncRequest = Callable[[int], object]
+
+ENCODER_ONNX = Path("sam_encoder") / "1" / "model.onnx"
+DECODER_ONNX = Path("sam_decoder") / "1" / "model.onnx"
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """Where the in-process model comes from. ``repository`` may supply the rest (export.json)."""
+
+    kind: BaselineKind
+    model_type: str | None = None
+    checkpoint: Path | None = None
+    random_seed: int | None = None
+    repository: Path | None = None
+    threads: int = 0
+    """onnxruntime intra-op threads (0: its default, as the served models use unless configured)."""
+
+
+@dataclass(frozen=True)
+class PreparedBaseline:
+    request: SyncRequest
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def export_info(repository: Path) -> dict[str, Any]:
+    """The repository's ``sam_encoder/export.json`` (written by ``sam-triton export``), or {}."""
+    try:
+        info = json.loads((repository / "sam_encoder" / "export.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def resolve_weights(spec: BaselineSpec) -> tuple[str, Path | None, int | None]:
+    """(model_type, checkpoint, random_seed) for the reference, filling gaps from export.json.
+
+    Explicit arguments win; otherwise the repository says which weights the server runs, so
+    ``--baseline reference --repository R`` compares like with like without repeating them.
+    """
+    info = export_info(spec.repository) if spec.repository is not None else {}
+    raw_weights = info.get("weights")
+    weights: dict[str, Any] = raw_weights if isinstance(raw_weights, dict) else {}
+    model_type = spec.model_type or info.get("model_type")
+    checkpoint, seed = spec.checkpoint, spec.random_seed
+    if checkpoint is None and seed is None:
+        ckpt = weights.get("checkpoint") or info.get("checkpoint")
+        if ckpt:
+            checkpoint = Path(ckpt)
+        else:
+            seed_value = weights.get("random_seed", info.get("seed"))
+            seed = int(seed_value) if seed_value is not None else None
+    if not model_type:
+        raise ScenarioUnavailable(
+            "--baseline reference needs --model-type (or --repository with an export.json)"
+        )
+    if checkpoint is None and seed is None:
+        raise ScenarioUnavailable(
+            "--baseline reference needs --checkpoint PATH or --random-weights [--seed N] "
+            "(or --repository whose export.json names them)"
+        )
+    return str(model_type), checkpoint, seed
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def _reference(
+    spec: BaselineSpec, scenario: str, images: Sequence[BenchImage], opts: ScenarioOptions
+) -> PreparedBaseline:
+    from sam_triton_export.model_builder import build_sam
+    from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+
+    model_type, checkpoint, seed = resolve_weights(spec)
+    sam = build_sam(model_type, checkpoint, random_seed=seed if checkpoint is None else None)
+    notes = {
+        "model_type": model_type,
+        "weights": str(checkpoint) if checkpoint is not None else f"random seed {seed}",
+    }
+
+    def predict(predictor: Any, i: int) -> object:
+        x, y = click_point(i, pick(images, i).size)
+        return predictor.predict(
+            point_coords=np.array([[x, y]]),
+            point_labels=np.array([1]),
+            multimask_output=opts.multimask_output,
+        )
+
+    if scenario == "encode":
+        predictor = SamPredictor(sam)
+        return PreparedBaseline(lambda i: predictor.set_image(unique_image(pick(images, i), i)), notes)
+    if scenario == "click":
+        # One predictor per image, each set once before the run (like the served click's setup).
+        predictors = [SamPredictor(sam) for _ in images]
+        for p, image in zip(predictors, images, strict=True):
+            p.set_image(image.rgb)
+        return PreparedBaseline(lambda i: predict(predictors[i % len(predictors)], i), notes)
+    if scenario == "oneshot":
+        predictor = SamPredictor(sam)
+
+        def oneshot(i: int) -> object:
+            predictor.set_image(pick(images, i).rgb)
+            return predict(predictor, i)
+
+        return PreparedBaseline(oneshot, notes)
+    if scenario == "automask":
+        generator = SamAutomaticMaskGenerator(
+            sam, points_per_side=opts.points_per_side, points_per_batch=opts.points_per_batch
+        )
+        return PreparedBaseline(lambda i: generator.generate(pick(images, i).rgb), notes)
+    raise ValueError(f"unknown scenario {scenario!r}")
+
+
+# --------------------------------------------------------------------------- onnxruntime
+
+
+class OrtSam:
+    """The exported encoder and decoder in-process, with the SDK's client-side work around them.
+
+    The request/response helpers are the SDK's own (:mod:`sam_triton._core`), so the tensors
+    fed to onnxruntime are byte for byte what a served request carries.
+    """
+
+    def __init__(self, repository: Path, threads: int = 0) -> None:
+        from sam_triton_server.ort import create_session
+
+        self.encoder = create_session(repository / ENCODER_ONNX, intra_op_threads=threads)
+        self.decoder = create_session(repository / DECODER_ONNX, intra_op_threads=threads)
+
+    def embed(self, rgb: npt.NDArray[np.uint8]) -> ImageEmbedding:
+        inputs, input_size = _core._encoder_inputs(rgb)
+        (emb,) = self.encoder.run(["image_embeddings"], inputs)
+        return ImageEmbedding(emb[0], (int(rgb.shape[0]), int(rgb.shape[1])), input_size)
+
+    def _run_decoder(self, embedding: ImageEmbedding, prompt_inputs: dict[str, Any]) -> dict[str, Any]:
+        assert embedding.embedding is not None
+        feed = {"image_embeddings": embedding.embedding[None], **prompt_inputs}
+        low, iou = self.decoder.run(["low_res_masks", "iou_predictions"], feed)
+        return {"low_res_masks": low, "iou_predictions": iou}
+
+    def predict(self, embedding: ImageEmbedding, prompt: Any, multimask_output: bool) -> Prediction:
+        (batch,) = group_by_points([encode_prompt(prompt, embedding.original_size)], 1)
+        outputs = self._run_decoder(embedding, _core._decoder_prompt_inputs(batch, multimask_output))
+        (pred,) = _core._decode_predictions(
+            outputs, "onnxruntime", 1, embedding.input_size, embedding.original_size, False
+        )
+        return pred
+
+    def decode_points(
+        self, embedding: ImageEmbedding, coords: npt.NDArray[np.float64], labels: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """``amg.DecodeFn``: (B, 1, 2) points in the 1024 frame -> multimask logits and scores.
+
+        Appends SAM's (0, 0)/-1 padding point (the ONNX decoder has no implicit one), like
+        ``SamPredictor.predict_torch`` does inside the prompt encoder.
+        """
+        count = coords.shape[0]
+        pad = np.zeros((count, 1, 2))
+        inputs = {
+            "point_coords": np.concatenate([coords, pad], axis=1).astype(np.float32)[None],
+            "point_labels": np.concatenate(
+                [labels.astype(np.float32), -np.ones((count, 1), np.float32)], axis=1
+            )[None],
+            "mask_input": np.zeros((1, count, 1, 256, 256), np.float32),
+            "has_mask_input": np.zeros((1, count), np.float32),
+            "multimask_output": np.array([[True]]),
+        }
+        outputs = self._run_decoder(embedding, inputs)
+        return outputs["low_res_masks"][0], outputs["iou_predictions"][0]
+
+
+def _onnxruntime(
+    spec: BaselineSpec, scenario: str, images: Sequence[BenchImage], opts: ScenarioOptions
+) -> PreparedBaseline:
+    if spec.repository is None:
+        raise ScenarioUnavailable("--baseline onnxruntime needs --repository (the exported model repository)")
+    model = OrtSam(spec.repository, spec.threads)
+    notes = {
+        "repository": str(spec.repository),
+        "providers": list(model.encoder.get_providers()),
+        "intra_op_threads": spec.threads,
+    }
+    if scenario == "encode":
+        return PreparedBaseline(lambda i: model.embed(unique_image(pick(images, i), i)), notes)
+    if scenario == "click":
+        handles = [model.embed(image.rgb) for image in images]
+        return PreparedBaseline(
+            lambda i: model.predict(
+                handles[i % len(handles)], click_prompt(i, pick(images, i)), opts.multimask_output
+            ),
+            notes,
+        )
+    if scenario == "oneshot":
+
+        def oneshot(i: int) -> object:
+            image = pick(images, i)
+            return model.predict(model.embed(image.rgb), click_prompt(i, image), opts.multimask_output)
+
+        return PreparedBaseline(oneshot, notes)
+    if scenario == "automask":
+        from ..amg import AmgParams, generate
+
+        params = AmgParams(points_per_side=opts.points_per_side, points_per_batch=opts.points_per_batch)
+        return PreparedBaseline(
+            lambda i: generate(pick(images, i).rgb, params, model.embed, model.decode_points), notes
+        )
+    raise ValueError(f"unknown scenario {scenario!r}")
+
+
+_BUILDERS: dict[
+    str, Callable[[BaselineSpec, str, Sequence[BenchImage], ScenarioOptions], PreparedBaseline]
+] = {
+    "reference": _reference,
+    "onnxruntime": _onnxruntime,
+}
+
+
+def prepare_baseline(
+    spec: BaselineSpec, scenario: str, images: Sequence[BenchImage], opts: ScenarioOptions
+) -> PreparedBaseline:
+    """Load the in-process model and do the scenario's untimed setup; returns the request."""
+    try:
+        builder = _BUILDERS[spec.kind]
+    except KeyError:
+        raise ValueError(f"unknown baseline {spec.kind!r}; choose one of {', '.join(BASELINES)}") from None
+    try:
+        return builder(spec, scenario, images, opts)
+    except ImportError as exc:
+        extra = "export" if spec.kind == "reference" else "server"
+        raise ScenarioUnavailable(
+            f"--baseline {spec.kind} needs packages that are not installed ({exc}); "
+            f"install sam-triton[{extra}]"
+        ) from exc

@@ -1,0 +1,169 @@
+"""One benchmark end to end: served load levels, then in-process baselines, in one process.
+
+Served runs and baselines run one after the other, never at the same time: on a small
+machine they would steal each other's cores and the ratio would measure the contention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..aio import AsyncSamClient
+from ..config import ModelNames
+from .baselines import BaselineSpec, prepare_baseline
+from .images import BenchImage
+from .loadgen import RequestFn, Sample, SampleHook, closed_loop, open_loop
+from .progress import RunProgress
+from .scenarios import ScenarioOptions, prepare_served
+from .stats import Summary, TimelinePoint, summarize, timeline
+
+Mode = Literal["closed", "open"]
+
+PRIME_INDEX = 1 << 40
+"""Index of one untimed request made before measuring, served and in-process alike.
+
+Triton warms its models at load (model_warmup); an in-process baseline's first call pays for
+onnxruntime/torch allocations and the client's first call for the channel. Priming both keeps
+a short run (or ``--warmup 0``) from comparing a cold baseline with a warm server. The index is
+far from 0, 1, 2, ... so it never repeats a measured request's image content or click.
+"""
+
+
+@dataclass(frozen=True)
+class LoadLevel:
+    """Closed loop at ``concurrency`` workers, or open loop at ``rate`` requests/s."""
+
+    mode: Mode
+    concurrency: int = 1
+    rate: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"c={self.concurrency}" if self.mode == "closed" else f"rate={self.rate:g}/s"
+
+    def describe(self) -> dict[str, Any]:
+        if self.mode == "closed":
+            return {"mode": "closed", "concurrency": self.concurrency}
+        return {"mode": "open", "rate_rps": self.rate}
+
+
+def sweep_levels(max_concurrency: int) -> list[LoadLevel]:
+    """Closed-loop levels 1, 2, 4, ... up to and including ``max_concurrency``."""
+    levels, c = [], 1
+    while c < max_concurrency:
+        levels.append(c)
+        c *= 2
+    levels.append(max_concurrency)
+    return [LoadLevel("closed", concurrency=n) for n in levels]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    url: str
+    scenario: str
+    levels: Sequence[LoadLevel]
+    duration: float
+    warmup: float = 2.0
+    seed: int = 0
+    max_outstanding: int | None = 1024
+    timeout: float = 600.0
+    ready_timeout: float = 60.0
+    options: ScenarioOptions = field(default_factory=ScenarioOptions)
+    baselines: Sequence[BaselineSpec] = ()
+    progress: bool = True
+    server_embeddings: bool = True
+    """The SDK default: embeddings stay on the server; False measures the stateless path."""
+
+
+@dataclass
+class RunResult:
+    """One measured series: a served load level or an in-process baseline."""
+
+    kind: str
+    """"served", "reference" or "onnxruntime"."""
+    level: LoadLevel
+    samples: list[Sample]
+    notes: dict[str, Any] = field(default_factory=dict)
+    summary: Summary = field(init=False)
+    timeline: list[TimelinePoint] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.summary = summarize(self.samples)
+        self.timeline = timeline(self.samples)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.level.label}"
+
+
+async def drive(
+    fn: RequestFn, level: LoadLevel, config: BenchConfig, on_sample: SampleHook | None = None
+) -> list[Sample]:
+    if level.mode == "closed":
+        return await closed_loop(
+            fn,
+            concurrency=level.concurrency,
+            duration=config.duration,
+            warmup=config.warmup,
+            on_sample=on_sample,
+        )
+    return await open_loop(
+        fn,
+        rate=level.rate,
+        duration=config.duration,
+        warmup=config.warmup,
+        seed=config.seed,
+        max_outstanding=config.max_outstanding,
+        on_sample=on_sample,
+    )
+
+
+async def _measure(fn: RequestFn, level: LoadLevel, config: BenchConfig, label: str) -> list[Sample]:
+    progress = RunProgress(label, config.warmup + config.duration, config.progress)
+    async with progress.ticking():
+        return await drive(fn, level, config, progress.on_sample)
+
+
+def _models_needed(scenario: str, names: ModelNames) -> list[str] | None:
+    """Models to wait for; None: the SDK's own default set (encoder, decoder, session)."""
+    return [names.ensemble] if scenario == "oneshot" else None
+
+
+async def run_served(config: BenchConfig, images: Sequence[BenchImage]) -> list[RunResult]:
+    """Every load level of ``config`` against the server, on one client connection."""
+    client = AsyncSamClient(config.url, timeout=config.timeout, server_embeddings=config.server_embeddings)
+    async with client:
+        await client.wait_until_ready(
+            config.ready_timeout, _models_needed(config.scenario, client.config.models)
+        )
+        prepared = await prepare_served(config.scenario, client, images, config.options)
+        await prepared.request(PRIME_INDEX)
+        results = []
+        for level in config.levels:
+            samples = await _measure(prepared.request, level, config, f"{config.scenario} {level.label}")
+            results.append(RunResult("served", level, samples, dict(prepared.notes)))
+        return results
+
+
+def run_baseline(spec: BaselineSpec, config: BenchConfig, images: Sequence[BenchImage]) -> RunResult:
+    """The scenario in-process, one request at a time, for the same warm-up and duration."""
+    prepared = prepare_baseline(spec, config.scenario, images, config.options)
+    prepared.request(PRIME_INDEX)
+
+    async def call(index: int) -> None:
+        # Called inline on the event loop, not in a thread: an in-process user pays no hop.
+        prepared.request(index)
+
+    level = LoadLevel("closed", concurrency=1)
+    samples = asyncio.run(_measure(call, level, config, f"{config.scenario} {spec.kind}"))
+    return RunResult(spec.kind, level, samples, dict(prepared.notes))
+
+
+def run_all(config: BenchConfig, images: Sequence[BenchImage]) -> tuple[list[RunResult], list[RunResult]]:
+    """(served runs, baseline runs)."""
+    served = asyncio.run(run_served(config, images))
+    baselines = [run_baseline(spec, config, images) for spec in config.baselines]
+    return served, baselines

@@ -1,0 +1,174 @@
+"""``sam-triton bench`` end to end on the served tiny model, and the in-process baselines.
+
+Short runs (a few seconds): the point is that every path produces complete, well-formed
+results, not the numbers themselves (timings are never asserted).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sam_triton.bench.baselines import BaselineKind, BaselineSpec, OrtSam, prepare_baseline
+from sam_triton.bench.images import bench_images
+from sam_triton.bench.scenarios import SCENARIOS, ScenarioOptions, click_prompt
+from sam_triton.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _bench(out: Path, *args: str) -> dict[str, Any]:
+    assert main(["bench", "--output", str(out), "--no-progress", "--max-images", "2", *args]) == 0
+    result: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return result
+
+
+def _check_latency(summary: dict[str, Any]) -> None:
+    lat = summary["latency_ms"]
+    assert summary["ok"] > 0 and summary["errors"] == 0
+    assert summary["throughput_rps"] > 0
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+
+
+def test_click_at_concurrency_4_writes_results_and_plots(
+    triton_server: Any, tiny_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "click"
+    doc = _bench(
+        out,
+        "--url",
+        triton_server.grpc_url,
+        "--scenario",
+        "click",
+        "--concurrency",
+        "4",
+        "--duration",
+        "3",
+        "--warmup",
+        "0.5",
+        "--baseline",
+        "onnxruntime",
+        "--repository",
+        str(tiny_repository),
+    )
+    assert doc["config"]["scenario"] == "click"
+    assert doc["config"]["levels"] == [{"mode": "closed", "concurrency": 4}]
+    _check_latency(doc["summary"])
+    run = doc["runs"][0]
+    assert run["label"] == "served c=4"
+    assert run["timeline"] and all({"t", "completed", "p50_ms", "p99_ms"} <= set(p) for p in run["timeline"])
+    _check_latency(doc["baselines"][0]["summary"])
+    ratio = doc["ratios"][0]
+    assert ratio["baseline"] == "onnxruntime" and ratio["latency_p50"] > 0
+    for name in ("latency_over_time.png", "latency_histogram.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+        assert name in doc["files"]["plots"]
+    assert (out / "samples.csv").read_text().count("\n") > doc["summary"]["requests"]
+    printed = capsys.readouterr().out
+    assert "served c=4" in printed and "p99 ms" in printed and "served c=4 / onnxruntime" in printed
+
+
+def test_oneshot_open_loop(triton_server: Any, tmp_path: Path) -> None:
+    doc = _bench(
+        tmp_path / "oneshot",
+        "--url",
+        triton_server.grpc_url,
+        "--scenario",
+        "oneshot",
+        "--rate",
+        "4",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.5",
+        "--no-plots",
+    )
+    assert doc["config"]["levels"] == [{"mode": "open", "rate_rps": 4.0}]
+    _check_latency(doc["summary"])
+    assert doc["files"]["plots"] == []
+
+
+def test_automask_small_grid(triton_server: Any, tmp_path: Path) -> None:
+    doc = _bench(
+        tmp_path / "automask",
+        "--url",
+        triton_server.grpc_url,
+        "--scenario",
+        "automask",
+        "--points-per-side",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--no-plots",
+    )
+    _check_latency(doc["summary"])
+    assert doc["runs"][0]["notes"]["points_per_side"] == 4
+
+
+def test_bad_arguments_fail_before_any_measurement(tmp_path: Path) -> None:
+    out = tmp_path / "none"
+    assert main(["bench", "--rate", "2", "--sweep", "--output", str(out)]) == 2
+    assert main(["bench", "--baseline", "onnxruntime", "--output", str(out)]) == 2
+    assert main(["bench", "--baseline", "reference", "--output", str(out)]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "--url",
+                "127.0.0.1:1",
+                "--duration",
+                "1",
+                "--ready-timeout",
+                "0.5",
+                "--output",
+                str(out),
+            ]
+        )
+        == 1
+    )
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["reference", "onnxruntime"])
+def test_baselines_run_every_scenario(
+    kind: BaselineKind, tiny_checkpoint: Path, tiny_repository: Path
+) -> None:
+    spec = BaselineSpec(kind, model_type="tiny-test", checkpoint=tiny_checkpoint, repository=tiny_repository)
+    images = bench_images()[3:]  # the smallest image keeps this fast
+    opts = ScenarioOptions(points_per_side=4, points_per_batch=8)
+    for scenario in SCENARIOS:
+        prepared = prepare_baseline(spec, scenario, images, opts)
+        prepared.request(1)
+
+
+def test_reference_weights_come_from_the_repository(tiny_repository: Path) -> None:
+    from sam_triton.bench.baselines import resolve_weights
+
+    model_type, checkpoint, seed = resolve_weights(BaselineSpec("reference", repository=tiny_repository))
+    assert model_type == "tiny-test" and checkpoint is not None and checkpoint.is_file() and seed is None
+
+
+def test_onnxruntime_baseline_does_the_reference_work(tiny_repository: Path, tiny_sam: Any) -> None:
+    """The onnxruntime baseline must compute the same click as SamPredictor, or ratios lie."""
+    from segment_anything import SamPredictor
+
+    image = bench_images()[0]
+    model = OrtSam(tiny_repository)
+    prompt = click_prompt(5, image)
+    pred = model.predict(model.embed(image.rgb), prompt, multimask_output=True)
+    predictor = SamPredictor(tiny_sam)
+    predictor.set_image(image.rgb)
+    masks, scores, _ = predictor.predict(prompt.point_coords, prompt.point_labels, multimask_output=True)
+    assert pred.masks.shape == masks.shape
+    assert np.abs(pred.scores - scores).max() < 1e-3
+    # Two empty masks (possible with random weights) agree perfectly.
+    ious = [
+        (a & b).sum() / (a | b).sum() if (a | b).any() else 1.0
+        for a, b in zip(pred.masks, masks, strict=True)
+    ]
+    assert min(ious) > 0.99
