@@ -61,7 +61,9 @@ class EmbeddingCache:
         """Store (or replace) ``key``; False when the entry alone exceeds the budget."""
         if embedding.nbytes > self.max_bytes:
             return False
-        entry = CachedEmbedding(np.ascontiguousarray(embedding), input_size, self._clock())
+        # A private copy: a BLS output array may be a view into the Python backend's shared
+        # memory pool, which must not be pinned (or reused) for as long as the entry lives.
+        entry = CachedEmbedding(np.array(embedding, dtype=np.float32, order="C"), input_size, self._clock())
         with self._lock:
             self._drop(key)
             self._entries[key] = entry
