@@ -18,16 +18,15 @@ import numpy.typing as npt
 
 from . import _core, errors
 from ._core import Attempts, Call, Op
-from .config import ClientConfig, make_config
+from .config import ClientConfig, ClientConstruction
 from .images import ImageFormat, ImageInput
 from .prompts import Prompt
 from .proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from .results import ImageEmbedding, ModelMetadata, Prediction
 
 if TYPE_CHECKING:
-    from typing_extensions import Self, Unpack
+    from typing_extensions import Self
 
-    from .config import ClientOptions
 
 T = TypeVar("T")
 X = TypeVar("X")
@@ -41,7 +40,7 @@ def open_aio_channel(config: ClientConfig) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(config.url, options, compression)
 
 
-class AsyncSamClient:
+class AsyncSamClient(ClientConstruction):
     """asyncio client; same arguments and methods as :class:`~sam_triton.SamClient`, awaitable.
 
     Example::
@@ -53,15 +52,6 @@ class AsyncSamClient:
     The channel opens on first use inside the running event loop (grpc.aio channels belong to
     one loop), so the client may be constructed anywhere.
     """
-
-    def __init__(self, url: str = "localhost:8001", **options: Unpack[ClientOptions]) -> None:
-        self._setup(make_config(url, **options))
-
-    @classmethod
-    def from_config(cls, config: ClientConfig) -> AsyncSamClient:
-        client = cls.__new__(cls)
-        client._setup(config)
-        return client
 
     def _setup(self, config: ClientConfig) -> None:
         self.config = config

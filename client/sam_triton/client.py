@@ -17,16 +17,15 @@ import numpy.typing as npt
 
 from . import _core, errors
 from ._core import Attempts, Call, Op
-from .config import ClientConfig, make_config
+from .config import ClientConfig, ClientConstruction
 from .images import ImageFormat, ImageInput
 from .prompts import Prompt
 from .proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from .results import ImageEmbedding, ModelMetadata, Prediction
 
 if TYPE_CHECKING:
-    from typing_extensions import Self, Unpack
+    from typing_extensions import Self
 
-    from .config import ClientOptions
 
 T = TypeVar("T")
 X = TypeVar("X")
@@ -40,7 +39,7 @@ def open_channel(config: ClientConfig) -> grpc.Channel:
     return grpc.insecure_channel(config.url, options, compression)
 
 
-class SamClient:
+class SamClient(ClientConstruction):
     """Synchronous client for a sam-triton server (thread-safe: share one across threads).
 
     Example::
@@ -56,15 +55,6 @@ class SamClient:
     (``"gzip"``/``"deflate"``), ``max_message_bytes``, ``keepalive``, ``models``,
     ``max_prompts_per_request``, ``max_prompts``, ``max_pixels``, ``metadata``, ``channel_options``.
     """
-
-    def __init__(self, url: str = "localhost:8001", **options: Unpack[ClientOptions]) -> None:
-        self._setup(make_config(url, **options))
-
-    @classmethod
-    def from_config(cls, config: ClientConfig) -> SamClient:
-        client = cls.__new__(cls)
-        client._setup(config)
-        return client
 
     def _setup(self, config: ClientConfig) -> None:
         self.config = config

@@ -10,7 +10,10 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Self, Unpack
 
 import grpc
 
@@ -235,3 +238,25 @@ def make_config(
         channel_options=tuple((channel_options or {}).items()),
         server_embeddings=server_embeddings,
     )
+
+
+class ClientConstruction:
+    """How SamClient and AsyncSamClient are built: from a URL and options, or a ready config.
+
+    Each subclass only says what ``_setup`` does with the config (open a channel now, or on
+    first use inside the event loop).
+    """
+
+    config: ClientConfig
+
+    def __init__(self, url: str = "localhost:8001", **options: Unpack[ClientOptions]) -> None:
+        self._setup(make_config(url, **options))
+
+    @classmethod
+    def from_config(cls, config: ClientConfig) -> Self:
+        client = cls.__new__(cls)
+        client._setup(config)
+        return client
+
+    def _setup(self, config: ClientConfig) -> None:
+        raise NotImplementedError

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sam_triton_server.models.decoder import INPUT_NAMES
+
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
 
@@ -20,14 +22,8 @@ if TYPE_CHECKING:
     import torch
     from segment_anything.modeling import Sam
 
-DECODER_INPUTS = (
-    "image_embeddings",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-    "multimask_output",
-)
+# The graph's tensor names are the served model's: one definition, beside the model that reads them.
+DECODER_INPUTS = INPUT_NAMES
 DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
 
 
