@@ -163,6 +163,25 @@ def test_banded_product_equals_dense_matrix() -> None:
     for input_len, original_len in [(1024, 1411), (768, 1500), (683, 480), (1, 2), (1024, 7)]:
         dense = T._axis_matrix(input_len, original_len)
         rebuilt = np.zeros_like(dense)
-        for o0, o1, i0, i1, weights in T._axis_bands(input_len, original_len, 16):
+        for o0, o1, i0, i1, weights in T._axis_bands(input_len, original_len, 16, 1500):
             rebuilt[o0:o1, i0:i1] = weights
         np.testing.assert_array_equal(rebuilt, dense)
+
+
+@pytest.mark.parametrize("input_len, original_len", [(1024, 1024), (1024, 1411), (1024, 100), (683, 4000)])
+@pytest.mark.parametrize("max_block, other_len", [(64, 256), (16, 1024), (16, 4000)])
+def test_band_products_stay_on_the_calling_thread(
+    input_len: int, original_len: int, max_block: int, other_len: int
+) -> None:
+    # Larger products wake BLAS worker threads, whose spinning slows a co-located server.
+    bands = T._axis_bands(input_len, original_len, max_block, other_len)
+    assert bands[0][0] == 0 and bands[-1][1] == original_len
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+    nonzero = T._axis_matrix(input_len, original_len) != 0
+    for o0, o1, i0, i1, _ in bands:
+        assert o1 - o0 <= max_block
+        assert o1 - o0 == 1 or (o1 - o0) * (i1 - i0) * other_len <= T._GEMM_WORK_LIMIT
+        # ...and as large as that allows, so the Python loop stays short.
+        if o1 - o0 < max_block and o1 < original_len:
+            grown = np.flatnonzero(nonzero[o0 : o1 + 1].any(axis=0))
+            assert (o1 + 1 - o0) * (grown[-1] + 1 - grown[0]) * other_len > T._GEMM_WORK_LIMIT

@@ -148,29 +148,48 @@ Band = tuple[int, int, int, int, FloatArray]
 """One block of a banded axis matrix: output rows [o0, o1) read inputs [i0, i1) with ``weights``."""
 
 _ROW_BLOCK = 16
-"""Output rows per block of the row (height) stage: small blocks read few inputs each."""
+"""At most this many output rows per block of the row (height) stage."""
 
 _COL_BLOCK = 64
-"""Output columns per block of the column (width) stage, which runs on only 256 rows."""
+"""At most this many output columns per block of the column (width) stage (256 rows each)."""
+
+_GEMM_WORK_LIMIT = 1 << 18
+"""Multiply-adds per block product. OpenBLAS (numpy's BLAS) runs a GEMM of at most 4 * 65536
+multiply-adds on the calling thread; above that it wakes its worker threads, which then
+spin-wait for a while after returning. Those spinning threads take the cores a co-located
+Triton server needs: on 2 cores a click on a 1024x1024 image went from 50 ms to 115 ms because
+of them, for no gain here (the blocks are tiny). Blocks stay under the limit."""
 
 
 @lru_cache(maxsize=64)
-def _axis_bands(input_len: int, original_len: int, block: int) -> tuple[Band, ...]:
-    """:func:`_axis_matrix` cut into blocks of ``block`` output rows, each with its input range.
+def _axis_bands(input_len: int, original_len: int, max_block: int, other_len: int) -> tuple[Band, ...]:
+    """:func:`_axis_matrix` cut into blocks of output rows, each with the input range it reads.
 
     Block ``(o0, o1, i0, i1, w)`` computes ``out[o0:o1] = w @ x[i0:i1]`` exactly as the dense
-    product would (the columns left out are zeros).
+    product would (the columns left out are zeros). ``x`` has ``other_len`` entries along its
+    other axis; blocks hold at most ``max_block`` rows and stay within ``_GEMM_WORK_LIMIT``
+    multiply-adds (a single row may exceed it: it cannot be cut further).
     """
     matrix = _axis_matrix(input_len, original_len)
     nonzero = matrix != 0
+    # The band is monotone: each row's first and last non-zero input never move backwards.
+    first = np.argmax(nonzero, axis=1)
+    last = matrix.shape[1] - 1 - np.argmax(nonzero[:, ::-1], axis=1)
     bands: list[Band] = []
-    for o0 in range(0, original_len, block):
-        o1 = min(original_len, o0 + block)
-        used = np.flatnonzero(nonzero[o0:o1].any(axis=0))
-        i0, i1 = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 1)
+    o0 = 0
+    while o0 < original_len:
+        o1 = o0 + 1
+        while (
+            o1 < original_len
+            and o1 - o0 < max_block
+            and (o1 + 1 - o0) * (int(last[o1]) + 1 - int(first[o0])) * other_len <= _GEMM_WORK_LIMIT
+        ):
+            o1 += 1
+        i0, i1 = int(first[o0]), int(last[o1 - 1]) + 1
         weights = np.ascontiguousarray(matrix[o0:o1, i0:i1])
         weights.setflags(write=False)
         bands.append((o0, o1, i0, i1, weights))
+        o0 = o1
     return tuple(bands)
 
 
@@ -192,7 +211,7 @@ def _check_postprocess_args(
 def _upscale_columns(low: FloatArray, in_w: int, out_w: int) -> FloatArray:
     """(B, 256, 256) -> (B, 256, out_w): the width stage, on the small side of the work."""
     cols = np.empty((low.shape[0], LOW_RES_SIZE, out_w), dtype=np.float32)
-    for o0, o1, i0, i1, weights in _axis_bands(in_w, out_w, _COL_BLOCK):
+    for o0, o1, i0, i1, weights in _axis_bands(in_w, out_w, _COL_BLOCK, LOW_RES_SIZE):
         np.matmul(low[:, :, i0:i1], weights.T, out=cols[:, :, o0:o1])
     return cols
 
@@ -207,7 +226,7 @@ def postprocess_masks(
     lead = low.shape[:-2]
     cols = _upscale_columns(low.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE), in_w, out_w)
     out = np.empty((cols.shape[0], out_h, out_w), dtype=np.float32)
-    for o0, o1, i0, i1, weights in _axis_bands(in_h, out_h, _ROW_BLOCK):
+    for o0, o1, i0, i1, weights in _axis_bands(in_h, out_h, _ROW_BLOCK, out_w):
         np.matmul(weights, cols[:, i0:i1], out=out[:, o0:o1])
     return out.reshape(*lead, out_h, out_w)
 
@@ -229,7 +248,7 @@ def postprocess_to_masks(
     masks = np.empty((cols.shape[0], out_h, out_w), dtype=np.bool_)
     scratch = np.empty((cols.shape[0], _ROW_BLOCK, out_w), dtype=np.float32)
     limit = np.float32(threshold)
-    for o0, o1, i0, i1, weights in _axis_bands(in_h, out_h, _ROW_BLOCK):
+    for o0, o1, i0, i1, weights in _axis_bands(in_h, out_h, _ROW_BLOCK, out_w):
         block = scratch[:, : o1 - o0]
         np.matmul(weights, cols[:, i0:i1], out=block)
         np.greater(block, limit, out=masks[:, o0:o1])
