@@ -172,3 +172,25 @@ def test_onnxruntime_baseline_does_the_reference_work(tiny_repository: Path, tin
         for a, b in zip(pred.masks, masks, strict=True)
     ]
     assert min(ious) > 0.99
+
+
+def test_rounds_interleave_served_and_baseline(
+    triton_server: Any, tiny_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rounds"
+    args = ["--url", triton_server.grpc_url, "--scenario", "click", "--concurrency", "1"]
+    args += ["--duration", "2", "--warmup", "0.2", "--rounds", "2", "--no-plots"]
+    args += ["--baseline", "onnxruntime", "--repository", str(tiny_repository)]
+    assert main(["bench", "--output", str(out), "--max-images", "1", *args]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["config"]["rounds"] == 2
+    # Progress labels show the order: served, baseline, served, baseline.
+    err = capsys.readouterr().err
+    order = ("c=1 [1/2]", "onnxruntime [1/2]", "c=1 [2/2]", "onnxruntime [2/2]")
+    marks = [err.find(label) for label in order]
+    assert -1 not in marks and marks == sorted(marks)
+    # Each series holds both rounds, laid end to end on its own clock (round 2 after 1.2 s).
+    for series in (doc["runs"][0], doc["baselines"][0]):
+        _check_latency(series["summary"])
+        buckets = [p["t"] for p in series["timeline"] if p["completed"]]
+        assert min(buckets) < 1.0 and max(buckets) >= 2.0

@@ -176,7 +176,7 @@ def test_band_products_stay_on_the_calling_thread(
     # Larger products wake BLAS worker threads, whose spinning slows a co-located server.
     bands = T._axis_bands(input_len, original_len, max_block, other_len)
     assert bands[0][0] == 0 and bands[-1][1] == original_len
-    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:], strict=False))
     nonzero = T._axis_matrix(input_len, original_len) != 0
     for o0, o1, i0, i1, _ in bands:
         assert o1 - o0 <= max_block

@@ -98,6 +98,15 @@ def register(subparsers: Any) -> None:
         help="unmeasured seconds first (default %(default)s)",
     )
     parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="cut --duration into N rounds and run every series (load levels, baselines) once "
+        "per round, interleaved, so a shared machine's slow spells hit all of them alike; "
+        "each round has its own warm-up (default %(default)s)",
+    )
+    parser.add_argument(
         "--sweep",
         action="store_true",
         help="closed loop at concurrency 1, 2, 4, ... up to --concurrency; adds a throughput-vs-latency plot",
@@ -238,6 +247,7 @@ def _config(args: argparse.Namespace, baselines: list[BaselineSpec]) -> BenchCon
         levels=_levels(args),
         duration=args.duration,
         warmup=args.warmup,
+        rounds=args.rounds,
         seed=args.schedule_seed,
         max_outstanding=args.max_outstanding,
         timeout=args.timeout,
@@ -279,6 +289,7 @@ def _header(
             "levels": [lv.describe() for lv in config.levels],
             "duration_s": config.duration,
             "warmup_s": config.warmup,
+            "rounds": config.rounds,
             "schedule_seed": config.seed,
             "max_outstanding": config.max_outstanding,
             "timeout_s": config.timeout,
@@ -384,6 +395,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\n{config.scenario} @ {config.url}, {len(images)} image(s), "
         f"{config.warmup:g}s warm-up + {config.duration:g}s per run"
+        + (f" in {config.rounds} interleaved rounds" if config.rounds > 1 else "")
     )
     notes = {k: v for r in served for k, v in r.notes.items()}
     if notes:

@@ -2,13 +2,16 @@
 
 Served runs and baselines run one after the other, never at the same time: on a small
 machine they would steal each other's cores and the ratio would measure the contention.
+With ``rounds`` > 1 the measuring time is cut into rounds and every series runs once per
+round (served, baseline, served, baseline, ...), so a slow spell of a shared machine lands on
+all of them instead of on whichever ran last; each series' rounds are merged into one result.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..aio import AsyncSamClient
@@ -76,6 +79,16 @@ class BenchConfig:
     progress: bool = True
     server_embeddings: bool = True
     """The SDK default: embeddings stay on the server; False measures the stateless path."""
+    rounds: int = 1
+    """Interleaved rounds of ``duration / rounds`` seconds each (after its own warm-up)."""
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+
+    @property
+    def round_duration(self) -> float:
+        return self.duration / self.rounds
 
 
 @dataclass
@@ -102,18 +115,19 @@ class RunResult:
 async def drive(
     fn: RequestFn, level: LoadLevel, config: BenchConfig, on_sample: SampleHook | None = None
 ) -> list[Sample]:
+    """One round of ``level``: the warm-up, then ``config.round_duration`` seconds measured."""
     if level.mode == "closed":
         return await closed_loop(
             fn,
             concurrency=level.concurrency,
-            duration=config.duration,
+            duration=config.round_duration,
             warmup=config.warmup,
             on_sample=on_sample,
         )
     return await open_loop(
         fn,
         rate=level.rate,
-        duration=config.duration,
+        duration=config.round_duration,
         warmup=config.warmup,
         seed=config.seed,
         max_outstanding=config.max_outstanding,
@@ -121,10 +135,29 @@ async def drive(
     )
 
 
-async def _measure(fn: RequestFn, level: LoadLevel, config: BenchConfig, label: str) -> list[Sample]:
-    progress = RunProgress(label, config.warmup + config.duration, config.progress)
-    async with progress.ticking():
-        return await drive(fn, level, config, progress.on_sample)
+class _Series:
+    """One measured series (a served level or a baseline) collecting its rounds."""
+
+    def __init__(self, kind: str, level: LoadLevel, fn: RequestFn, notes: dict[str, Any]) -> None:
+        self.kind, self.level, self.fn, self.notes = kind, level, fn, notes
+        self.samples: list[Sample] = []
+
+    async def measure_round(self, config: BenchConfig, round_index: int) -> None:
+        label = f"{config.scenario} {self.level.label if self.kind == 'served' else self.kind}"
+        if config.rounds > 1:
+            label += f" [{round_index + 1}/{config.rounds}]"
+        progress = RunProgress(label, config.warmup + config.round_duration, config.progress)
+        async with progress.ticking():
+            samples = await drive(self.fn, self.level, config, progress.on_sample)
+        # Rounds follow each other on the series' own clock, so its timeline stays continuous.
+        offset = round_index * (config.warmup + config.round_duration)
+        self.samples.extend(
+            replace(s, scheduled=s.scheduled + offset, start=s.start + offset, end=s.end + offset)
+            for s in samples
+        )
+
+    def result(self) -> RunResult:
+        return RunResult(self.kind, self.level, self.samples, self.notes)
 
 
 def _models_needed(scenario: str, names: ModelNames) -> list[str] | None:
@@ -132,23 +165,7 @@ def _models_needed(scenario: str, names: ModelNames) -> list[str] | None:
     return [names.ensemble] if scenario == "oneshot" else None
 
 
-async def run_served(config: BenchConfig, images: Sequence[BenchImage]) -> list[RunResult]:
-    """Every load level of ``config`` against the server, on one client connection."""
-    client = AsyncSamClient(config.url, timeout=config.timeout, server_embeddings=config.server_embeddings)
-    async with client:
-        await client.wait_until_ready(
-            config.ready_timeout, _models_needed(config.scenario, client.config.models)
-        )
-        prepared = await prepare_served(config.scenario, client, images, config.options)
-        await prepared.request(PRIME_INDEX)
-        results = []
-        for level in config.levels:
-            samples = await _measure(prepared.request, level, config, f"{config.scenario} {level.label}")
-            results.append(RunResult("served", level, samples, dict(prepared.notes)))
-        return results
-
-
-def run_baseline(spec: BaselineSpec, config: BenchConfig, images: Sequence[BenchImage]) -> RunResult:
+def _baseline_series(spec: BaselineSpec, config: BenchConfig, images: Sequence[BenchImage]) -> _Series:
     """The scenario in-process, one request at a time, for the same warm-up and duration."""
     prepared = prepare_baseline(spec, config.scenario, images, config.options)
     prepared.request(PRIME_INDEX)
@@ -157,13 +174,25 @@ def run_baseline(spec: BaselineSpec, config: BenchConfig, images: Sequence[Bench
         # Called inline on the event loop, not in a thread: an in-process user pays no hop.
         prepared.request(index)
 
-    level = LoadLevel("closed", concurrency=1)
-    samples = asyncio.run(_measure(call, level, config, f"{config.scenario} {spec.kind}"))
-    return RunResult(spec.kind, level, samples, dict(prepared.notes))
+    return _Series(spec.kind, LoadLevel("closed", concurrency=1), call, dict(prepared.notes))
+
+
+async def _run(config: BenchConfig, images: Sequence[BenchImage]) -> tuple[list[RunResult], list[RunResult]]:
+    client = AsyncSamClient(config.url, timeout=config.timeout, server_embeddings=config.server_embeddings)
+    async with client:
+        await client.wait_until_ready(
+            config.ready_timeout, _models_needed(config.scenario, client.config.models)
+        )
+        prepared = await prepare_served(config.scenario, client, images, config.options)
+        await prepared.request(PRIME_INDEX)
+        served = [_Series("served", level, prepared.request, dict(prepared.notes)) for level in config.levels]
+        baselines = [_baseline_series(spec, config, images) for spec in config.baselines]
+        for round_index in range(config.rounds):
+            for series in [*served, *baselines]:
+                await series.measure_round(config, round_index)
+    return [s.result() for s in served], [b.result() for b in baselines]
 
 
 def run_all(config: BenchConfig, images: Sequence[BenchImage]) -> tuple[list[RunResult], list[RunResult]]:
     """(served runs, baseline runs)."""
-    served = asyncio.run(run_served(config, images))
-    baselines = [run_baseline(spec, config, images) for spec in config.baselines]
-    return served, baselines
+    return asyncio.run(_run(config, images))
