@@ -6,6 +6,7 @@ results, not the numbers themselves (timings are never asserted).
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,9 @@ def test_rounds_interleave_served_and_baseline(
         _check_latency(series["summary"])
         buckets = [p["t"] for p in series["timeline"] if p["completed"]]
         assert min(buckets) < 1.0 and max(buckets) >= 2.0
+    # Indices carry on across rounds (an index picks the image and click; a repeat would
+    # turn round 2's encodes into server-side cache hits).
+    rows = list(csv.DictReader((out / "samples.csv").open()))
+    for label in ("served c=1", "onnxruntime c=1"):
+        indices = [int(r["index"]) for r in rows if r["run"] == label]
+        assert indices and len(indices) == len(set(indices))

@@ -141,18 +141,33 @@ class _Series:
     def __init__(self, kind: str, level: LoadLevel, fn: RequestFn, notes: dict[str, Any]) -> None:
         self.kind, self.level, self.fn, self.notes = kind, level, fn, notes
         self.samples: list[Sample] = []
+        self.next_index = 0
 
     async def measure_round(self, config: BenchConfig, round_index: int) -> None:
         label = f"{config.scenario} {self.level.label if self.kind == 'served' else self.kind}"
         if config.rounds > 1:
             label += f" [{round_index + 1}/{config.rounds}]"
+        # Request indices carry on from the previous round: an index picks the image (made
+        # unique per index for encodes, which a server-side cache would otherwise answer).
+        first = self.next_index
+
+        async def call(index: int) -> None:
+            await self.fn(first + index)
+
         progress = RunProgress(label, config.warmup + config.round_duration, config.progress)
         async with progress.ticking():
-            samples = await drive(self.fn, self.level, config, progress.on_sample)
+            samples = await drive(call, self.level, config, progress.on_sample)
+        self.next_index = first + max((s.index for s in samples), default=-1) + 1
         # Rounds follow each other on the series' own clock, so its timeline stays continuous.
         offset = round_index * (config.warmup + config.round_duration)
         self.samples.extend(
-            replace(s, scheduled=s.scheduled + offset, start=s.start + offset, end=s.end + offset)
+            replace(
+                s,
+                index=first + s.index,
+                scheduled=s.scheduled + offset,
+                start=s.start + offset,
+                end=s.end + offset,
+            )
             for s in samples
         )
 
