@@ -201,3 +201,17 @@ def test_rounds_interleave_served_and_baseline(
     for label in ("served c=1", "onnxruntime c=1"):
         indices = [int(r["index"]) for r in rows if r["run"] == label]
         assert indices and len(indices) == len(set(indices))
+
+
+def test_encode_images_are_unique_per_request_and_per_run() -> None:
+    # The server skips encoding an image it holds: a repeat would measure a cache hit.
+    from sam_triton.bench.scenarios import encode_image
+
+    images = bench_images(None, 2)
+    run1, run2 = ScenarioOptions(), ScenarioOptions()
+    assert run1.content_nonce != run2.content_nonce
+    first = encode_image(images, 0, run1)
+    assert np.array_equal(first, encode_image(images, 0, run1))  # baselines see the same image
+    assert not np.array_equal(first, encode_image(images, 2, run1))  # same source image, next use
+    assert not np.array_equal(first, encode_image(images, 0, run2))  # a later run against the server
+    assert np.count_nonzero(first != images[0].rgb) <= 16

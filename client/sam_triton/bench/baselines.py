@@ -28,8 +28,8 @@ import numpy.typing as npt
 from .. import _core
 from ..prompts import encode_prompt, group_by_points
 from ..results import ImageEmbedding, Prediction
-from .images import BenchImage, click_point, unique_image
-from .scenarios import ScenarioOptions, ScenarioUnavailable, click_prompt, pick
+from .images import BenchImage, click_point
+from .scenarios import ScenarioOptions, ScenarioUnavailable, click_prompt, encode_image, pick
 
 BaselineKind = Literal["reference", "onnxruntime"]
 BASELINES: tuple[BaselineKind, ...] = ("reference", "onnxruntime")
@@ -124,7 +124,7 @@ def _reference(
 
     if scenario == "encode":
         predictor = SamPredictor(sam)
-        return PreparedBaseline(lambda i: predictor.set_image(unique_image(pick(images, i), i)), notes)
+        return PreparedBaseline(lambda i: predictor.set_image(encode_image(images, i, opts)), notes)
     if scenario == "click":
         # One predictor per image, each set once before the run (like the served click's setup).
         predictors = [SamPredictor(sam) for _ in images]
@@ -217,7 +217,7 @@ def _onnxruntime(
         "intra_op_threads": spec.threads,
     }
     if scenario == "encode":
-        return PreparedBaseline(lambda i: model.embed(unique_image(pick(images, i), i)), notes)
+        return PreparedBaseline(lambda i: model.embed(encode_image(images, i, opts)), notes)
     if scenario == "click":
         handles = [model.embed(image.rgb) for image in images]
         return PreparedBaseline(

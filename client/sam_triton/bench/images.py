@@ -92,17 +92,19 @@ def bench_images(directory: Path | None = None, limit: int | None = None) -> lis
     return images[:limit] if limit is not None else images
 
 
-def unique_image(image: BenchImage, index: int) -> RGBImage:
-    """A copy of ``image`` whose first 8 bytes encode ``index``: distinct content per request.
+def unique_image(image: BenchImage, index: int, nonce: int = 0) -> RGBImage:
+    """A copy of ``image`` whose first 16 bytes encode ``index`` and ``nonce``: distinct content.
 
     The SDK names server-held embeddings by image content and the server skips encoding an
     image it already holds, so re-sending the same few images would measure cache hits, not
-    the encoder. Three changed corner pixels make every request a real encode; the copy is
-    the only cost, and the in-process baselines pay it too.
+    the encoder. A few changed corner pixels make every request a real encode; ``nonce``
+    (one per benchmark run) keeps a second run against the same server from hitting the
+    first run's embeddings. The copy is the only cost, and the in-process baselines pay it too.
     """
     rgb = image.rgb.copy()
     flat = rgb.reshape(-1)
-    flat[:8] = np.frombuffer(int(index).to_bytes(8, "little"), dtype=np.uint8)
+    stamp = int(index).to_bytes(8, "little") + int(nonce).to_bytes(8, "little")
+    flat[: len(stamp)] = np.frombuffer(stamp, dtype=np.uint8)[: flat.size]
     return rgb
 
 

@@ -15,13 +15,14 @@ the in-process baselines (:mod:`.baselines`) use the same rule, so both do the s
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..aio import AsyncSamClient
 from ..prompts import Prompt
-from .images import BenchImage, click_point, unique_image
+from .images import BenchImage, RGBImage, click_point, unique_image
 from .loadgen import RequestFn
 
 SCENARIOS = ("encode", "click", "oneshot", "automask")
@@ -38,6 +39,8 @@ class ScenarioOptions:
     points_per_side: int = 32
     """Automatic masks: grid density (SamAutomaticMaskGenerator's default)."""
     points_per_batch: int = 64
+    content_nonce: int = field(default_factory=lambda: secrets.randbits(63))
+    """Makes this run's encode images differ from any earlier run's (see :func:`encode_image`)."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,14 @@ def pick(images: Sequence[BenchImage], index: int) -> BenchImage:
     return images[index % len(images)]
 
 
+def encode_image(images: Sequence[BenchImage], index: int, opts: ScenarioOptions) -> RGBImage:
+    """The image of encode request ``index``: unique to this request and this run."""
+    return unique_image(pick(images, index), index, opts.content_nonce)
+
+
 async def _encode(client: AsyncSamClient, images: Sequence[BenchImage], opts: ScenarioOptions) -> Prepared:
     async def request(i: int) -> None:
-        await client.embed(unique_image(pick(images, i), i))
+        await client.embed(encode_image(images, i, opts))
 
     return Prepared(request)
 
