@@ -167,6 +167,29 @@ def test_mask_input_refinement_and_logits(remote: RemoteSamPredictor, reference:
     assert_same(out, ref, return_logits=True)
 
 
+@pytest.mark.parametrize("server_held", [True, False], ids=["sam_session", "sam_decoder"])
+def test_mask_only_and_empty_prompts_match_reference(
+    server_held: bool, triton_server: Any, reference: Any
+) -> None:
+    # SamPredictor accepts a mask_input with no points or box, and even no prompt at all: the
+    # sparse prompt is then empty (N = 0 points), which the exported decoder must take too.
+    image = make_scene(375, 500, seed=11)
+    with torch.no_grad():
+        reference.set_image(image)
+    _, ref_scores, ref_low = ref_predict(reference, **scaled(PROMPTS[0], 375, 500))
+    mask_input = ref_low[int(np.argmax(ref_scores))][None]
+    with RemoteSamPredictor(triton_server.grpc_url, timeout=120, server_embeddings=server_held) as remote:
+        remote.set_image(image)
+        for multimask in (True, False):
+            assert_same(
+                remote.predict(mask_input=mask_input, multimask_output=multimask),
+                ref_predict(reference, mask_input=mask_input, multimask_output=multimask),
+            )
+            assert_same(
+                remote.predict(multimask_output=multimask), ref_predict(reference, multimask_output=multimask)
+            )
+
+
 @pytest.mark.parametrize("kind", ["gray", "rgba", "bgr", "pil", "png_bytes"])
 def test_image_kinds(kind: str, remote: RemoteSamPredictor, reference: Any) -> None:
     import io

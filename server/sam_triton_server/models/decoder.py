@@ -50,10 +50,9 @@ def validate_decoder_inputs(arrays: dict[str, Array], *, max_prompts: int, max_p
     check_shape("image_embeddings", emb, (batch, *EMBEDDING_SHAPE))
     check_shape("point_coords", coords, (batch, None, None, 2))
     prompts, points = coords.shape[1:3]
-    if prompts < 1 or points < 1:
-        raise InvalidInput(
-            f"point_coords needs at least one prompt and one point, got shape {list(coords.shape)}"
-        )
+    # points may be 0: a prompt of mask_input alone (or nothing at all), as SamPredictor allows.
+    if prompts < 1:
+        raise InvalidInput(f"point_coords needs at least one prompt, got shape {list(coords.shape)}")
     if prompts > max_prompts:
         raise InvalidInput(f"{prompts} prompts in one request; this server allows at most {max_prompts}")
     if points > max_points:
