@@ -37,7 +37,8 @@ def _transposed_conv_matmul(conv: torch.nn.ConvTranspose2d, x: torch.Tensor) -> 
     """
     import torch
 
-    assert conv.kernel_size == (2, 2) and conv.stride == (2, 2) and conv.bias is not None
+    if conv.kernel_size != (2, 2) or conv.stride != (2, 2) or conv.bias is None:
+        raise ValueError(f"expected SAM's kernel-2, stride-2 ConvTranspose2d with bias, got {conv}")
     c_in, c_out = conv.weight.shape[:2]
     weight = conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
     batch, height, width, _ = x.shape
@@ -54,7 +55,8 @@ def _masks_channels_last(md: Any, src: torch.Tensor, hyper_in: torch.Tensor) -> 
     the transposed convolutions become matmuls and LayerNorm2d (a norm over channels) becomes
     a plain layer_norm over the last axis, which ONNX Runtime runs as one fused kernel instead
     of a dozen elementwise NCHW ops. Only the small [B, masks, 256, 256] result is reordered.
-    About a quarter of the decoder's CPU time, measured on vit_b.
+    In NCHW this stage was about a quarter of the vit_b decoder's CPU time; channels-last the
+    whole decoder takes ~0.84x as long (BENCHMARKS.md).
     """
     import torch.nn.functional as F
 
