@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import onnx
     import torch
 
 DEFAULT_OPSET = 17
@@ -34,8 +35,13 @@ def export_onnx(
     dynamic_axes: Mapping[str, Mapping[int, str]],
     opset: int,
     precision: str,
+    graph_pass: Callable[[onnx.ModelProto], None] | None = None,
 ) -> Path:
-    """Export ``module`` to ``path`` (fp32 graph, or fp16 compute with fp32 inputs/outputs)."""
+    """Export ``module`` to ``path`` (fp32 graph, or fp16 compute with fp32 inputs/outputs).
+
+    ``graph_pass`` edits the traced graph in place before it is saved, for what the tracer
+    cannot express.
+    """
     import onnx
     import torch
 
@@ -60,6 +66,8 @@ def export_onnx(
                 do_constant_folding=True,
             )
         model = onnx.load(str(raw))
+        if graph_pass is not None:
+            graph_pass(model)
         if precision == "fp16":
             model = _to_fp16(model)
         save_onnx(model, path)

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from sam_triton_server.models.decoder import INPUT_NAMES
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
-from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx, save_onnx
+from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
 
 if TYPE_CHECKING:
+    import onnx
     import torch
     from segment_anything.modeling import Sam
 
@@ -188,7 +189,7 @@ def export_decoder(sam: Sam, path: Path, *, opset: int = DEFAULT_OPSET, precisio
         "iou_predictions": {0: "batch", 1: "prompts", 2: "masks"},
     }
     # Export with B=2, P=2 so no dimension is specialised to 1 by the tracer.
-    export_onnx(
+    return export_onnx(
         decoder_module(sam),
         example_decoder_inputs(batch=2, prompts=2, points=3),
         path,
@@ -197,11 +198,11 @@ def export_decoder(sam: Sam, path: Path, *, opset: int = DEFAULT_OPSET, precisio
         dynamic_axes=dynamic_axes,
         opset=opset,
         precision=precision,
+        graph_pass=allow_zero_sized_reshapes,
     )
-    return allow_zero_sized_reshapes(path)
 
 
-def allow_zero_sized_reshapes(path: Path) -> Path:
+def allow_zero_sized_reshapes(model: onnx.ModelProto) -> None:
     """Let every computed Reshape produce zero-sized dimensions (``allowzero=1``).
 
     A prompt of ``mask_input`` alone has no points (N = 0), which SamPredictor accepts. ONNX
@@ -210,21 +211,16 @@ def allow_zero_sized_reshapes(path: Path) -> Path:
     and fail. Shapes computed at run time never mean "copy", so they get ``allowzero=1``;
     constant shapes are left alone (a constant 0 there may well mean "copy").
     """
-    import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
-    model = onnx.load(str(path))
-    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    constants[node.output[0]] = numpy_helper.to_array(attr.t)
-    for node in model.graph.node:
+    graph = model.graph
+    constants = {init.name for init in graph.initializer}
+    constants |= {node.output[0] for node in graph.node if node.op_type == "Constant"}
+    for node in graph.node:
         if node.op_type != "Reshape" or node.input[1] in constants:
             continue
-        kept = [a for a in node.attribute if a.name != "allowzero"]
-        del node.attribute[:]
-        node.attribute.extend([*kept, helper.make_attribute("allowzero", 1)])
-    save_onnx(model, path)
-    return path
+        current = [a for a in node.attribute if a.name == "allowzero"]
+        if current:
+            current[0].i = 1
+        else:
+            node.attribute.append(helper.make_attribute("allowzero", 1))

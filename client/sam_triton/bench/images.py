@@ -92,7 +92,7 @@ def bench_images(directory: Path | None = None, limit: int | None = None) -> lis
     return images[:limit] if limit is not None else images
 
 
-def unique_image(image: BenchImage, index: int, nonce: int = 0) -> RGBImage:
+def unique_image(image: BenchImage, index: int, nonce: int) -> RGBImage:
     """A copy of ``image`` whose first 16 bytes encode ``index`` and ``nonce``: distinct content.
 
     The SDK names server-held embeddings by image content and the server skips encoding an
