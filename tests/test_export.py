@@ -204,3 +204,5 @@ def test_vit_b_export_and_verify_from_checkpoint(tmp_path_factory: pytest.TempPa
     result = export_repository("vit_b", work / "repo", checkpoint=checkpoint)
     assert result.verify is not None and result.verify.passed, result.verify.format()
     assert result.verify.score_max_abs <= 1e-3 and result.verify.iou_min >= 0.99
+    # What was verified is what a CPU-only server runs: the encoder on OpenVINO.
+    assert result.verify.runtimes == {"encoder": "OpenVINO-CPU", "decoder": "CPUExecutionProvider"}

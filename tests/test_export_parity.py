@@ -100,7 +100,9 @@ def test_batched_decoder_matches_reference(sam: Any, onnx_dir: Path, multimask: 
             np.testing.assert_allclose(iou[b, p], ref_scores, atol=1e-5, rtol=0)
 
 
-def test_encoder_batch_of_different_sizes(sam: Any, onnx_dir: Path) -> None:
+@pytest.mark.parametrize("cpu_runtime", ["onnxruntime", "openvino"])
+def test_encoder_batch_of_different_sizes(sam: Any, onnx_dir: Path, cpu_runtime: str) -> None:
+    """Both CPU runtimes the served encoder can run on, one batch of two sizes."""
     rng = np.random.default_rng(1)
     sizes = [(1024, 768), (600, 1024)]
     batch = np.zeros((2, 1024, 1024, 3), np.uint8)
@@ -111,8 +113,9 @@ def test_encoder_batch_of_different_sizes(sam: Any, onnx_dir: Path) -> None:
         with torch.no_grad():
             x = sam.preprocess(torch.from_numpy(image).permute(2, 0, 1).float())
             references.append(sam.image_encoder(x[None])[0].numpy())
-    (out,) = create_session(onnx_dir / "encoder.onnx").run(
-        None, {"image": batch, "input_size": np.array(sizes, np.int32)}
-    )
+    session = create_session(onnx_dir / "encoder.onnx", cpu_runtime=cpu_runtime)
+    assert ("OpenVINO" in session.get_providers()[0]) == (cpu_runtime == "openvino")
+    (out,) = session.run(None, {"image": batch, "input_size": np.array(sizes, np.int32)})
+    assert out.shape == (2, 256, 64, 64) and out.dtype == np.float32
     for i in range(2):
         np.testing.assert_allclose(out[i], references[i], atol=1e-4, rtol=0)

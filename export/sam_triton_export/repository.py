@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sam_triton_server.automask import AutomaskLimits
+from sam_triton_server.ort import CPU_RUNTIMES
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 from sam_triton_export.pbtxt import Comment, Enum, Field, Message, render
@@ -205,7 +206,9 @@ def encoder_config(options: RepositoryOptions) -> str:
         _instance_group(options),
     ]
     if options.target == "python-onnxruntime":
-        fields += _parameters({"onnx_file": "model.onnx", "intra_op_threads": "0"})
+        fields += _parameters(
+            {"onnx_file": "model.onnx", "intra_op_threads": "0", "cpu_runtime": CPU_RUNTIMES["encoder"]}
+        )
     fields.append(("model_warmup", [warmup]))
     return render(Message(tuple(fields)))
 
@@ -252,6 +255,7 @@ def decoder_config(options: RepositoryOptions) -> str:
             {
                 "onnx_file": "model.onnx",
                 "intra_op_threads": "0",
+                "cpu_runtime": CPU_RUNTIMES["decoder"],
                 "max_prompts": str(options.max_prompts),
                 "max_points": str(options.max_points),
             }
@@ -320,6 +324,7 @@ def session_config(options: RepositoryOptions) -> str:
                     "onnx_file": f"../../{DECODER}/{VERSION}/model.onnx",
                     "encoder_model": ENCODER,
                     "intra_op_threads": "0",
+                    "cpu_runtime": CPU_RUNTIMES["decoder"],
                     "max_prompts": str(options.max_prompts),
                     "max_points": str(options.max_points),
                     "cache_bytes": str(SESSION_CACHE_BYTES),
@@ -353,6 +358,7 @@ def automask_config(options: RepositoryOptions) -> str:
                     # Crops per BLS request: the encoder's own batch limit.
                     "encoder_max_batch": str(options.max_batch),
                     "intra_op_threads": "0",
+                    "cpu_runtime": CPU_RUNTIMES["decoder"],
                     # Request limits: the model's defaults, written out so operators see and tune them.
                     **{key: str(value) for key, value in asdict(AutomaskLimits()).items()},
                 }

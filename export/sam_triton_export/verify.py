@@ -62,6 +62,7 @@ class VerifyReport:
     tolerances: Tolerances
     embedding_max_abs: float = 0.0
     embedding_range: float = 0.0
+    runtimes: dict[str, str] = field(default_factory=dict)  # graph -> what ran it (served as well)
     cases: list[CaseResult] = field(default_factory=list)
 
     @property
@@ -107,7 +108,8 @@ class VerifyReport:
         t = self.tolerances
         lines = [
             f"verify ({self.precision}) against segment_anything SamPredictor,"
-            f" {len(self.cases)} prompt cases",
+            f" {len(self.cases)} prompt cases"
+            + "".join(f", {graph} on {runtime}" for graph, runtime in self.runtimes.items()),
             f"  {'case':<36} {'score diff':>10} {'logit diff':>10} {'/range':>9} {'min IoU':>8}",
         ]
         for c in self.cases:
@@ -130,6 +132,7 @@ class VerifyReport:
         return {
             "precision": self.precision,
             "passed": self.passed,
+            "runtimes": dict(self.runtimes),
             "tolerances": asdict(self.tolerances),
             "embedding_max_abs": self.embedding_max_abs,
             "score_max_abs": self.score_max_abs,
@@ -339,12 +342,14 @@ def verify_models(
 ) -> VerifyReport:
     """Compare the two ONNX files with ``SamPredictor(sam)``; returns the report (never raises
     on disagreement: callers decide, see ``VerifyReport.passed``)."""
-    from sam_triton_server.ort import create_session
+    from sam_triton_server.ort import CPU_RUNTIMES, create_session
     from segment_anything import SamPredictor
 
     report = VerifyReport(precision=precision, tolerances=TOLERANCES[precision])
-    encoder = create_session(encoder_path)
-    decoder = create_session(decoder_path)
+    # Each graph on the runtime the served model picks for it on this machine.
+    encoder = create_session(encoder_path, cpu_runtime=CPU_RUNTIMES["encoder"])
+    decoder = create_session(decoder_path, cpu_runtime=CPU_RUNTIMES["decoder"])
+    report.runtimes = {"encoder": encoder.get_providers()[0], "decoder": decoder.get_providers()[0]}
     predictor = SamPredictor(sam)
     for index, image in enumerate(images if images is not None else sample_images()):
         predictor.set_image(image)

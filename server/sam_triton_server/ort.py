@@ -1,7 +1,10 @@
-"""ONNX Runtime sessions with the best execution provider this machine has.
+"""Inference sessions for the exported ONNX files, on the best runtime this machine has.
 
-Preference: TensorRT, then CUDA, then CPU. Which one was chosen is logged at load, because
-"it silently ran on the CPU" is the most common surprise when serving on a GPU box.
+Preference: ONNX Runtime's TensorRT, then CUDA execution provider. With neither (a CPU-only
+machine), each graph runs on its ``cpu_runtime``: ONNX Runtime's CPU provider, or OpenVINO
+(:mod:`sam_triton_server.openvino_session`), whichever measured faster for that graph
+(:data:`CPU_RUNTIMES`). What was chosen is logged at load, because "it silently ran on the
+CPU" is the most common surprise when serving on a GPU box.
 """
 
 from __future__ import annotations
@@ -10,14 +13,31 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
-if TYPE_CHECKING:
-    import onnxruntime
+import numpy.typing as npt
 
 LOGGER = logging.getLogger("sam_triton_server.ort")
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = PREFERRED_PROVIDERS[:2]
+
+CpuRuntime = Literal["onnxruntime", "openvino"]
+CPU_RUNTIME_CHOICES: tuple[CpuRuntime, ...] = ("onnxruntime", "openvino")
+# Which runtime runs each graph on a CPU-only machine, by measurement (BENCHMARKS.md): OpenVINO
+# runs the ViT encoder in ~0.7x of ONNX Runtime's time; the small dynamic-shape decoder is not
+# faster there. The exporter writes these into the configs' ``cpu_runtime`` parameters.
+CPU_RUNTIMES: dict[str, CpuRuntime] = {"encoder": "openvino", "decoder": "onnxruntime"}
+# Overrides every graph's cpu_runtime, for A/B runs of one against the other.
+CPU_RUNTIME_ENV = "SAM_TRITON_CPU_RUNTIME"
+
+
+class Session(Protocol):
+    """What the models and baselines use of a session: ONNX Runtime's ``run`` signature."""
+
+    def run(self, output_names: Any, input_feed: Any) -> list[npt.NDArray[Any]]: ...
+
+    def get_providers(self) -> list[str]: ...
 
 
 def _provider_options(provider: str, model_path: Path, device_id: int) -> dict[str, Any]:
@@ -48,11 +68,14 @@ def create_session(
     inter_op_threads: int = 0,
     device_id: int = 0,
     providers: Sequence[str] | None = None,
+    cpu_runtime: str = "onnxruntime",
     logger: logging.Logger | None = None,
-) -> onnxruntime.InferenceSession:
-    """An InferenceSession on the best providers; thread counts of 0 mean ONNX Runtime's default.
+) -> Session:
+    """A session on the best providers; thread counts of 0 mean the runtime's default.
 
-    ``SAM_TRITON_ORT_PROVIDERS`` (comma-separated) overrides the choice, e.g. to force CPU.
+    ``SAM_TRITON_ORT_PROVIDERS`` (comma-separated) overrides the provider choice, e.g. to force
+    CPU; ``SAM_TRITON_CPU_RUNTIME`` overrides ``cpu_runtime``, which only applies when no GPU
+    provider is chosen.
     """
     import onnxruntime as ort
 
@@ -63,11 +86,18 @@ def create_session(
     override = os.environ.get("SAM_TRITON_ORT_PROVIDERS")
     if providers is None:
         providers = override.split(",") if override else choose_providers(ort.get_available_providers())
+    cpu_runtime = os.environ.get(CPU_RUNTIME_ENV) or cpu_runtime
+    if cpu_runtime not in CPU_RUNTIME_CHOICES:
+        raise ValueError(f"cpu_runtime must be one of {', '.join(CPU_RUNTIME_CHOICES)}, got {cpu_runtime!r}")
+    if cpu_runtime == "openvino" and not any(p in GPU_PROVIDERS for p in providers):
+        openvino = _openvino_session(model_path, intra_op_threads, log)
+        if openvino is not None:
+            return openvino
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(
+    session: Session = ort.InferenceSession(
         str(model_path),
         sess_options=options,
         providers=[(p, _provider_options(p, model_path, device_id)) for p in providers],
@@ -76,4 +106,18 @@ def create_session(
     log.info("onnxruntime session for %s uses %s", model_path, ", ".join(active))
     if active[0] == "CPUExecutionProvider" and any(p != "CPUExecutionProvider" for p in providers):
         log.warning("GPU execution providers were requested but %s runs on the CPU", model_path)
+    return session
+
+
+def _openvino_session(model_path: Path, threads: int, log: logging.Logger) -> Session | None:
+    """OpenVINO's CPU plugin for ``model_path``, or None (logged) when openvino is not installed."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        log.warning("cpu_runtime openvino is not installed (%s); %s runs on onnxruntime", exc, model_path)
+        return None
+    from sam_triton_server.openvino_session import OpenVinoSession
+
+    session = OpenVinoSession(model_path, threads=threads)
+    log.info("openvino session for %s runs on the CPU (fp32, batch items one at a time)", model_path)
     return session

@@ -3,11 +3,12 @@
 * ``reference``   - ``segment_anything``'s ``SamPredictor`` / ``SamAutomaticMaskGenerator``
   on the model built by ``sam_triton_export.model_builder.build_sam`` (the code path users
   and the exporter use), from a checkpoint or seeded random weights.
-* ``onnxruntime`` - the repository's exported ONNX files in onnxruntime sessions created
-  exactly like the served models create theirs (:func:`sam_triton_server.ort.create_session`),
-  with the SDK's own client-side work around them (resize/pad, prompt encoding, mask
-  upscaling). Served minus this is therefore the serving overhead alone: gRPC, Triton's
-  scheduling and the Python backend.
+* ``onnxruntime`` - the repository's exported ONNX files in sessions created exactly like
+  the served models create theirs (:func:`sam_triton_server.ort.create_session`, so on a
+  CPU-only machine the encoder runs on OpenVINO like the served one, unless
+  ``SAM_TRITON_CPU_RUNTIME`` says otherwise), with the SDK's own client-side work around
+  them (resize/pad, prompt encoding, mask upscaling). Served minus this is therefore the
+  serving overhead alone: gRPC, Triton's scheduling and the Python backend.
 
 Both run one request at a time (a process-local predictor has no concurrency to offer) with
 the same images and clicks as the served scenario. torch, segment_anything and onnxruntime are
@@ -158,10 +159,14 @@ class OrtSam:
     """
 
     def __init__(self, repository: Path, threads: int = 0) -> None:
-        from sam_triton_server.ort import create_session
+        from sam_triton_server.ort import CPU_RUNTIMES, create_session
 
-        self.encoder = create_session(repository / ENCODER_ONNX, intra_op_threads=threads)
-        self.decoder = create_session(repository / DECODER_ONNX, intra_op_threads=threads)
+        self.encoder = create_session(
+            repository / ENCODER_ONNX, intra_op_threads=threads, cpu_runtime=CPU_RUNTIMES["encoder"]
+        )
+        self.decoder = create_session(
+            repository / DECODER_ONNX, intra_op_threads=threads, cpu_runtime=CPU_RUNTIMES["decoder"]
+        )
 
     def embed(self, rgb: npt.NDArray[np.uint8]) -> ImageEmbedding:
         inputs, input_size = _core._encoder_inputs(rgb)
@@ -214,6 +219,7 @@ def _onnxruntime(
     notes = {
         "repository": str(spec.repository),
         "providers": list(model.encoder.get_providers()),
+        "decoder_providers": list(model.decoder.get_providers()),
         "intra_op_threads": spec.threads,
     }
     if scenario == "encode":

@@ -73,6 +73,7 @@ class OnnxModelBase:
             path,
             intra_op_threads=int_parameter(self.params, "intra_op_threads", 0),
             device_id=device,
+            cpu_runtime=self.params.get("cpu_runtime", "onnxruntime"),
             logger=logger,
         )
         self.setup()
@@ -111,7 +112,7 @@ class OnnxModelBase:
         return embeddings
 
     def finalize(self) -> None:
-        self.session = None
+        del self.session  # frees the runtime's memory before the stub exits
 
 
 def check_shape(name: str, array: Array, expected: tuple[int | None, ...]) -> None:
