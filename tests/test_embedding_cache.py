@@ -84,3 +84,17 @@ def test_concurrent_use_keeps_the_bound() -> None:
     for thread in threads:
         thread.join()
     assert len(cache) <= 10 and cache.nbytes == len(cache) * small.nbytes
+
+
+def test_derived_features_count_against_the_budget() -> None:
+    features = (np.ones((8, 16, 4096), np.float32), np.ones((8, 4096, 16), np.float32))
+    entry_bytes = EMBEDDING.nbytes + sum(f.nbytes for f in features)
+    cache = EmbeddingCache(max_bytes=2 * entry_bytes, ttl_seconds=60)
+    assert cache.put("a", EMBEDDING, (1, 1), features)
+    assert cache.put("b", EMBEDDING, (1, 1), features)
+    entry = cache.get("a")
+    assert entry is not None and entry.nbytes == entry_bytes and len(entry.features) == 2
+    assert cache.nbytes == 2 * entry_bytes
+    cache.put("c", EMBEDDING, (1, 1))  # a plain embedding still displaces the oldest entry
+    assert cache.get("b") is None and cache.nbytes == entry_bytes + EMBEDDING.nbytes
+    assert not EmbeddingCache(max_bytes=entry_bytes - 1, ttl_seconds=60).put("x", EMBEDDING, (1, 1), features)

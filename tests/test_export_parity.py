@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 from sam_triton_export.model_builder import build_sam
-from sam_triton_export.onnx_decoder import export_decoder
+from sam_triton_export.onnx_decoder import export_decoder, export_session_decoder
 from sam_triton_export.onnx_encoder import export_encoder
 from sam_triton_server.ort import create_session
+from sam_triton_server.prompt_decoder import PromptDecoder
 
 SEED = 11
 
@@ -27,6 +28,7 @@ def sam() -> Any:
 def onnx_dir(sam: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("parity")
     export_decoder(sam, out / "decoder.onnx")
+    export_session_decoder(sam, out)
     export_encoder(sam, out / "encoder.onnx")
     return out
 
@@ -98,6 +100,38 @@ def test_batched_decoder_matches_reference(sam: Any, onnx_dir: Path, multimask: 
             )
             np.testing.assert_allclose(low_res[b, p], ref_masks, atol=1e-4, rtol=0)
             np.testing.assert_allclose(iou[b, p], ref_scores, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_split_decoder_matches_full_decoder_and_reference(sam: Any, onnx_dir: Path, multimask: bool) -> None:
+    """sam_session's mask-free path: features once per embedding, then P prompts per call."""
+    rng = np.random.default_rng(2)
+    embedding = rng.normal(0, 1, (256, 64, 64)).astype(np.float32)
+    prompts = _prompts(rng)
+    coords = np.stack([_onnx_prompt(p)[0] for p in prompts])[None].astype(np.float32)
+    labels = np.stack([_onnx_prompt(p)[1] for p in prompts])[None].astype(np.float32)
+    split = PromptDecoder(
+        create_session(onnx_dir / "image_features.onnx"), create_session(onnx_dir / "prompt_decoder.onnx")
+    )
+    features = split.image_features(embedding)
+    low_res, iou = split.run(embedding, features, coords, labels, np.full((1, 1), multimask))
+    full_low_res, full_iou = create_session(onnx_dir / "decoder.onnx").run(
+        None,
+        {
+            "image_embeddings": embedding[None],
+            "point_coords": coords,
+            "point_labels": labels,
+            "mask_input": np.zeros((1, 3, 1, 256, 256), np.float32),
+            "has_mask_input": np.zeros((1, 3), np.float32),
+            "multimask_output": np.full((1, 1), multimask),
+        },
+    )
+    np.testing.assert_allclose(low_res, full_low_res, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(iou, full_iou, atol=1e-6, rtol=0)
+    for p, prompt in enumerate(prompts):
+        ref_masks, ref_scores = _reference(sam, torch.from_numpy(embedding), prompt, None, multimask)
+        np.testing.assert_allclose(low_res[0, p], ref_masks, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(iou[0, p], ref_scores, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("cpu_runtime", ["onnxruntime", "openvino"])

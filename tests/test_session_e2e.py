@@ -47,6 +47,8 @@ torch = pytest.importorskip("torch")
 segment_anything = pytest.importorskip("segment_anything")
 
 EMBEDDING_BYTES = 256 * 64 * 64 * 4
+# A cache entry: the embedding plus the decoder's image features (3 x 128 x 4096 float32).
+CACHE_ENTRY_BYTES = EMBEDDING_BYTES + 3 * 128 * 4096 * 4
 
 
 # ----------------------------------------------------------------------------- wire recording
@@ -100,7 +102,7 @@ def client(triton_server: Any) -> Iterator[SamClient]:
 
 @pytest.fixture(scope="module")
 def small_cache_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A second tritonserver whose sam_session cache holds two embeddings (2.5 x 4 MiB)."""
+    """A second tritonserver whose sam_session cache holds two embeddings (2.5 entries)."""
     from tests.conftest import start_triton
 
     repo = tmp_path_factory.mktemp("small_cache") / "model_repository"
@@ -110,7 +112,7 @@ def small_cache_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathF
     config = repo / "sam_session" / "config.pbtxt"
     text, count = re.subn(
         r'(key: "cache_bytes"\s*value \{\s*string_value: )"\d+"',
-        rf'\1"{EMBEDDING_BYTES * 5 // 2}"',
+        rf'\1"{CACHE_ENTRY_BYTES * 5 // 2}"',
         config.read_text(),
     )
     assert count == 1, "cache_bytes parameter not found in the sam_session config"

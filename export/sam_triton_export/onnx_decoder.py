@@ -15,7 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sam_triton_server.models.decoder import INPUT_NAMES
+from sam_triton_server.models.decoder import (
+    IMAGE_FEATURE_NAMES,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    PROMPT_DECODER_INPUTS,
+)
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
@@ -27,7 +32,7 @@ if TYPE_CHECKING:
 
 # The graph's tensor names are the served model's: one definition, beside the model that reads them.
 DECODER_INPUTS = INPUT_NAMES
-DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
+DECODER_OUTPUTS = OUTPUT_NAMES
 
 
 def _transposed_conv_matmul(conv: torch.nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
@@ -134,34 +139,156 @@ def decoder_module(sam: Sam) -> torch.nn.Module:
             grid = (EMBED_DIM, EMBED_SIZE, EMBED_SIZE)
             src = image_embeddings.unsqueeze(1) + dense.reshape(batch, prompts, *grid)
             hs, src = md.transformer(src.reshape(flat, *grid), self.image_pe, tokens)
-            iou_token_out = hs[:, 0, :]
-            mask_tokens_out = hs[:, 1 : (1 + md.num_mask_tokens), :]
-            hyper_in = torch.stack(
-                [
-                    md.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
-                    for i in range(md.num_mask_tokens)
-                ],
-                dim=1,
-            )
-            masks = _masks_channels_last(md, src, hyper_in)
-            iou_pred = md.iou_prediction_head(iou_token_out)
-            # MaskDecoder.forward's selection, decided at run time: tokens 1..3 when multimask,
-            # token 0 otherwise. nonzero() gives the indices as a tensor, so the choice (and
-            # K) stays data-dependent in the graph instead of being traced into a constant.
-            token_ids = torch.arange(md.num_mask_tokens, device=masks.device)
-            multimask = multimask_output.reshape(-1)[0]
-            # (bool logic rather than Where: ONNX Runtime's CPU Where has no bool kernel)
-            keep = ((token_ids >= 1) & multimask) | ((token_ids == 0) & ~multimask)
-            selected = torch.nonzero(keep).reshape(-1)
-            masks = masks.index_select(1, selected)
-            iou_pred = iou_pred.index_select(1, selected)
-            kept = selected.shape[0]
-            return (
-                masks.reshape(batch, prompts, kept, LOW_RES_SIZE, LOW_RES_SIZE),
-                iou_pred.reshape(batch, prompts, kept),
-            )
+            return _masks_and_scores(md, hs, src, multimask_output, batch, prompts)
 
     return SamDecoderOnnx().eval()
+
+
+def _masks_and_scores(
+    md: Any, hs: torch.Tensor, src: torch.Tensor, multimask_output: torch.Tensor, batch: int, prompts: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``predict_masks`` after the transformer, and MaskDecoder.forward's mask selection."""
+    import torch
+
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1 : (1 + md.num_mask_tokens), :]
+    hyper_in = torch.stack(
+        [md.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(md.num_mask_tokens)],
+        dim=1,
+    )
+    masks = _masks_channels_last(md, src, hyper_in)
+    iou_pred = md.iou_prediction_head(iou_token_out)
+    # Selection decided at run time: tokens 1..3 when multimask, token 0 otherwise. nonzero()
+    # gives the indices as a tensor, so the choice (and K) stays data-dependent in the graph
+    # instead of being traced into a constant.
+    token_ids = torch.arange(md.num_mask_tokens, device=masks.device)
+    multimask = multimask_output.reshape(-1)[0]
+    # (bool logic rather than Where: ONNX Runtime's CPU Where has no bool kernel)
+    keep = ((token_ids >= 1) & multimask) | ((token_ids == 0) & ~multimask)
+    selected = torch.nonzero(keep).reshape(-1)
+    masks = masks.index_select(1, selected)
+    iou_pred = iou_pred.index_select(1, selected)
+    kept = selected.shape[0]
+    return (
+        masks.reshape(batch, prompts, kept, LOW_RES_SIZE, LOW_RES_SIZE),
+        iou_pred.reshape(batch, prompts, kept),
+    )
+
+
+# ----------------------------------------------------------------- server-held image features
+#
+# Without a mask prompt, SAM's dense prompt embedding is the constant ``no_mask_embed``, so the
+# transformer's image tokens entering layer 0 depend on the image alone, and so do three of
+# layer 0's projections of them (token-to-image keys and values, image-to-token queries):
+# ~15% of a vit_b click's decoder time. ``sam_session`` computes them once per embedding with
+# the ``image_features`` graph and feeds them to the ``prompt_decoder`` graph on every click
+# without a mask; a click with a mask runs the full decoder. Same weights, same operations.
+
+IMAGE_FEATURES_FILE = "image_features.onnx"
+PROMPT_DECODER_FILE = "prompt_decoder.onnx"
+
+
+def _heads(attention: Any, x: torch.Tensor) -> torch.Tensor:
+    heads: torch.Tensor = attention._separate_heads(x, attention.num_heads)
+    return heads
+
+
+def _attend(attention: Any, q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """segment_anything's ``Attention.forward`` from head-separated projections on
+    (keys already transposed), through the output projection."""
+    import math
+
+    import torch
+
+    attn = torch.softmax((q @ k_t) / math.sqrt(q.shape[-1]), dim=-1)
+    out: torch.Tensor = attention.out_proj(attention._recombine_heads(attn @ v))
+    return out
+
+
+def image_features_module(sam: Sam) -> torch.nn.Module:
+    """[1, 256, 64, 64] embedding -> layer 0's prompt-independent projections, head-separated."""
+    import torch
+
+    class ImageFeaturesOnnx(torch.nn.Module):
+        image_pe: torch.Tensor
+        prompt_encoder: Any
+        layer: Any
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.prompt_encoder = sam.prompt_encoder
+            self.layer = sam.mask_decoder.transformer.layers[0]
+            self.register_buffer("image_pe", sam.prompt_encoder.get_dense_pe().detach().clone())
+
+        def forward(self, image_embeddings: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            keys = (image_embeddings + no_mask).flatten(2).permute(0, 2, 1)
+            keys_pe = keys + self.image_pe.flatten(2).permute(0, 2, 1)
+            to_image, to_token = self.layer.cross_attn_token_to_image, self.layer.cross_attn_image_to_token
+            return (
+                _heads(to_image, to_image.k_proj(keys_pe)).transpose(2, 3),
+                _heads(to_image, to_image.v_proj(keys)),
+                _heads(to_token, to_token.q_proj(keys_pe)),
+            )
+
+    return ImageFeaturesOnnx().eval()
+
+
+def prompt_decoder_module(sam: Sam) -> torch.nn.Module:
+    """The decoder for mask-free prompts on one image, starting from ``image_features``' outputs.
+
+    Layer 0 is ``TwoWayAttentionBlock.forward`` written out (with ``skip_first_layer_pe``, as
+    SAM's first layer has) with the three precomputed projections; the rest is the modules'.
+    """
+    import torch
+
+    full = decoder_module(sam)
+
+    class PromptDecoderOnnx(torch.nn.Module):
+        full: Any  # the full decoder module: its submodules and buffers, nothing copied
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.full = full
+
+        def forward(
+            self,
+            image_embeddings: torch.Tensor,  # [1, 256, 64, 64]
+            to_image_keys_t: torch.Tensor,  # [1, heads, C/heads, 4096]
+            to_image_values: torch.Tensor,  # [1, heads, 4096, C/heads]
+            to_token_queries: torch.Tensor,  # [1, heads, 4096, C/heads]
+            point_coords: torch.Tensor,  # [1, P, N, 2]
+            point_labels: torch.Tensor,  # [1, P, N]
+            multimask_output: torch.Tensor,  # [1, 1] bool
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            md, transformer = self.full.mask_decoder, self.full.mask_decoder.transformer
+            layer = transformer.layers[0]
+            _, prompts, points = point_labels.shape
+            sparse = self.full._embed_points(point_coords.reshape(prompts, points, 2), point_labels[0])
+            output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+            tokens = torch.cat((output_tokens.unsqueeze(0).expand(prompts, -1, -1), sparse), dim=1)
+            no_mask = self.full.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            keys = (image_embeddings + no_mask).flatten(2).permute(0, 2, 1)
+            key_pe = self.full.image_pe.flatten(2).permute(0, 2, 1)
+
+            queries = layer.norm1(layer.self_attn(q=tokens, k=tokens, v=tokens))
+            to_image = layer.cross_attn_token_to_image
+            q = _heads(to_image, to_image.q_proj(queries + tokens))
+            queries = layer.norm2(queries + _attend(to_image, q, to_image_keys_t, to_image_values))
+            queries = layer.norm3(queries + layer.mlp(queries))
+            to_token = layer.cross_attn_image_to_token
+            k_t = _heads(to_token, to_token.k_proj(queries + tokens)).transpose(2, 3)
+            v = _heads(to_token, to_token.v_proj(queries))
+            keys = layer.norm4(keys + _attend(to_token, to_token_queries, k_t, v))
+
+            for block in transformer.layers[1:]:
+                queries, keys = block(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
+            final = transformer.final_attn_token_to_image
+            attn_out = final(q=queries + tokens, k=keys + key_pe, v=keys)
+            hs = transformer.norm_final_attn(queries + attn_out)
+            return _masks_and_scores(md, hs, keys, multimask_output, 1, prompts)
+
+    return PromptDecoderOnnx().eval()
 
 
 def example_decoder_inputs(batch: int = 1, prompts: int = 1, points: int = 2) -> tuple[torch.Tensor, ...]:
@@ -200,6 +327,45 @@ def export_decoder(sam: Sam, path: Path, *, opset: int = DEFAULT_OPSET, precisio
         precision=precision,
         graph_pass=allow_zero_sized_reshapes,
     )
+
+
+def export_session_decoder(
+    sam: Sam, directory: Path, *, opset: int = DEFAULT_OPSET, precision: str = "fp32"
+) -> list[Path]:
+    """``image_features`` and ``prompt_decoder`` (see above) into ``directory``."""
+    import torch
+
+    embedding = torch.randn(1, EMBED_DIM, EMBED_SIZE, EMBED_SIZE)
+    with torch.no_grad():
+        features = tuple(image_features_module(sam)(embedding))
+    features_path = export_onnx(
+        image_features_module(sam),
+        (embedding,),
+        directory / IMAGE_FEATURES_FILE,
+        input_names=("image_embeddings",),
+        output_names=IMAGE_FEATURE_NAMES,
+        dynamic_axes={},
+        opset=opset,
+        precision=precision,
+    )
+    _, coords, labels, _, _, multimask = example_decoder_inputs(batch=1, prompts=2, points=3)
+    prompts_axes = {"point_coords": {1: "prompts", 2: "points"}, "point_labels": {1: "prompts", 2: "points"}}
+    prompt_path = export_onnx(
+        prompt_decoder_module(sam),
+        (embedding, *features, coords, labels, multimask),
+        directory / PROMPT_DECODER_FILE,
+        input_names=PROMPT_DECODER_INPUTS,
+        output_names=DECODER_OUTPUTS,
+        dynamic_axes={
+            **prompts_axes,
+            "low_res_masks": {1: "prompts", 2: "masks"},
+            "iou_predictions": {1: "prompts", 2: "masks"},
+        },
+        opset=opset,
+        precision=precision,
+        graph_pass=allow_zero_sized_reshapes,
+    )
+    return [features_path, prompt_path]
 
 
 def allow_zero_sized_reshapes(model: onnx.ModelProto) -> None:

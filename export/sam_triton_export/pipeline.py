@@ -13,10 +13,12 @@ from typing import Any
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
 from sam_triton_export.model_types import get_model_type
 from sam_triton_export.onnx_common import DEFAULT_OPSET, PRECISIONS, onnx_files
+from sam_triton_export.onnx_decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 from sam_triton_export.repository import (
     DECODER,
     ENCODER,
     RepositoryOptions,
+    model_dir,
     model_file,
     read_export_info,
     write_export_info,
@@ -24,7 +26,7 @@ from sam_triton_export.repository import (
 )
 from sam_triton_export.verify import VerifyReport
 
-EXPORT_FORMAT = 1  # bump when the graphs change so --if-changed re-exports old repositories
+EXPORT_FORMAT = 2  # bump when the graphs change so --if-changed re-exports old repositories
 
 RANDOM_WEIGHTS_BANNER = (
     "!!! RANDOM WEIGHTS: this repository holds randomly initialised SAM weights (seed {seed}).\n"
@@ -67,6 +69,7 @@ def _same_weights(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def weight_files(repository: Path, target: str) -> list[Path]:
     files = [f for m in (ENCODER, DECODER) for f in onnx_files(model_file(repository, m))]
+    files += [model_dir(repository, DECODER) / name for name in (IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE)]
     if target == "tensorrt":
         files += [model_file(repository, m, target) for m in (ENCODER, DECODER)]
     return files
@@ -174,9 +177,10 @@ def export_repository(
 
         export_encoder(sam, model_file(repository, ENCODER), opset=opset, precision=precision)
     with steps.step(f"exporting prompt encoder + mask decoder to ONNX ({precision})"):
-        from sam_triton_export.onnx_decoder import export_decoder
+        from sam_triton_export.onnx_decoder import export_decoder, export_session_decoder
 
         export_decoder(sam, model_file(repository, DECODER), opset=opset, precision=precision)
+        export_session_decoder(sam, model_dir(repository, DECODER), opset=opset, precision=precision)
     if verify:
         with steps.step("verifying ONNX against the PyTorch SamPredictor"):
             from sam_triton_export.verify import verify_models

@@ -18,6 +18,7 @@ from sam_triton_server.automask import AutomaskLimits
 from sam_triton_server.ort import CPU_RUNTIMES
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
+from sam_triton_export.onnx_decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 from sam_triton_export.pbtxt import Comment, Enum, Field, Message, render
 
 TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
@@ -320,8 +321,11 @@ def session_config(options: RepositoryOptions) -> str:
             ("instance_group", [Message.of(("count", 1), ("kind", Enum("KIND_CPU")))]),
             *_parameters(
                 {
-                    # The decoder's own ONNX file: one set of weights, no BLS hop per click.
+                    # The decoder's own ONNX files: one set of weights, no BLS hop per click;
+                    # mask-free clicks run the split graphs on features cached per embedding.
                     "onnx_file": f"../../{DECODER}/{VERSION}/model.onnx",
+                    "image_features_file": f"../../{DECODER}/{VERSION}/{IMAGE_FEATURES_FILE}",
+                    "prompt_decoder_file": f"../../{DECODER}/{VERSION}/{PROMPT_DECODER_FILE}",
                     "encoder_model": ENCODER,
                     "intra_op_threads": "0",
                     "cpu_runtime": CPU_RUNTIMES["decoder"],

@@ -1,9 +1,11 @@
 """Exported ONNX models vs the PyTorch reference (segment_anything's ``SamPredictor``).
 
-The exported encoder and decoder run through ONNX Runtime exactly as the server runs them,
-end to end (the decoder gets the *exported* encoder's embedding), on synthetic images of two
-aspect ratios and the prompt kinds of SPEC section 5. Agreement is judged with SPEC 5's
-tolerances for fp32; fp16 is measured against its own, looser, documented tolerances.
+The exported encoder and decoder run on the runtimes the server runs them on (onnxruntime;
+the encoder on OpenVINO on CPU-only machines), end to end (the decoder gets the *exported*
+encoder's embedding), on synthetic images of two aspect ratios and the prompt kinds of SPEC
+section 5; ``sam_session``'s split decoder is held to the full decoder on the mask-free ones.
+Agreement is judged with SPEC 5's tolerances for fp32; fp16 is measured against its own,
+looser, documented tolerances.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy.typing as npt
 from sam_triton_export.model_types import IMAGE_SIZE, LOW_RES_SIZE
 
 if TYPE_CHECKING:
-    import onnxruntime
+    from sam_triton_server.ort import Session
+    from sam_triton_server.prompt_decoder import PromptDecoder
     from segment_anything import SamPredictor
     from segment_anything.modeling import Sam
 
@@ -33,13 +36,18 @@ class Tolerances:
     logits_rel_range: float  # max |diff| of low-res logits / (max - min) of the reference's
     iou_min: float
     iou_mean: float
+    split_decoder_max_abs: float  # the split decoder runs the same operations: only rounding
 
 
 TOLERANCES: dict[str, Tolerances] = {
-    "fp32": Tolerances(score_max_abs=1e-3, logits_rel_range=1e-3, iou_min=0.99, iou_mean=0.995),
+    "fp32": Tolerances(
+        score_max_abs=1e-3, logits_rel_range=1e-3, iou_min=0.99, iou_mean=0.995, split_decoder_max_abs=1e-4
+    ),
     # Half-precision compute is not held to SPEC 5; these bounds flag a broken fp16 graph
     # (NaNs, overflow), while the report gives the measured loss.
-    "fp16": Tolerances(score_max_abs=5e-2, logits_rel_range=5e-2, iou_min=0.8, iou_mean=0.95),
+    "fp16": Tolerances(
+        score_max_abs=5e-2, logits_rel_range=5e-2, iou_min=0.8, iou_mean=0.95, split_decoder_max_abs=1e-2
+    ),
 }
 
 
@@ -63,6 +71,9 @@ class VerifyReport:
     embedding_max_abs: float = 0.0
     embedding_range: float = 0.0
     runtimes: dict[str, str] = field(default_factory=dict)  # graph -> what ran it (served as well)
+    # sam_session's split decoder (image_features + prompt_decoder) against the full decoder,
+    # on every mask-free case: it must compute the same thing.
+    split_decoder_max_abs: float = 0.0
     cases: list[CaseResult] = field(default_factory=list)
 
     @property
@@ -98,6 +109,11 @@ class VerifyReport:
             out.append(f"min mask IoU {self.iou_min:.4f} < {t.iou_min}")
         if self.iou_mean < t.iou_mean:
             out.append(f"mean mask IoU {self.iou_mean:.4f} < {t.iou_mean}")
+        if not self.split_decoder_max_abs <= t.split_decoder_max_abs:
+            out.append(
+                f"split decoder differs from the full decoder by {self.split_decoder_max_abs:.3g}"
+                f" > {t.split_decoder_max_abs:g}"
+            )
         return out
 
     @property
@@ -124,6 +140,7 @@ class VerifyReport:
             f" (tolerance {t.logits_rel_range:g})",
             f"  mask IoU  min {self.iou_min:.5f} (>= {t.iou_min}),"
             f" mean {self.iou_mean:.5f} (>= {t.iou_mean})",
+            f"  split decoder vs full decoder max abs diff {self.split_decoder_max_abs:.3e}",
             "  PASS" if self.passed else "  FAIL: " + "; ".join(self.failures()),
         ]
         return "\n".join(lines)
@@ -140,6 +157,7 @@ class VerifyReport:
             "logits_rel_range": self.logits_rel,
             "iou_min": self.iou_min,
             "iou_mean": self.iou_mean,
+            "split_decoder_max_abs": self.split_decoder_max_abs,
         }
 
 
@@ -215,7 +233,7 @@ def encoder_input(predictor: SamPredictor, image: Array) -> tuple[Array, Array]:
 
 
 def run_decoder(
-    session: onnxruntime.InferenceSession,
+    session: Session,
     embeddings: Array,
     coords: Array,
     labels: Array,
@@ -279,10 +297,14 @@ def _compare(
 def _image_cases(
     sam: Sam,
     predictor: SamPredictor,
-    decoder: onnxruntime.InferenceSession,
+    decoder: Session,
+    split: PromptDecoder,
     embedding: Array,
+    split_diffs: list[float],
 ) -> Iterator[CaseResult]:
+    """The prompt cases on one image; appends the split decoder's differences to ``split_diffs``."""
     h, w = predictor.original_size
+    features = split.image_features(embedding[0])
     first: _Reference | None = None
     for prompt in prompts_for(h, w):
         mask_input = None
@@ -306,6 +328,18 @@ def _image_cases(
             None if mask_input is None else mask_input[None, None],
             prompt.multimask,
         )
+        if mask_input is None:
+            split_logits, split_scores = split.run(
+                embedding[0],
+                features,
+                coords[None, None],
+                labels[None, None],
+                np.full((1, 1), prompt.multimask),
+            )
+            split_diffs += [
+                float(np.abs(split_logits - out_logits).max()),
+                float(np.abs(split_scores - out_scores).max()),
+            ]
         yield _compare(f"{h}x{w} {prompt.name}", sam, predictor, ref, out_logits[0, 0], out_scores[0, 0])
 
     # Several objects in one call: P=3 single-point prompts against one embedding.
@@ -343,13 +377,21 @@ def verify_models(
     """Compare the two ONNX files with ``SamPredictor(sam)``; returns the report (never raises
     on disagreement: callers decide, see ``VerifyReport.passed``)."""
     from sam_triton_server.ort import CPU_RUNTIMES, create_session
+    from sam_triton_server.prompt_decoder import PromptDecoder
     from segment_anything import SamPredictor
+
+    from sam_triton_export.onnx_decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 
     report = VerifyReport(precision=precision, tolerances=TOLERANCES[precision])
     # Each graph on the runtime the served model picks for it on this machine.
     encoder = create_session(encoder_path, cpu_runtime=CPU_RUNTIMES["encoder"])
     decoder = create_session(decoder_path, cpu_runtime=CPU_RUNTIMES["decoder"])
     report.runtimes = {"encoder": encoder.get_providers()[0], "decoder": decoder.get_providers()[0]}
+    split = PromptDecoder(
+        create_session(decoder_path.with_name(IMAGE_FEATURES_FILE), cpu_runtime=CPU_RUNTIMES["decoder"]),
+        create_session(decoder_path.with_name(PROMPT_DECODER_FILE), cpu_runtime=CPU_RUNTIMES["decoder"]),
+    )
+    split_diffs: list[float] = []
     predictor = SamPredictor(sam)
     for index, image in enumerate(images if images is not None else sample_images()):
         predictor.set_image(image)
@@ -362,8 +404,8 @@ def verify_models(
         report.embedding_range = max(
             report.embedding_range, float(reference_embedding.max() - reference_embedding.min())
         )
-        for case in _image_cases(sam, predictor, decoder, embedding):
-            report.cases.append(case)
+        report.cases.extend(_image_cases(sam, predictor, decoder, split, embedding, split_diffs))
+        report.split_decoder_max_abs = max(split_diffs, default=0.0)
         log(f"  image {index + 1}: {image.shape[0]}x{image.shape[1]} checked")
     return report
 

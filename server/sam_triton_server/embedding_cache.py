@@ -1,7 +1,8 @@
 """Server-held image embeddings: an LRU cache bounded by bytes, with a time-to-live.
 
-A vit embedding is 4 MiB (256x64x64 float32); holding it on the server turns every click
-of an interactive session into a request of a few hundred bytes. The byte bound, not an
+A vit embedding is 4 MiB (256x64x64 float32; 10 MiB with the decoder's image features);
+holding it on the server turns every click of an interactive session into a request of a
+few hundred bytes. The byte bound, not an
 entry count, is what keeps a busy server inside its memory: whatever would exceed it is
 evicted least-recently-used first, and an entry larger than the whole budget is refused.
 """
@@ -23,6 +24,13 @@ class CachedEmbedding:
     embedding: npt.NDArray[np.float32]  # (256, 64, 64) float32
     input_size: tuple[int, int]  # (h, w) of the resized image, as the encoder saw it
     last_used: float  # the TTL counts from the last use: an active session never expires
+    # Tensors derived from the embedding once, so each click does less (the decoder's
+    # ``image_features``); empty when the server has none. They count against the budget.
+    features: tuple[npt.NDArray[np.float32], ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        return self.embedding.nbytes + sum(f.nbytes for f in self.features)
 
 
 @dataclass
@@ -57,17 +65,28 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, key: str, embedding: npt.NDArray[np.float32], input_size: tuple[int, int]) -> bool:
+    def put(
+        self,
+        key: str,
+        embedding: npt.NDArray[np.float32],
+        input_size: tuple[int, int],
+        features: tuple[npt.NDArray[np.float32], ...] = (),
+    ) -> bool:
         """Store (or replace) ``key``; False when the entry alone exceeds the budget."""
-        if embedding.nbytes > self.max_bytes:
-            return False
         # A private copy: a BLS output array may be a view into the Python backend's shared
         # memory pool, which must not be pinned (or reused) for as long as the entry lives.
-        entry = CachedEmbedding(np.array(embedding, dtype=np.float32, order="C"), input_size, self._clock())
+        entry = CachedEmbedding(
+            np.array(embedding, dtype=np.float32, order="C"),
+            input_size,
+            self._clock(),
+            tuple(np.ascontiguousarray(f, dtype=np.float32) for f in features),
+        )
+        if entry.nbytes > self.max_bytes:
+            return False
         with self._lock:
             self._drop(key)
             self._entries[key] = entry
-            self._bytes += entry.embedding.nbytes
+            self._bytes += entry.nbytes
             while self._bytes > self.max_bytes:
                 oldest = next(iter(self._entries))
                 self._drop(oldest)
@@ -94,4 +113,4 @@ class EmbeddingCache:
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self._bytes -= entry.embedding.nbytes
+            self._bytes -= entry.nbytes

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sam_triton_server.ort import create_session
+from sam_triton_server.ort import Session, create_session
 
 Array = npt.NDArray[Any]
 
@@ -62,21 +62,25 @@ class OnnxModelBase:
         self.pb = pb
         self.model_config = json.loads(args["model_config"])
         self.params = parameters(self.model_config)
-        onnx_file = self.params.get("onnx_file", "model.onnx")
-        path = Path(args["model_repository"]) / args["model_version"] / onnx_file
-        logger = logging.getLogger(f"sam_triton_server.models.{args.get('model_name', 'model')}")
-        if not any(isinstance(h, _PbLogHandler) for h in logger.handlers):
-            logger.addHandler(_PbLogHandler(pb))
-        logger.setLevel(logging.INFO)
-        device = int(args.get("model_instance_device_id", 0) or 0)
-        self.session = create_session(
-            path,
-            intra_op_threads=int_parameter(self.params, "intra_op_threads", 0),
-            device_id=device,
-            cpu_runtime=self.params.get("cpu_runtime", "onnxruntime"),
-            logger=logger,
-        )
+        self.version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.logger = logging.getLogger(f"sam_triton_server.models.{args.get('model_name', 'model')}")
+        if not any(isinstance(h, _PbLogHandler) for h in self.logger.handlers):
+            self.logger.addHandler(_PbLogHandler(pb))
+        self.logger.setLevel(logging.INFO)
+        self.device_id = int(args.get("model_instance_device_id", 0) or 0)
+        self.session = self.create_session(self.params.get("onnx_file", "model.onnx"))
         self.setup()
+
+    def create_session(self, onnx_file: str) -> Session:
+        """A session for ``onnx_file`` (relative to this model's version directory), configured
+        by this model's parameters."""
+        return create_session(
+            self.version_dir / onnx_file,
+            intra_op_threads=int_parameter(self.params, "intra_op_threads", 0),
+            device_id=self.device_id,
+            cpu_runtime=self.params.get("cpu_runtime", "onnxruntime"),
+            logger=self.logger,
+        )
 
     def setup(self) -> None:
         """Model-specific initialisation after the session exists."""

@@ -36,6 +36,17 @@ INPUT_NAMES = (
     "has_mask_input",
     "multimask_output",
 )
+OUTPUT_NAMES = ("low_res_masks", "iou_predictions")
+# sam_session's split of the decoder for mask-free prompts (sam_triton_export.onnx_decoder):
+# the image_features graph's outputs, computed once per embedding, are prompt_decoder inputs.
+IMAGE_FEATURE_NAMES = ("token_to_image_keys_t", "token_to_image_values", "image_to_token_queries")
+PROMPT_DECODER_INPUTS = (
+    "image_embeddings",
+    *IMAGE_FEATURE_NAMES,
+    "point_coords",
+    "point_labels",
+    "multimask_output",
+)
 GroupKey = tuple[int, int, bool]
 
 
