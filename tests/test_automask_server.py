@@ -3,6 +3,7 @@ adapter and the generated configs (the end-to-end behaviour is in test_automask_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -15,6 +16,7 @@ from sam_triton.proto import automask_pb2
 from sam_triton.rle import masks_to_rle
 from sam_triton_export.repository import AUTOMASK, TARGETS, RepositoryOptions, repository_files
 from sam_triton_server.automask import AutomaskLimits, CropEncoder, OnnxPointDecoder, check_request
+from sam_triton_server.prompt_decoder import PromptDecoder
 
 from tests.test_repository import io, parse
 
@@ -131,23 +133,43 @@ def test_crop_encoder_batches_and_releases() -> None:
     assert [n for n, _ in calls] == [2, 1] and list(encoder._embeddings) == [2]
 
 
-def test_decoder_adapter_appends_the_padding_point() -> None:
-    seen: dict[str, np.ndarray] = {}
+class _RecordingSession:
+    """A session that records its feeds and answers with fixed arrays."""
 
-    def run(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        seen.update(feed)
+    def __init__(self, answer: Callable[[dict[str, np.ndarray]], list[np.ndarray]]) -> None:
+        self.feeds: list[dict[str, np.ndarray]] = []
+        self._answer = answer
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.feeds.append(feed)
+        return self._answer(feed)
+
+    def get_providers(self) -> list[str]:
+        return ["recording"]
+
+
+def test_decoder_adapter_appends_the_padding_point_and_reuses_features() -> None:
+    features = _RecordingSession(lambda feed: [np.full((1, 8, 4096, 16), i, np.float32) for i in range(3)])
+
+    def masks(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         p = feed["point_coords"].shape[1]
         return [np.ones((1, p, 3, 256, 256), np.float32), np.full((1, p, 3), 0.5, np.float32)]
 
+    prompts = _RecordingSession(masks)
     encoder = CropEncoder(lambda i, s: np.zeros((len(i), 256, 64, 64), np.float32), 1)
     handle = encoder(np.zeros((10, 10, 3), np.uint8))
+    decode = OnnxPointDecoder(PromptDecoder(features, prompts), encoder)
     coords = np.array([[[10.0, 20.0]], [[30.0, 40.0]]])
-    low, iou = OnnxPointDecoder(run, encoder)(handle, coords, np.ones((2, 1), np.float32))
+    low, iou = decode(handle, coords, np.ones((2, 1), np.float32))
+    decode(handle, coords, np.ones((2, 1), np.float32))
     assert low.shape == (2, 3, 256, 256) and iou.shape == (2, 3)
+    assert len(features.feeds) == 1 and len(prompts.feeds) == 2  # features once per crop
+    seen = prompts.feeds[0]
     np.testing.assert_array_equal(seen["point_coords"], [[[[10, 20], [0, 0]], [[30, 40], [0, 0]]]])
     np.testing.assert_array_equal(seen["point_labels"], [[[1, -1], [1, -1]]])
-    assert seen["point_coords"].dtype == np.float32 and seen["mask_input"].shape == (1, 2, 1, 256, 256)
-    assert not seen["has_mask_input"].any() and seen["multimask_output"].tolist() == [[True]]
+    assert seen["point_coords"].dtype == np.float32 and seen["multimask_output"].tolist() == [[True]]
+    assert seen["image_embeddings"].shape == (1, 256, 64, 64)
+    assert seen["image_to_token_queries"][0, 0, 0, 0] == 2 and "mask_input" not in seen
 
 
 # --------------------------------------------------------------------------- config
@@ -160,6 +182,8 @@ def test_automask_config(target: str) -> None:
     assert io(config, "input") == {"image": ("TYPE_UINT8", [-1, -1, 3]), "params": ("TYPE_STRING", [1])}
     assert io(config, "output") == {"result": ("TYPE_STRING", [1])}
     params = {key: value.string_value for key, value in config.parameters.items()}
-    assert params["onnx_file"] == "../../sam_decoder/1/model.onnx" and params["encoder_max_batch"] == "4"
+    assert params["onnx_file"] == "../../sam_decoder/1/prompt_decoder.onnx"
+    assert params["image_features_file"] == "../../sam_decoder/1/image_features.onnx"
+    assert params["encoder_max_batch"] == "4"
     assert {k: int(params[k]) for k in asdict(AutomaskLimits())} == asdict(AutomaskLimits())
     assert files[f"{AUTOMASK}/1/model.py"].startswith(b"from sam_triton_server.models.automask import")

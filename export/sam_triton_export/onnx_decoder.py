@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from sam_triton_server.models.decoder import (
     IMAGE_FEATURE_NAMES,
+    IMAGE_FEATURES_FILE,
     INPUT_NAMES,
     OUTPUT_NAMES,
+    PROMPT_DECODER_FILE,
     PROMPT_DECODER_INPUTS,
 )
 
@@ -184,8 +186,6 @@ def _masks_and_scores(
 # the ``image_features`` graph and feeds them to the ``prompt_decoder`` graph on every click
 # without a mask; a click with a mask runs the full decoder. Same weights, same operations.
 
-IMAGE_FEATURES_FILE = "image_features.onnx"
-PROMPT_DECODER_FILE = "prompt_decoder.onnx"
 
 
 def _heads(attention: Any, x: torch.Tensor) -> torch.Tensor:

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam_triton_server.models.decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
+
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
 from sam_triton_export.model_types import get_model_type
 from sam_triton_export.onnx_common import DEFAULT_OPSET, PRECISIONS, onnx_files
-from sam_triton_export.onnx_decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 from sam_triton_export.repository import (
     DECODER,
     ENCODER,

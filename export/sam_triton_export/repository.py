@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from sam_triton_server.automask import AutomaskLimits
+from sam_triton_server.models.decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 from sam_triton_server.ort import CPU_RUNTIMES
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
-from sam_triton_export.onnx_decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 from sam_triton_export.pbtxt import Comment, Enum, Field, Message, render
 
 TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
@@ -346,7 +346,7 @@ def automask_config(options: RepositoryOptions) -> str:
             Comment(
                 "Automatic mask generation next to the model (sam_triton_server/models/automask.py):\n"
                 "crops are encoded through sam_encoder (BLS), prompts decoded in-process with the\n"
-                "decoder's ONNX file, and only the kept masks travel back, as RLE. A Python-backend\n"
+                "decoder's ONNX files, and only the kept masks travel back, as RLE. A Python-backend\n"
                 "model on every target; one instance, since a request already keeps it busy."
             ),
             ("name", AUTOMASK),
@@ -357,7 +357,9 @@ def automask_config(options: RepositoryOptions) -> str:
             ("instance_group", [Message.of(("count", 1), ("kind", Enum("KIND_CPU")))]),
             *_parameters(
                 {
-                    "onnx_file": f"../../{DECODER}/{VERSION}/model.onnx",
+                    # Every AMG prompt is mask-free: the split decoder, features once per crop.
+                    "onnx_file": f"../../{DECODER}/{VERSION}/{PROMPT_DECODER_FILE}",
+                    "image_features_file": f"../../{DECODER}/{VERSION}/{IMAGE_FEATURES_FILE}",
                     "encoder_model": ENCODER,
                     # Crops per BLS request: the encoder's own batch limit.
                     "encoder_max_batch": str(options.max_batch),

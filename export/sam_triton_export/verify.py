@@ -376,11 +376,10 @@ def verify_models(
 ) -> VerifyReport:
     """Compare the two ONNX files with ``SamPredictor(sam)``; returns the report (never raises
     on disagreement: callers decide, see ``VerifyReport.passed``)."""
+    from sam_triton_server.models.decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
     from sam_triton_server.ort import CPU_RUNTIMES, create_session
     from sam_triton_server.prompt_decoder import PromptDecoder
     from segment_anything import SamPredictor
-
-    from sam_triton_export.onnx_decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 
     report = VerifyReport(precision=precision, tolerances=TOLERANCES[precision])
     # Each graph on the runtime the served model picks for it on this machine.

@@ -2,7 +2,7 @@
 
 No Triton import here, so everything is testable in-process: the ``sam_automask`` model
 (:mod:`sam_triton_server.models.automask`) passes a BLS call to ``sam_encoder`` as
-``encode_batch`` and its onnxruntime session's ``run`` as ``run_decoder``.
+``encode_batch`` and its split decoder sessions as ``decoder``.
 
 Why the decoder runs in-process and the encoder through Triton: one AMG request makes one
 encoder call per crop but dozens of decoder calls (``points_per_batch`` prompts each), each
@@ -26,7 +26,9 @@ from sam_triton import amg
 from sam_triton.amg.wire import encode_result
 from sam_triton.errors import InvalidInputError
 from sam_triton.proto import automask_pb2
-from sam_triton.transforms import EMBEDDING_SHAPE, LOW_RES_SIZE, prepare_image, preprocess_shape
+from sam_triton.transforms import EMBEDDING_SHAPE, prepare_image, preprocess_shape
+
+from sam_triton_server.prompt_decoder import Features, PromptDecoder
 
 UInt8Array = npt.NDArray[np.uint8]
 Float32Array = npt.NDArray[np.float32]
@@ -34,8 +36,6 @@ Float32Array = npt.NDArray[np.float32]
 EncodeBatchFn = Callable[[UInt8Array, npt.NDArray[np.int32]], Float32Array]
 """(n, 1024, 1024, 3) padded images and (n, 2) input sizes -> (n, 256, 64, 64) embeddings."""
 
-RunDecoderFn = Callable[[list[str], dict[str, npt.NDArray[Any]]], list[npt.NDArray[Any]]]
-"""``onnxruntime.InferenceSession.run``."""
 
 
 @dataclass(frozen=True)
@@ -141,16 +141,19 @@ class CropEncoder:
 
 
 class OnnxPointDecoder:
-    """``decode_fn`` for :func:`sam_triton.amg.generate` on the exported decoder ONNX graph.
+    """``decode_fn`` for :func:`sam_triton.amg.generate` on the exported split decoder graphs.
 
     The generator sends what ``SamPredictor.predict_torch`` gets, one point per prompt and no
-    box; SAM's prompt encoder then appends a (0, 0) point labelled -1, which the ONNX graph
-    (like SAM's own ONNX example) expects the caller to append.
+    box or mask; SAM's prompt encoder then appends a (0, 0) point labelled -1, which the ONNX
+    graph (like SAM's own ONNX example) expects the caller to append. Mask-free prompts are
+    what :class:`PromptDecoder` is for: each crop's image features are computed once, not
+    once per prompt as the full decoder would.
     """
 
-    def __init__(self, run: RunDecoderFn, encoder: CropEncoder) -> None:
-        self._run = run
+    def __init__(self, decoder: PromptDecoder, encoder: CropEncoder) -> None:
+        self._decoder = decoder
         self._encoder = encoder
+        self._features: tuple[int, Features] | None = None  # the generator walks crops in order
 
     def __call__(
         self, handle: int, coords: npt.NDArray[np.float64], labels: npt.NDArray[np.float32]
@@ -160,15 +163,12 @@ class OnnxPointDecoder:
         padded_coords[0, :, :-1] = coords
         padded_labels = np.full((1, prompts, labels.shape[1] + 1), -1.0, dtype=np.float32)
         padded_labels[0, :, :-1] = labels
-        feed = {
-            "image_embeddings": self._encoder.embedding(handle),
-            "point_coords": padded_coords,
-            "point_labels": padded_labels,
-            "mask_input": np.zeros((1, prompts, 1, LOW_RES_SIZE, LOW_RES_SIZE), dtype=np.float32),
-            "has_mask_input": np.zeros((1, prompts), dtype=np.float32),
-            "multimask_output": np.ones((1, 1), dtype=np.bool_),
-        }
-        low_res, iou = self._run(["low_res_masks", "iou_predictions"], feed)
+        embedding = self._encoder.embedding(handle)[0]
+        if self._features is None or self._features[0] != handle:
+            self._features = (handle, self._decoder.image_features(embedding))
+        low_res, iou = self._decoder.run(
+            embedding, self._features[1], padded_coords, padded_labels, np.ones((1, 1), dtype=np.bool_)
+        )
         return np.asarray(low_res[0], dtype=np.float32), np.asarray(iou[0], dtype=np.float32)
 
 
@@ -177,7 +177,7 @@ def run_automask(
     params: amg.AmgParams,
     *,
     encode_batch: EncodeBatchFn,
-    run_decoder: RunDecoderFn,
+    decoder: PromptDecoder,
     encoder_max_batch: int,
     limits: AutomaskLimits,
 ) -> automask_pb2.AutomaskResult:
@@ -185,7 +185,7 @@ def run_automask(
     start = time.perf_counter()
     crops, prompts = check_request(image, params, limits)
     encoder = CropEncoder(encode_batch, encoder_max_batch)
-    data = amg.generate_mask_data(image, params, encoder, OnnxPointDecoder(run_decoder, encoder))
+    data = amg.generate_mask_data(image, params, encoder, OnnxPointDecoder(decoder, encoder))
     return encode_result(
         data,
         (int(image.shape[0]), int(image.shape[1])),
@@ -196,7 +196,7 @@ def run_automask(
     )
 
 
-def warm_up(run_decoder: RunDecoderFn, prompts: int = 64) -> None:
+def warm_up(decoder: PromptDecoder, prompts: int = 64) -> None:
     """One decoder call of a full AMG batch at load, so the first request does not pay
     onnxruntime's first-run allocations (a zero embedding stands in for the encoder)."""
 
@@ -206,4 +206,4 @@ def warm_up(run_decoder: RunDecoderFn, prompts: int = 64) -> None:
     encoder = CropEncoder(zero_embeddings, 1)
     handle = encoder(np.zeros((8, 8, 3), dtype=np.uint8))
     coords = np.zeros((prompts, 1, 2), dtype=np.float64)
-    OnnxPointDecoder(run_decoder, encoder)(handle, coords, np.ones((prompts, 1), dtype=np.float32))
+    OnnxPointDecoder(decoder, encoder)(handle, coords, np.ones((prompts, 1), dtype=np.float32))

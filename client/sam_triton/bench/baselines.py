@@ -151,44 +151,72 @@ def _reference(
 # --------------------------------------------------------------------------- onnxruntime
 
 
+@dataclass(frozen=True)
+class OrtHandle:
+    """An in-process embedding and what ``sam_session`` derives from it once (image features)."""
+
+    embedding: ImageEmbedding
+    features: tuple[npt.NDArray[np.float32], ...]
+
+
 class OrtSam:
-    """The exported encoder and decoder in-process, with the SDK's client-side work around them.
+    """The exported graphs in-process, with the SDK's client-side work around them.
 
     The request/response helpers are the SDK's own (:mod:`sam_triton._core`), so the tensors
-    fed to onnxruntime are byte for byte what a served request carries.
+    fed to the graphs are byte for byte what a served request carries, and the graphs are the
+    served ones: mask-free prompts go through the split decoder on features computed at embed
+    time (as ``sam_session`` and ``sam_automask`` do), prompts with a mask through the full one.
     """
 
     def __init__(self, repository: Path, threads: int = 0) -> None:
+        from sam_triton_server.models.decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
         from sam_triton_server.ort import CPU_RUNTIMES, create_session
+        from sam_triton_server.prompt_decoder import PromptDecoder
 
-        self.encoder = create_session(
-            repository / ENCODER_ONNX, intra_op_threads=threads, cpu_runtime=CPU_RUNTIMES["encoder"]
-        )
-        self.decoder = create_session(
-            repository / DECODER_ONNX, intra_op_threads=threads, cpu_runtime=CPU_RUNTIMES["decoder"]
+        def session(path: Path, graph: str) -> Any:
+            return create_session(path, intra_op_threads=threads, cpu_runtime=CPU_RUNTIMES[graph])
+
+        self.encoder = session(repository / ENCODER_ONNX, "encoder")
+        self.decoder = session(repository / DECODER_ONNX, "decoder")
+        self.split = PromptDecoder(
+            session(repository / DECODER_ONNX.with_name(IMAGE_FEATURES_FILE), "decoder"),
+            session(repository / DECODER_ONNX.with_name(PROMPT_DECODER_FILE), "decoder"),
         )
 
-    def embed(self, rgb: npt.NDArray[np.uint8]) -> ImageEmbedding:
+    def embed(self, rgb: npt.NDArray[np.uint8]) -> OrtHandle:
         inputs, input_size = _core._encoder_inputs(rgb)
         (emb,) = self.encoder.run(["image_embeddings"], inputs)
-        return ImageEmbedding(emb[0], (int(rgb.shape[0]), int(rgb.shape[1])), input_size)
+        embedding = ImageEmbedding(emb[0], (int(rgb.shape[0]), int(rgb.shape[1])), input_size)
+        return OrtHandle(embedding, self.split.image_features(emb[0]))
 
-    def _run_decoder(self, embedding: ImageEmbedding, prompt_inputs: dict[str, Any]) -> dict[str, Any]:
-        assert embedding.embedding is not None
-        feed = {"image_embeddings": embedding.embedding[None], **prompt_inputs}
-        low, iou = self.decoder.run(["low_res_masks", "iou_predictions"], feed)
+    def _run_decoder(self, handle: OrtHandle, prompt_inputs: dict[str, Any]) -> dict[str, Any]:
+        embedding = handle.embedding.embedding
+        assert embedding is not None
+        if "mask_input" in prompt_inputs:  # only present when a prompt carries a mask
+            feed = {"image_embeddings": embedding[None], **prompt_inputs}
+            low, iou = self.decoder.run(["low_res_masks", "iou_predictions"], feed)
+        else:
+            low, iou = self.split.run(
+                embedding,
+                handle.features,
+                prompt_inputs["point_coords"],
+                prompt_inputs["point_labels"],
+                prompt_inputs["multimask_output"],
+            )
         return {"low_res_masks": low, "iou_predictions": iou}
 
-    def predict(self, embedding: ImageEmbedding, prompt: Any, multimask_output: bool) -> Prediction:
+    def predict(self, handle: OrtHandle, prompt: Any, multimask_output: bool) -> Prediction:
+        embedding = handle.embedding
         (batch,) = group_by_points([encode_prompt(prompt, embedding.original_size)], 1)
-        outputs = self._run_decoder(embedding, _core._decoder_prompt_inputs(batch, multimask_output))
+        inputs = _core._decoder_prompt_inputs(batch, multimask_output, mask_optional=True)
+        outputs = self._run_decoder(handle, inputs)
         (pred,) = _core._decode_predictions(
             outputs, "onnxruntime", 1, embedding.input_size, embedding.original_size, False
         )
         return pred
 
     def decode_points(
-        self, embedding: ImageEmbedding, coords: npt.NDArray[np.float64], labels: npt.NDArray[np.float32]
+        self, handle: OrtHandle, coords: npt.NDArray[np.float64], labels: npt.NDArray[np.float32]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """``amg.DecodeFn``: (B, 1, 2) points in the 1024 frame -> multimask logits and scores.
 
@@ -202,11 +230,9 @@ class OrtSam:
             "point_labels": np.concatenate(
                 [labels.astype(np.float32), -np.ones((count, 1), np.float32)], axis=1
             )[None],
-            "mask_input": np.zeros((1, count, 1, 256, 256), np.float32),
-            "has_mask_input": np.zeros((1, count), np.float32),
             "multimask_output": np.array([[True]]),
         }
-        outputs = self._run_decoder(embedding, inputs)
+        outputs = self._run_decoder(handle, inputs)
         return outputs["low_res_masks"][0], outputs["iou_predictions"][0]
 
 

@@ -18,19 +18,21 @@ from sam_triton.errors import InvalidInputError
 
 from sam_triton_server.automask import AutomaskLimits, run_automask, warm_up
 from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
+from sam_triton_server.prompt_decoder import PromptDecoder
 
 
 class TritonPythonModel(OnnxModelBase):
-    """Inherits the decoder's onnxruntime session; one instance, requests one at a time."""
+    """``onnx_file`` is the decoder's prompt_decoder graph; one instance, requests one at a time."""
 
     def setup(self) -> None:
+        self.decoder = PromptDecoder(self.create_session(self.params["image_features_file"]), self.session)
         defaults = asdict(AutomaskLimits())
         self.limits = AutomaskLimits(
             **{key: int_parameter(self.params, key, default) for key, default in defaults.items()}
         )
         self.encoder_model = self.params.get("encoder_model", "sam_encoder")
         self.encoder_max_batch = int_parameter(self.params, "encoder_max_batch", 8)
-        warm_up(self.session.run)
+        warm_up(self.decoder)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
@@ -56,7 +58,7 @@ class TritonPythonModel(OnnxModelBase):
             np.ascontiguousarray(image[0]),
             decode_params(bytes(raw_params[0])),
             encode_batch=self._encode_batch,
-            run_decoder=self.session.run,
+            decoder=self.decoder,
             encoder_max_batch=self.encoder_max_batch,
             limits=self.limits,
         )

@@ -37,8 +37,11 @@ INPUT_NAMES = (
     "multimask_output",
 )
 OUTPUT_NAMES = ("low_res_masks", "iou_predictions")
-# sam_session's split of the decoder for mask-free prompts (sam_triton_export.onnx_decoder):
-# the image_features graph's outputs, computed once per embedding, are prompt_decoder inputs.
+# The split of the decoder for mask-free prompts (sam_triton_export.onnx_decoder), two files
+# beside the decoder's model.onnx: image_features' outputs, computed once per embedding, are
+# prompt_decoder inputs.
+IMAGE_FEATURES_FILE = "image_features.onnx"
+PROMPT_DECODER_FILE = "prompt_decoder.onnx"
 IMAGE_FEATURE_NAMES = ("token_to_image_keys_t", "token_to_image_values", "image_to_token_queries")
 PROMPT_DECODER_INPUTS = (
     "image_embeddings",
