@@ -165,7 +165,9 @@ class TritonPythonModel(OnnxModelBase):
         if entry is None:
             raise EmbeddingNotFound(self._miss_message(session_id))
         arrays["image_embeddings"] = entry.embedding[None]
-        validate_decoder_inputs(arrays, max_prompts=self.max_prompts, max_points=self.max_points)
+        validate_decoder_inputs(
+            arrays, max_prompts=self.max_prompts, max_points=self.max_points, embedding_is_trusted=True
+        )
         if not np.any(arrays["has_mask_input"]):
             masks, scores = self.prompt_decoder.run(
                 entry.embedding,
