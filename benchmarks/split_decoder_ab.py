@@ -36,7 +36,7 @@ def main() -> None:
     calls = {
         "full": lambda: full.run(None, feed),
         "split": lambda: split.run(
-            embedding, features, feed["point_coords"], feed["point_labels"], feed["multimask_output"]
+            features, feed["point_coords"], feed["point_labels"], feed["multimask_output"]
         ),
     }
     a, b = calls["full"](), calls["split"]()

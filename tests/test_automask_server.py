@@ -149,7 +149,7 @@ class _RecordingSession:
 
 
 def test_decoder_adapter_appends_the_padding_point_and_reuses_features() -> None:
-    features = _RecordingSession(lambda feed: [np.full((1, 8, 4096, 16), i, np.float32) for i in range(3)])
+    features = _RecordingSession(lambda feed: [np.full((1, 8, 4096, 16), i, np.float32) for i in range(4)])
 
     def masks(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         p = feed["point_coords"].shape[1]
@@ -168,8 +168,8 @@ def test_decoder_adapter_appends_the_padding_point_and_reuses_features() -> None
     np.testing.assert_array_equal(seen["point_coords"], [[[[10, 20], [0, 0]], [[30, 40], [0, 0]]]])
     np.testing.assert_array_equal(seen["point_labels"], [[[1, -1], [1, -1]]])
     assert seen["point_coords"].dtype == np.float32 and seen["multimask_output"].tolist() == [[True]]
-    assert seen["image_embeddings"].shape == (1, 256, 64, 64)
-    assert seen["image_to_token_queries"][0, 0, 0, 0] == 2 and "mask_input" not in seen
+    assert seen["image_keys"][0, 0, 0, 0] == 0 and seen["image_to_token_queries"][0, 0, 0, 0] == 3
+    assert "image_embeddings" not in seen and "mask_input" not in seen
 
 
 # --------------------------------------------------------------------------- config

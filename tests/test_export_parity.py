@@ -114,7 +114,7 @@ def test_split_decoder_matches_full_decoder_and_reference(sam: Any, onnx_dir: Pa
         create_session(onnx_dir / "image_features.onnx"), create_session(onnx_dir / "prompt_decoder.onnx")
     )
     features = split.image_features(embedding)
-    low_res, iou = split.run(embedding, features, coords, labels, np.full((1, 1), multimask))
+    low_res, iou = split.run(features, coords, labels, np.full((1, 1), multimask))
     full_low_res, full_iou = create_session(onnx_dir / "decoder.onnx").run(
         None,
         {

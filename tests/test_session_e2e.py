@@ -47,8 +47,9 @@ torch = pytest.importorskip("torch")
 segment_anything = pytest.importorskip("segment_anything")
 
 EMBEDDING_BYTES = 256 * 64 * 64 * 4
-# A cache entry: the embedding plus the decoder's image features (3 x 128 x 4096 float32).
-CACHE_ENTRY_BYTES = EMBEDDING_BYTES + 3 * 128 * 4096 * 4
+# A cache entry: the embedding plus the decoder's image features (the image tokens, as large
+# as the embedding, and 3 x 128 x 4096 float32 projections).
+CACHE_ENTRY_BYTES = 2 * EMBEDDING_BYTES + 3 * 128 * 4096 * 4
 
 
 # ----------------------------------------------------------------------------- wire recording

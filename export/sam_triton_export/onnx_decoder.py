@@ -26,6 +26,12 @@ from sam_triton_server.models.decoder import (
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
+from sam_triton_export.reassociated_attention import (
+    image_to_tokens,
+    separate_heads,
+    tokens_to_image,
+    tokens_to_projected_image,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -37,11 +43,12 @@ DECODER_INPUTS = INPUT_NAMES
 DECODER_OUTPUTS = OUTPUT_NAMES
 
 
-def _transposed_conv_matmul(conv: torch.nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
-    """A kernel-2, stride-2 ConvTranspose2d on channels-last ``x`` [B, H, W, Cin] as one matmul.
+def _transposed_conv_rows(conv: torch.nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """A kernel-2, stride-2 ConvTranspose2d on pixels as rows, ``x`` [n, Cin], as one matmul.
 
-    Each input pixel writes its own 2x2 output block, so the layer is ``x @ W`` with W laid
-    out as (Cin, 2, 2, Cout) followed by a pixel shuffle; out: [B, 2H, 2W, Cout].
+    Each input pixel writes its own 2x2 output block, so the layer is ``x @ W`` with W laid out
+    as (Cin, 2, 2, Cout): out [4n, Cout], the rows of pixel r's block at 4r + 2i + j. Where
+    those rows sit in the image is left to the caller (the layers after are per pixel).
     """
     import torch
 
@@ -49,11 +56,8 @@ def _transposed_conv_matmul(conv: torch.nn.ConvTranspose2d, x: torch.Tensor) -> 
         raise ValueError(f"expected SAM's kernel-2, stride-2 ConvTranspose2d with bias, got {conv}")
     c_in, c_out = conv.weight.shape[:2]
     weight = conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
-    batch, height, width, _ = x.shape
     # addmm on 2-D operands exports as one Gemm with the bias fused in.
-    y = torch.addmm(conv.bias.repeat(4), x.reshape(-1, c_in), weight)
-    y = y.reshape(batch, height, width, 2, 2, c_out).permute(0, 1, 3, 2, 4, 5)
-    return y.reshape(batch, 2 * height, 2 * width, c_out)
+    return torch.addmm(conv.bias.repeat(4), x, weight).reshape(-1, c_out)
 
 
 def _masks_channels_last(md: Any, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
@@ -62,20 +66,26 @@ def _masks_channels_last(md: Any, src: torch.Tensor, hyper_in: torch.Tensor) -> 
     ``src`` is the transformer's [B, HW, C] output as it comes (no transpose back to NCHW);
     the transposed convolutions become matmuls and LayerNorm2d (a norm over channels) becomes
     a plain layer_norm over the last axis, which ONNX Runtime runs as one fused kernel instead
-    of a dozen elementwise NCHW ops. Only the small [B, masks, 256, 256] result is reordered.
-    In NCHW this stage was about a quarter of the vit_b decoder's CPU time; channels-last the
-    whole decoder takes ~0.84x as long (BENCHMARKS.md).
+    of a dozen elementwise NCHW ops. Every layer after the first is per pixel, so the pixels
+    stay in the order the matmuls write them and only the small [B, masks, 256, 256] result is
+    put in image order. Same arithmetic as the NCHW modules, in a different summation order.
     """
     import torch.nn.functional as F
 
     conv1, norm, act1, conv2, act2 = md.output_upscaling
-    x = src.reshape(src.shape[0], EMBED_SIZE, EMBED_SIZE, src.shape[2])
-    x = _transposed_conv_matmul(conv1, x)
+    batch = src.shape[0]
+    x = _transposed_conv_rows(conv1, src.reshape(-1, EMBED_DIM))
     x = act1(F.layer_norm(x, (int(norm.weight.shape[0]),), norm.weight, norm.bias, norm.eps))
-    x = act2(_transposed_conv_matmul(conv2, x))  # [B, 256, 256, C/8]
-    batch, height, width, channels = x.shape
-    masks: torch.Tensor = x.reshape(batch, height * width, channels) @ hyper_in.transpose(1, 2)
-    return masks.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+    x = act2(_transposed_conv_rows(conv2, x))  # [B * 64*64 * 2*2 * 2*2, C/8]
+    rows = x.reshape(batch, -1, int(conv2.weight.shape[1]))
+    masks: torch.Tensor = hyper_in @ rows.transpose(1, 2)  # [B, masks, 65536]
+    # Row (h, w, i1, j1, i2, j2) is pixel (4h + 2 i1 + i2, 4w + 2 j1 + j2) of the 256x256 grid:
+    # i1 moves before w, then i2 before (w, j1). Two simple transposes run in 0.6x the time of
+    # one 7-axis permutation on ONNX Runtime's CPU kernels.
+    side = EMBED_SIZE
+    masks = masks.reshape(-1, side, 2, 8).transpose(1, 2)  # [B*masks*h, i1, w, (j1, i2, j2)]
+    masks = masks.reshape(-1, 2 * side, 2, 2).transpose(1, 2)  # [B*masks*h*i1, i2, (w, j1), j2]
+    return masks.reshape(batch, -1, 4 * side, 4 * side)
 
 
 def decoder_module(sam: Sam) -> torch.nn.Module:
@@ -181,32 +191,15 @@ def _masks_and_scores(
 #
 # Without a mask prompt, SAM's dense prompt embedding is the constant ``no_mask_embed``, so the
 # transformer's image tokens entering layer 0 depend on the image alone, and so do three of
-# layer 0's projections of them (token-to-image keys and values, image-to-token queries):
-# ~15% of a vit_b click's decoder time. ``sam_session`` computes them once per embedding with
-# the ``image_features`` graph and feeds them to the ``prompt_decoder`` graph on every click
-# without a mask; a click with a mask runs the full decoder. Same weights, same operations.
-
-
-
-def _heads(attention: Any, x: torch.Tensor) -> torch.Tensor:
-    heads: torch.Tensor = attention._separate_heads(x, attention.num_heads)
-    return heads
-
-
-def _attend(attention: Any, q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """segment_anything's ``Attention.forward`` from head-separated projections on
-    (keys already transposed), through the output projection."""
-    import math
-
-    import torch
-
-    attn = torch.softmax((q @ k_t) / math.sqrt(q.shape[-1]), dim=-1)
-    out: torch.Tensor = attention.out_proj(attention._recombine_heads(attn @ v))
-    return out
+# layer 0's projections of them (token-to-image keys and values, image-to-token queries).
+# ``sam_session`` computes them once per embedding with the ``image_features`` graph and feeds
+# them to the ``prompt_decoder`` graph on every click without a mask; a click with a mask runs
+# the full decoder. Same weights; the prompt decoder's cross attentions are reassociated
+# (``reassociated_attention``), which ``verify`` holds to the full decoder.
 
 
 def image_features_module(sam: Sam) -> torch.nn.Module:
-    """[1, 256, 64, 64] embedding -> layer 0's prompt-independent projections, head-separated."""
+    """[1, 256, 64, 64] embedding -> the image tokens entering layer 0 and layer 0's projections."""
     import torch
 
     class ImageFeaturesOnnx(torch.nn.Module):
@@ -222,13 +215,14 @@ def image_features_module(sam: Sam) -> torch.nn.Module:
 
         def forward(self, image_embeddings: torch.Tensor) -> tuple[torch.Tensor, ...]:
             no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            keys = (image_embeddings + no_mask).flatten(2).permute(0, 2, 1)
+            keys = (image_embeddings + no_mask).flatten(2).permute(0, 2, 1)  # [1, 4096, C]
             keys_pe = keys + self.image_pe.flatten(2).permute(0, 2, 1)
             to_image, to_token = self.layer.cross_attn_token_to_image, self.layer.cross_attn_image_to_token
             return (
-                _heads(to_image, to_image.k_proj(keys_pe)).transpose(2, 3),
-                _heads(to_image, to_image.v_proj(keys)),
-                _heads(to_token, to_token.q_proj(keys_pe)),
+                keys,
+                separate_heads(to_image, to_image.k_proj(keys_pe)).transpose(2, 3),
+                separate_heads(to_image, to_image.v_proj(keys)),
+                to_token.q_proj(keys_pe),
             )
 
     return ImageFeaturesOnnx().eval()
@@ -237,8 +231,9 @@ def image_features_module(sam: Sam) -> torch.nn.Module:
 def prompt_decoder_module(sam: Sam) -> torch.nn.Module:
     """The decoder for mask-free prompts on one image, starting from ``image_features``' outputs.
 
-    Layer 0 is ``TwoWayAttentionBlock.forward`` written out (with ``skip_first_layer_pe``, as
-    SAM's first layer has) with the three precomputed projections; the rest is the modules'.
+    ``TwoWayTransformer.forward`` written out: layer 0 (``skip_first_layer_pe``, as SAM's first
+    layer has) on the precomputed projections, then the later layers and the final attention,
+    their cross attentions reassociated; the rest is the modules' own.
     """
     import torch
 
@@ -253,10 +248,10 @@ def prompt_decoder_module(sam: Sam) -> torch.nn.Module:
 
         def forward(
             self,
-            image_embeddings: torch.Tensor,  # [1, 256, 64, 64]
-            to_image_keys_t: torch.Tensor,  # [1, heads, C/heads, 4096]
-            to_image_values: torch.Tensor,  # [1, heads, 4096, C/heads]
-            to_token_queries: torch.Tensor,  # [1, heads, 4096, C/heads]
+            image_keys: torch.Tensor,  # [1, 4096, C]
+            to_image_keys_t: torch.Tensor,  # [1, heads, C/2/heads, 4096]
+            to_image_values: torch.Tensor,  # [1, heads, 4096, C/2/heads]
+            to_token_queries: torch.Tensor,  # [1, 4096, C/2]
             point_coords: torch.Tensor,  # [1, P, N, 2]
             point_labels: torch.Tensor,  # [1, P, N]
             multimask_output: torch.Tensor,  # [1, 1] bool
@@ -267,24 +262,34 @@ def prompt_decoder_module(sam: Sam) -> torch.nn.Module:
             sparse = self.full._embed_points(point_coords.reshape(prompts, points, 2), point_labels[0])
             output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
             tokens = torch.cat((output_tokens.unsqueeze(0).expand(prompts, -1, -1), sparse), dim=1)
-            no_mask = self.full.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            keys = (image_embeddings + no_mask).flatten(2).permute(0, 2, 1)
             key_pe = self.full.image_pe.flatten(2).permute(0, 2, 1)
 
             queries = layer.norm1(layer.self_attn(q=tokens, k=tokens, v=tokens))
-            to_image = layer.cross_attn_token_to_image
-            q = _heads(to_image, to_image.q_proj(queries + tokens))
-            queries = layer.norm2(queries + _attend(to_image, q, to_image_keys_t, to_image_values))
+            attn_out = tokens_to_projected_image(
+                layer.cross_attn_token_to_image, queries + tokens, to_image_keys_t, to_image_values
+            )
+            queries = layer.norm2(queries + attn_out)
             queries = layer.norm3(queries + layer.mlp(queries))
             to_token = layer.cross_attn_image_to_token
-            k_t = _heads(to_token, to_token.k_proj(queries + tokens)).transpose(2, 3)
-            v = _heads(to_token, to_token.v_proj(queries))
-            keys = layer.norm4(keys + _attend(to_token, to_token_queries, k_t, v))
+            attn_out = image_to_tokens(
+                to_token, None, queries + tokens, queries, projected_q=to_token_queries
+            )
+            keys = layer.norm4(image_keys + attn_out)
 
             for block in transformer.layers[1:]:
-                queries, keys = block(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
-            final = transformer.final_attn_token_to_image
-            attn_out = final(q=queries + tokens, k=keys + key_pe, v=keys)
+                q = queries + tokens
+                queries = block.norm1(queries + block.self_attn(q=q, k=q, v=queries))
+                keys_pe = keys + key_pe
+                attn_out = tokens_to_image(block.cross_attn_token_to_image, queries + tokens, keys_pe, keys)
+                queries = block.norm2(queries + attn_out)
+                queries = block.norm3(queries + block.mlp(queries))
+                attn_out = image_to_tokens(
+                    block.cross_attn_image_to_token, keys_pe, queries + tokens, queries
+                )
+                keys = block.norm4(keys + attn_out)
+            attn_out = tokens_to_image(
+                transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys
+            )
             hs = transformer.norm_final_attn(queries + attn_out)
             return _masks_and_scores(md, hs, keys, multimask_output, 1, prompts)
 
@@ -352,7 +357,7 @@ def export_session_decoder(
     prompts_axes = {"point_coords": {1: "prompts", 2: "points"}, "point_labels": {1: "prompts", 2: "points"}}
     prompt_path = export_onnx(
         prompt_decoder_module(sam),
-        (embedding, *features, coords, labels, multimask),
+        (*features, coords, labels, multimask),
         directory / PROMPT_DECODER_FILE,
         input_names=PROMPT_DECODER_INPUTS,
         output_names=DECODER_OUTPUTS,

@@ -27,7 +27,7 @@ from sam_triton_export.repository import (
 )
 from sam_triton_export.verify import VerifyReport
 
-EXPORT_FORMAT = 2  # bump when the graphs change so --if-changed re-exports old repositories
+EXPORT_FORMAT = 3  # bump when the graphs change so --if-changed re-exports old repositories
 
 RANDOM_WEIGHTS_BANNER = (
     "!!! RANDOM WEIGHTS: this repository holds randomly initialised SAM weights (seed {seed}).\n"

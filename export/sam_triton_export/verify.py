@@ -330,7 +330,6 @@ def _image_cases(
         )
         if mask_input is None:
             split_logits, split_scores = split.run(
-                embedding[0],
                 features,
                 coords[None, None],
                 labels[None, None],

@@ -167,7 +167,7 @@ class OnnxPointDecoder:
         if self._features is None or self._features[0] != handle:
             self._features = (handle, self._decoder.image_features(embedding))
         low_res, iou = self._decoder.run(
-            embedding, self._features[1], padded_coords, padded_labels, np.ones((1, 1), dtype=np.bool_)
+            self._features[1], padded_coords, padded_labels, np.ones((1, 1), dtype=np.bool_)
         )
         return np.asarray(low_res[0], dtype=np.float32), np.asarray(iou[0], dtype=np.float32)
 

@@ -1,6 +1,6 @@
 """Server-held image embeddings: an LRU cache bounded by bytes, with a time-to-live.
 
-A vit embedding is 4 MiB (256x64x64 float32; 10 MiB with the decoder's image features);
+A vit embedding is 4 MiB (256x64x64 float32; 14 MiB with the decoder's image features);
 holding it on the server turns every click of an interactive session into a request of a
 few hundred bytes. The byte bound, not an
 entry count, is what keeps a busy server inside its memory: whatever would exceed it is

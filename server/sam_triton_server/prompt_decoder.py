@@ -32,7 +32,6 @@ class PromptDecoder:
 
     def run(
         self,
-        embedding: Array,
         features: Features,
         point_coords: Array,
         point_labels: Array,
@@ -40,7 +39,6 @@ class PromptDecoder:
     ) -> tuple[Array, Array]:
         """Prompts [1, P, N, 2] / [1, P, N] and multimask [1, 1] -> (low_res_masks, iou_predictions)."""
         feed = {
-            "image_embeddings": np.ascontiguousarray(embedding[None], dtype=np.float32),
             **dict(zip(IMAGE_FEATURE_NAMES, features, strict=True)),
             "point_coords": point_coords,
             "point_labels": point_labels,

@@ -197,7 +197,6 @@ class OrtSam:
             low, iou = self.decoder.run(["low_res_masks", "iou_predictions"], feed)
         else:
             low, iou = self.split.run(
-                embedding,
                 handle.features,
                 prompt_inputs["point_coords"],
                 prompt_inputs["point_labels"],

@@ -42,9 +42,13 @@ OUTPUT_NAMES = ("low_res_masks", "iou_predictions")
 # prompt_decoder inputs.
 IMAGE_FEATURES_FILE = "image_features.onnx"
 PROMPT_DECODER_FILE = "prompt_decoder.onnx"
-IMAGE_FEATURE_NAMES = ("token_to_image_keys_t", "token_to_image_values", "image_to_token_queries")
+IMAGE_FEATURE_NAMES = (
+    "image_keys",
+    "token_to_image_keys_t",
+    "token_to_image_values",
+    "image_to_token_queries",
+)
 PROMPT_DECODER_INPUTS = (
-    "image_embeddings",
     *IMAGE_FEATURE_NAMES,
     "point_coords",
     "point_labels",

@@ -73,7 +73,7 @@ class TritonPythonModel(OnnxModelBase):
             "point_labels": np.array([[[1, -1]]], np.float32),
             "multimask_output": np.ones((1, 1), np.bool_),
         }
-        self.prompt_decoder.run(embedding, self.prompt_decoder.image_features(embedding), **prompt)
+        self.prompt_decoder.run(self.prompt_decoder.image_features(embedding), **prompt)
         self._run_full_decoder(
             embedding,
             {
@@ -170,7 +170,6 @@ class TritonPythonModel(OnnxModelBase):
         )
         if not np.any(arrays["has_mask_input"]):
             masks, scores = self.prompt_decoder.run(
-                entry.embedding,
                 entry.features,
                 arrays["point_coords"],
                 arrays["point_labels"],
