@@ -12,7 +12,7 @@ One request does one of three things, chosen by which inputs it carries (all but
   ``has_mask_input`` may be left out when no prompt carries a mask (zeros are implied), so a
   point click uploads a few hundred bytes instead of a 256 KiB empty mask. Prompts without a
   mask run the ``prompt_decoder`` graph on image features computed once at embed time
-  (``image_features``; ~0.75x of the full decoder's time for a vit_b click); a request with
+  (``image_features``; ~0.58x of the full decoder's time for a vit_b click); a request with
   a mask runs the full decoder.
 - neither: a lookup; answers ``cache_hit`` so a client can skip uploading an image the server
   already holds.
