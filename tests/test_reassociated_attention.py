@@ -5,12 +5,19 @@ answer must not change)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
-from sam_triton_export.reassociated_attention import image_to_tokens, tokens_to_image
+from sam_triton_export.reassociated_attention import (
+    image_to_tokens,
+    projected_image_to_tokens,
+    tokens_to_image,
+)
 from segment_anything.modeling.transformer import Attention
 
 IMAGE_TOKENS = 4096
+Reassociated = Callable[[Attention, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @pytest.fixture(scope="module")
@@ -23,25 +30,17 @@ def attention() -> Attention:
     return module
 
 
+@pytest.mark.parametrize("direction", [tokens_to_image, image_to_tokens])
 @pytest.mark.parametrize(("prompts", "tokens"), [(1, 7), (3, 6), (2, 20)])
-def test_tokens_to_image(attention: Attention, prompts: int, tokens: int) -> None:
+def test_matches_the_module(attention: Attention, direction: Reassociated, prompts: int, tokens: int) -> None:
+    """tokens_to_image: q are the tokens, k and v the image; image_to_tokens the other way round."""
     gen = torch.Generator().manual_seed(prompts * 100 + tokens)
-    q = torch.randn(prompts, tokens, 256, generator=gen)
-    k = torch.randn(prompts, IMAGE_TOKENS, 256, generator=gen)
-    v = torch.randn(prompts, IMAGE_TOKENS, 256, generator=gen)
+    query_rows, key_rows = (tokens, IMAGE_TOKENS) if direction is tokens_to_image else (IMAGE_TOKENS, tokens)
+    q = torch.randn(prompts, query_rows, 256, generator=gen)
+    k = torch.randn(prompts, key_rows, 256, generator=gen)
+    v = torch.randn(prompts, key_rows, 256, generator=gen)
     with torch.no_grad():
-        expected, actual = attention(q=q, k=k, v=v), tokens_to_image(attention, q, k, v)
-    torch.testing.assert_close(actual, expected, atol=2e-5, rtol=0)
-
-
-@pytest.mark.parametrize(("prompts", "tokens"), [(1, 7), (3, 6), (2, 20)])
-def test_image_to_tokens(attention: Attention, prompts: int, tokens: int) -> None:
-    gen = torch.Generator().manual_seed(prompts * 100 + tokens + 1)
-    q = torch.randn(prompts, IMAGE_TOKENS, 256, generator=gen)
-    k = torch.randn(prompts, tokens, 256, generator=gen)
-    v = torch.randn(prompts, tokens, 256, generator=gen)
-    with torch.no_grad():
-        expected, actual = attention(q=q, k=k, v=v), image_to_tokens(attention, q, k, v)
+        expected, actual = attention(q=q, k=k, v=v), direction(attention, q, k, v)
     torch.testing.assert_close(actual, expected, atol=2e-5, rtol=0)
 
 
@@ -53,10 +52,5 @@ def test_image_to_tokens_on_projected_queries_of_one_image(attention: Attention)
     v = torch.randn(3, 7, 256, generator=gen)
     with torch.no_grad():
         expected = attention(q=image.expand(3, -1, -1), k=k, v=v)
-        actual = image_to_tokens(attention, None, k, v, projected_q=attention.q_proj(image))
+        actual = projected_image_to_tokens(attention, attention.q_proj(image), k, v)
     torch.testing.assert_close(actual, expected, atol=2e-5, rtol=0)
-
-
-def test_image_to_tokens_needs_queries(attention: Attention) -> None:
-    with pytest.raises(ValueError, match="q or projected_q"):
-        image_to_tokens(attention, None, torch.zeros(1, 7, 256), torch.zeros(1, 7, 256))

@@ -28,6 +28,7 @@ from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW
 from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
 from sam_triton_export.reassociated_attention import (
     image_to_tokens,
+    projected_image_to_tokens,
     separate_heads,
     tokens_to_image,
     tokens_to_projected_image,
@@ -271,9 +272,7 @@ def prompt_decoder_module(sam: Sam) -> torch.nn.Module:
             queries = layer.norm2(queries + attn_out)
             queries = layer.norm3(queries + layer.mlp(queries))
             to_token = layer.cross_attn_image_to_token
-            attn_out = image_to_tokens(
-                to_token, None, queries + tokens, queries, projected_q=to_token_queries
-            )
+            attn_out = projected_image_to_tokens(to_token, to_token_queries, queries + tokens, queries)
             keys = layer.norm4(image_keys + attn_out)
 
             for block in transformer.layers[1:]:

@@ -80,36 +80,12 @@ def _block_diagonal(k_heads: torch.Tensor) -> torch.Tensor:
     return blocks.reshape(batch, heads * width, heads * tokens)
 
 
-def image_to_tokens(
-    attention: Any,
-    q: torch.Tensor | None,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    projected_q: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``attention(q=q, k=k, v=v)`` for q [B, 4096, C] image tokens and k, v [B, T, C] tokens.
-
-    ``projected_q`` [1, 4096, H*d], ``attention.q_proj(q)``, replaces ``q`` where it is already at
-    hand (layer 0 without a mask prompt, computed once per image).
-    """
+def _image_to_tokens_output(attention: Any, scores: torch.Tensor, v_heads: torch.Tensor) -> torch.Tensor:
+    """Softmax over each head's tokens and the output projection, from raw scores [B, 4096, H*T]
+    (the layout the output product wants: no transposes of 4096-row tensors)."""
     import torch
 
-    heads = attention.num_heads
-    k_heads = separate_heads(attention, attention.k_proj(k))  # [B, H, T, d]
-    v_heads = separate_heads(attention, attention.v_proj(v))
-    batch, _, tokens, width = k_heads.shape
-    # Scores come out as [B, 4096, H*T], the layout the output product wants: no transposes
-    # of 4096-row tensors.
-    if projected_q is not None:
-        scores = projected_q @ _block_diagonal(k_heads)
-    elif q is not None:
-        w_q = _head_weights(attention.q_proj, heads).transpose(1, 2)  # [H, C, d]
-        folded = (w_q @ k_heads.transpose(2, 3)).permute(0, 2, 1, 3)  # [B, C, H, T]
-        bias = attention.q_proj.bias.reshape(heads, 1, width) @ k_heads.transpose(2, 3)  # [B, H, 1, T]
-        scores = q @ folded.reshape(batch, -1, heads * tokens) + bias.reshape(batch, 1, heads * tokens)
-    else:
-        raise ValueError("image_to_tokens needs q or projected_q")
+    batch, heads, tokens, width = v_heads.shape
     weights = torch.softmax(scores.reshape(batch, -1, heads, tokens) / math.sqrt(width), dim=-1)
     w_o = attention.out_proj.weight  # [C, H*d]
     w_o_heads = w_o.reshape(w_o.shape[0], heads, width).permute(1, 2, 0)  # [H, d, C]
@@ -118,3 +94,25 @@ def image_to_tokens(
     values = v_heads @ w_o_heads + attention.out_proj.bias / heads  # [B, H, T, C]
     out: torch.Tensor = weights.reshape(batch, -1, heads * tokens) @ values.reshape(batch, heads * tokens, -1)
     return out
+
+
+def image_to_tokens(attention: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``attention(q=q, k=k, v=v)`` for q [B, 4096, C] image tokens and k, v [B, T, C] tokens."""
+    heads = attention.num_heads
+    k_heads = separate_heads(attention, attention.k_proj(k))  # [B, H, T, d]
+    batch, _, tokens, width = k_heads.shape
+    w_q = _head_weights(attention.q_proj, heads).transpose(1, 2)  # [H, C, d]
+    folded = (w_q @ k_heads.transpose(2, 3)).permute(0, 2, 1, 3)  # [B, C, H, T]
+    bias = attention.q_proj.bias.reshape(heads, 1, width) @ k_heads.transpose(2, 3)  # [B, H, 1, T]
+    scores = q @ folded.reshape(batch, -1, heads * tokens) + bias.reshape(batch, 1, heads * tokens)
+    return _image_to_tokens_output(attention, scores, separate_heads(attention, attention.v_proj(v)))
+
+
+def projected_image_to_tokens(
+    attention: Any, projected_q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """``image_to_tokens`` with the image side's queries already projected: ``projected_q``
+    [1, 4096, H*d] is ``attention.q_proj(q)`` (layer 0 without a mask prompt, once per image)."""
+    k_heads = separate_heads(attention, attention.k_proj(k))  # [B, H, T, d]
+    scores = projected_q @ _block_diagonal(k_heads)
+    return _image_to_tokens_output(attention, scores, separate_heads(attention, attention.v_proj(v)))
