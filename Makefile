@@ -40,11 +40,11 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv typecheck
-	$(VENV)/bin/ruff check client export server tests proto
+	$(VENV)/bin/ruff check client common bench export server tests proto
 
 # The SDK is the typed public surface; the server and export packages are held to the same bar.
 typecheck: venv
-	$(VENV)/bin/mypy --strict --ignore-missing-imports -p sam_triton -p sam_triton_server -p sam_triton_export
+	$(VENV)/bin/mypy --strict --ignore-missing-imports -p sam_triton -p sam_triton_common -p sam_triton_bench -p sam_triton_server -p sam_triton_export
 
 proto: venv
 	$(PY) proto/generate.py

@@ -45,10 +45,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from segment_anything import SamAutomaticMaskGenerator
     from sam_triton import RemoteAutomaticMaskGenerator
     from sam_triton_export.model_builder import build_sam
     from sam_triton_export.repository import RepositoryOptions, write_repository_files
+    from segment_anything import SamAutomaticMaskGenerator
+
     from tests.conftest import start_triton
 
     h, w = (int(v) for v in args.size.split("x"))

@@ -14,8 +14,8 @@ amg_ref = pytest.importorskip("segment_anything.utils.amg")
 cv2 = pytest.importorskip("cv2")
 
 from sam_triton import amg  # noqa: E402
-from sam_triton.amg._torch_sort import torch_unstable_argsort_descending  # noqa: E402
 from sam_triton.errors import InvalidInputError  # noqa: E402
+from sam_triton_common.amg._torch_sort import torch_unstable_argsort_descending  # noqa: E402
 
 
 # --------------------------------------------------------------------------- grids and crops

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sam_triton.bench.baselines import BaselineKind, BaselineSpec, OrtSam, prepare_baseline
-from sam_triton.bench.images import bench_images
-from sam_triton.bench.scenarios import SCENARIOS, ScenarioOptions, click_prompt
 from sam_triton.cli import main
+from sam_triton_bench.baselines import BaselineKind, BaselineSpec, OrtSam, prepare_baseline
+from sam_triton_bench.images import bench_images
+from sam_triton_bench.scenarios import SCENARIOS, ScenarioOptions, click_prompt
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -148,7 +148,7 @@ def test_baselines_run_every_scenario(
 
 
 def test_reference_weights_come_from_the_repository(tiny_repository: Path) -> None:
-    from sam_triton.bench.baselines import resolve_weights
+    from sam_triton_bench.baselines import resolve_weights
 
     model_type, checkpoint, seed = resolve_weights(BaselineSpec("reference", repository=tiny_repository))
     assert model_type == "tiny-test" and checkpoint is not None and checkpoint.is_file() and seed is None
@@ -205,7 +205,7 @@ def test_rounds_interleave_served_and_baseline(
 
 def test_encode_images_are_unique_per_request_and_per_run() -> None:
     # The server skips encoding an image it holds: a repeat would measure a cache hit.
-    from sam_triton.bench.scenarios import encode_image
+    from sam_triton_bench.scenarios import encode_image
 
     images = bench_images(None, 2)
     run1, run2 = ScenarioOptions(), ScenarioOptions()

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sam_triton.bench.loadgen import Sample, closed_loop, open_loop, poisson_arrivals
-from sam_triton.bench.stats import LatencyStats, percentile, summarize, timeline
 from sam_triton.errors import InvalidInputError
+from sam_triton_bench.loadgen import Sample, closed_loop, open_loop, poisson_arrivals
+from sam_triton_bench.stats import LatencyStats, percentile, summarize, timeline
 
 
 def sample(

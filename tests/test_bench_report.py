@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sam_triton.bench.images import bench_images, click_point, load_directory, synthetic_image
-from sam_triton.bench.loadgen import Sample
-from sam_triton.bench.perf_analyzer import write_perf_analyzer_data
-from sam_triton.bench.report import build_results, format_ratios, format_table, ratios, write_json
-from sam_triton.bench.runner import LoadLevel, RunResult, sweep_levels
 from sam_triton.transforms import prepare_image
+from sam_triton_bench.images import bench_images, click_point, load_directory, synthetic_image
+from sam_triton_bench.loadgen import Sample
+from sam_triton_bench.perf_analyzer import write_perf_analyzer_data
+from sam_triton_bench.report import build_results, format_ratios, format_table, ratios, write_json
+from sam_triton_bench.runner import LoadLevel, RunResult, sweep_levels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -81,7 +81,7 @@ def test_ratios_table_and_results_json(tmp_path: Path) -> None:
 
 def test_plots_are_written(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from sam_triton.bench.plots import write_plots
+    from sam_triton_bench.plots import write_plots
 
     served = [fake_run("served", lv, 0.01 * lv.concurrency) for lv in sweep_levels(4)]
     base = [fake_run("reference", LoadLevel("closed"), 0.5, count=5)]

@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf.message import DecodeError
+from sam_triton_common.amg import AmgParams, MaskRecord, records_from_mask_data
+from sam_triton_common.amg.wire import decode_result, encode_params
+from sam_triton_common.contract import AUTOMASK_MODEL as AUTOMASK_MODEL
 
 from . import errors
 from ._core import Op, infer_call
 from ._tensors import build_infer_request, decode_infer_response, require_output
-from .amg import AmgParams, MaskRecord, records_from_mask_data
-from .amg.wire import decode_result, encode_params
 from .config import ClientConfig
 from .images import ImageFormat, ImageInput, load_image
 from .proto import automask_pb2
 
-AUTOMASK_MODEL = "sam_automask"
 """Name of the served automatic-mask model (``ModelNames`` predates it; pass ``model=`` to rename)."""
 
 

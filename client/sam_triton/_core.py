@@ -35,15 +35,9 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import Message
-
-from . import errors
-from ._tensors import build_infer_request, decode_infer_response, require_output
-from .config import ClientConfig
-from .images import ImageFormat, ImageInput, load_image
-from .prompts import Prompt, as_prompt_list, encode_prompt, group_by_points
-from .proto import inference_pb2 as pb
-from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
-from .transforms import (
+from sam_triton_common.contract import CONTENT_ID_PREFIX, MAX_SESSION_ID_BYTES
+from sam_triton_common.contract import SESSION_HEADER as SESSION_HEADER
+from sam_triton_common.transforms import (
     EMBEDDING_SHAPE,
     LOW_RES_SIZE,
     postprocess_masks,
@@ -52,14 +46,19 @@ from .transforms import (
     preprocess_shape,
 )
 
+from . import errors
+from ._tensors import build_infer_request, decode_infer_response, require_output
+from .config import ClientConfig
+from .images import ImageFormat, ImageInput, load_image
+from .prompts import Prompt, as_prompt_list, encode_prompt, group_by_points
+from .proto import inference_pb2 as pb
+from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
+
 T = TypeVar("T")
 
 
 Metadata = tuple[tuple[str, str], ...]
 
-SESSION_HEADER = "sam-session-id"
-"""gRPC header carrying the session id of every ``sam_session`` call, so a load balancer in
-front of several Triton replicas can route a session's requests to one replica (hash on it)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -301,13 +300,6 @@ def embed_rgb_op(
 
 
 # --------------------------------------------------------------------------- server-held embeddings
-
-CONTENT_ID_PREFIX = "sha256:"
-"""Ids with this prefix name an image's content; the server skips encoding one it holds."""
-
-MAX_SESSION_ID_BYTES = 256
-"""The longest id ``sam_session`` accepts."""
-
 
 def content_id(rgb: npt.NDArray[np.uint8]) -> str:
     """``sha256:<hex>`` of an RGB image's shape and pixels: equal images, equal ids.

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy.typing as npt
+from sam_triton_common.amg import AmgParams, MaskRecord, OutputMode
 
 from ._automask_core import AUTOMASK_MODEL, AutomaskOutput, automask_op
 from ._core import Op
 from .aio import AsyncSamClient
-from .amg import AmgParams, MaskRecord, OutputMode
 from .client import SamClient
 from .images import ImageFormat, ImageInput
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
 import grpc
+from sam_triton_common import contract
 
 from .errors import SamTritonError, ServerUnavailableError
 
@@ -96,10 +97,10 @@ class RetryPolicy:
 class ModelNames:
     """Names of the served models (change them only for a renamed repository)."""
 
-    encoder: str = "sam_encoder"
-    decoder: str = "sam_decoder"
-    ensemble: str = "sam"
-    session: str = "sam_session"
+    encoder: str = contract.ENCODER_MODEL
+    decoder: str = contract.DECODER_MODEL
+    ensemble: str = contract.ENSEMBLE_MODEL
+    session: str = contract.SESSION_MODEL
     version: str = ""
 
 

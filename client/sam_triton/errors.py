@@ -10,28 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-
-class SamTritonError(Exception):
-    """Base class of every sam-triton error."""
-
-    def __init__(self, message: str, *, code: str | None = None, server_message: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        """gRPC status code name (e.g. ``"UNAVAILABLE"``), or None for client-side errors."""
-        self.server_message = server_message
-        """The server's error text, unchanged (None when the error was raised locally)."""
-
-    def __str__(self) -> str:
-        return f"[{self.code}] {self.message}" if self.code else self.message
-
-
-class InvalidInputError(SamTritonError, ValueError):
-    """Bad input: rejected by client-side validation or by the server (INVALID_ARGUMENT).
-
-    Also a ``ValueError`` so code written against ``SamPredictor``'s assertions/ValueErrors
-    keeps catching it.
-    """
+# Defined beside the shared code that raises them; these are the same classes.
+from sam_triton_common.errors import InvalidInputError as InvalidInputError
+from sam_triton_common.errors import SamTritonError as SamTritonError
+from sam_triton_common.errors import ServerError as ServerError
 
 
 class ServerUnavailableError(SamTritonError, ConnectionError):
@@ -57,9 +39,6 @@ class ResourceExhaustedError(SamTritonError):
 class EmbeddingNotFoundError(SamTritonError, LookupError):
     """A server-held embedding (session id) is not, or no longer, in the server's cache."""
 
-
-class ServerError(SamTritonError):
-    """Any other server-side failure (INTERNAL, UNKNOWN, ...)."""
 
 
 # Server messages that refine a status code. Triton reports an unknown model with

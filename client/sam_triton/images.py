@@ -15,9 +15,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
+from sam_triton_common.transforms import IMAGE_SIZE, preprocess_shape
 
 from .errors import InvalidInputError
-from .transforms import IMAGE_SIZE, preprocess_shape
 
 ImageFormat = Literal["RGB", "BGR"]
 

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from sam_triton_common.transforms import IMAGE_SIZE, ResizeLongestSide
 
 from .client import SamClient
 from .images import ImageFormat, ImageInput
 from .prompts import Prompt
 from .results import ImageEmbedding, Prediction
-from .transforms import IMAGE_SIZE, ResizeLongestSide
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack

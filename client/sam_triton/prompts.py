@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from sam_triton_common.transforms import LOW_RES_SIZE, apply_boxes, apply_coords
 
 from .errors import InvalidInputError
-from .transforms import LOW_RES_SIZE, apply_boxes, apply_coords
 
 VALID_POINT_LABELS = (-1, 0, 1)
 """Labels a user point may carry; 2 and 3 are reserved for box corners (see module doc)."""

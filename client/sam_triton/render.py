@@ -10,8 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw
-
-from .rle import batched_mask_to_box
+from sam_triton_common.rle import batched_mask_to_box
 
 # Distinct, colour-blind-friendly-ish colours (Okabe-Ito first), cycled for many masks.
 PALETTE: tuple[tuple[int, int, int], ...] = (

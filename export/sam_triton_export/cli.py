@@ -128,9 +128,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from sam_triton_common.contract import read_export_info
+
     from sam_triton_export.checkpoints import CheckpointError
     from sam_triton_export.model_builder import build_sam
-    from sam_triton_export.repository import read_export_info
     from sam_triton_export.verify import verify_repository
 
     checkpoint, seed = _weights(args)

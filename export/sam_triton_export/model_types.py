@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-IMAGE_SIZE = 1024
-EMBED_DIM = 256
-EMBED_SIZE = 64
-LOW_RES_SIZE = 256
+from sam_triton_common.contract import EMBEDDING_SHAPE
+from sam_triton_common.contract import IMAGE_SIZE as IMAGE_SIZE
+from sam_triton_common.contract import LOW_RES_SIZE as LOW_RES_SIZE
+
+EMBED_DIM, EMBED_SIZE = EMBEDDING_SHAPE[0], EMBEDDING_SHAPE[1]
 PATCH_SIZE = 16
 
 

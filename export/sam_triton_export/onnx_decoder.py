@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sam_triton_server.models.decoder import (
+from sam_triton_common.contract import DECODER_INPUTS as INPUT_NAMES
+from sam_triton_common.contract import DECODER_OUTPUTS as OUTPUT_NAMES
+from sam_triton_common.contract import (
     IMAGE_FEATURE_NAMES,
     IMAGE_FEATURES_FILE,
-    INPUT_NAMES,
-    OUTPUT_NAMES,
     PROMPT_DECODER_FILE,
     PROMPT_DECODER_INPUTS,
 )

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam_triton_server.models.decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
+from sam_triton_common.contract import (
+    IMAGE_FEATURES_FILE,
+    PROMPT_DECODER_FILE,
+    export_info_path,
+    read_export_info,
+    write_export_info,
+)
 
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
 from sam_triton_export.model_types import get_model_type
@@ -21,8 +27,6 @@ from sam_triton_export.repository import (
     RepositoryOptions,
     model_dir,
     model_file,
-    read_export_info,
-    write_export_info,
     write_repository_files,
 )
 from sam_triton_export.verify import VerifyReport
@@ -172,7 +176,7 @@ def export_repository(
 
         sam = build_sam(model_type, checkpoint, random_seed=random_seed)
     # A half-written repository must not look complete to --if-changed.
-    (repository / ENCODER / "export.json").unlink(missing_ok=True)
+    export_info_path(repository).unlink(missing_ok=True)
     with steps.step(f"exporting image encoder to ONNX ({precision})"):
         from sam_triton_export.onnx_encoder import export_encoder
 

@@ -1,31 +1,31 @@
-"""The Triton model repository: config.pbtxt for each target, model.py shims, warm-up data,
-and export.json (what was exported, from which weights).
+"""The Triton model repository: config.pbtxt for each target, model.py shims and warm-up data
+(export.json, what was exported from which weights, is written by
+:func:`sam_triton_common.contract.write_export_info`).
 
-Every target exposes the same models (``sam_encoder``, ``sam_decoder``, ``sam``), tensor
-names, dtypes and dims, so a client cannot tell which one it talks to; only the backend,
-instance kind and batching policy differ.
+Every target exposes the same five models (``sam_encoder``, ``sam_decoder``, the ``sam``
+ensemble, ``sam_session`` and ``sam_automask``; names in :mod:`sam_triton_common.contract`),
+tensor names, dtypes and dims, so a client cannot tell which one it talks to; only the
+backend, instance kind and batching policy differ.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sam_triton_common import contract
+from sam_triton_common.contract import IMAGE_FEATURES_FILE, MODEL_FILE, PROMPT_DECODER_FILE
 from sam_triton_server.automask import AutomaskLimits
-from sam_triton_server.models.decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 from sam_triton_server.ort import CPU_RUNTIMES
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 from sam_triton_export.pbtxt import Comment, Enum, Field, Message, render
 
 TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
-ENCODER, DECODER, ENSEMBLE, SESSION = "sam_encoder", "sam_decoder", "sam", "sam_session"
-AUTOMASK = "sam_automask"
-VERSION = "1"
-EXPORT_INFO = "export.json"
+ENCODER, DECODER, ENSEMBLE = contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL
+SESSION, AUTOMASK, VERSION = contract.SESSION_MODEL, contract.AUTOMASK_MODEL, contract.MODEL_VERSION
 _WARMUP_DIR = "warmup"
 _WARMUP_INPUT_SIZE = "input_size"
 
@@ -125,7 +125,7 @@ def model_dir(repository: Path, model: str) -> Path:
 
 def model_file(repository: Path, model: str, target: str = "python-onnxruntime") -> Path:
     """The weights file Triton (or the Python backend) loads for ``model`` in ``target``."""
-    return model_dir(repository, model) / ("model.plan" if target == "tensorrt" else "model.onnx")
+    return model_dir(repository, model) / ("model.plan" if target == "tensorrt" else MODEL_FILE)
 
 
 def _header(target: str) -> Comment:
@@ -142,7 +142,7 @@ def _backend_fields(target: str) -> list[Field]:
             ("backend", "python"),
         ]
     if target == "onnxruntime":
-        return [("backend", "onnxruntime"), ("default_model_filename", "model.onnx")]
+        return [("backend", "onnxruntime"), ("default_model_filename", MODEL_FILE)]
     return [("backend", "tensorrt"), ("default_model_filename", "model.plan")]
 
 
@@ -209,7 +209,7 @@ def encoder_config(options: RepositoryOptions) -> str:
     ]
     if options.target == "python-onnxruntime":
         fields += _parameters(
-            {"onnx_file": "model.onnx", "intra_op_threads": "0", "cpu_runtime": CPU_RUNTIMES["encoder"]}
+            {"onnx_file": MODEL_FILE, "intra_op_threads": "0", "cpu_runtime": CPU_RUNTIMES["encoder"]}
         )
     fields.append(("model_warmup", [warmup]))
     return render(Message(tuple(fields)))
@@ -255,7 +255,7 @@ def decoder_config(options: RepositoryOptions) -> str:
     if python:
         fields += _parameters(
             {
-                "onnx_file": "model.onnx",
+                "onnx_file": MODEL_FILE,
                 "intra_op_threads": "0",
                 "cpu_runtime": CPU_RUNTIMES["decoder"],
                 "max_prompts": str(options.max_prompts),
@@ -416,19 +416,3 @@ def write_repository_files(repository: Path, options: RepositoryOptions) -> list
         for model in (ENCODER, DECODER):
             (model_dir(repository, model) / "model.py").unlink(missing_ok=True)
     return written
-
-
-def write_export_info(repository: Path, info: dict[str, Any]) -> Path:
-    path = repository / ENCODER / EXPORT_INFO
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_export_info(repository: Path) -> dict[str, Any] | None:
-    path = repository / ENCODER / EXPORT_INFO
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None

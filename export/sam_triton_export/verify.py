@@ -10,7 +10,6 @@ looser, documented tolerances.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,8 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-
-from sam_triton_export.model_types import IMAGE_SIZE, LOW_RES_SIZE
+from sam_triton_common.contract import (
+    DECODER_MODEL,
+    ENCODER_MODEL,
+    IMAGE,
+    IMAGE_FEATURES_FILE,
+    IMAGE_SIZE,
+    INPUT_SIZE,
+    LOW_RES_SIZE,
+    PROMPT_DECODER_FILE,
+    read_export_info,
+)
 
 if TYPE_CHECKING:
     from sam_triton_server.ort import Session
@@ -375,7 +383,6 @@ def verify_models(
 ) -> VerifyReport:
     """Compare the two ONNX files with ``SamPredictor(sam)``; returns the report (never raises
     on disagreement: callers decide, see ``VerifyReport.passed``)."""
-    from sam_triton_server.models.decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
     from sam_triton_server.ort import CPU_RUNTIMES, create_session
     from sam_triton_server.prompt_decoder import PromptDecoder
     from segment_anything import SamPredictor
@@ -395,7 +402,7 @@ def verify_models(
         predictor.set_image(image)
         reference_embedding = predictor.features.detach().cpu().numpy()
         padded, input_size = encoder_input(predictor, image)
-        (embedding,) = encoder.run(None, {"image": padded[None], "input_size": input_size[None]})
+        (embedding,) = encoder.run(None, {IMAGE: padded[None], INPUT_SIZE: input_size[None]})
         report.embedding_max_abs = max(
             report.embedding_max_abs, float(np.abs(embedding - reference_embedding).max())
         )
@@ -419,11 +426,10 @@ def verify_repository(
     from sam_triton_export.repository import model_file
 
     if precision is None:
-        info_path = repository / "sam_encoder" / "export.json"
-        precision = json.loads(info_path.read_text())["precision"] if info_path.exists() else "fp32"
+        precision = str((read_export_info(repository) or {}).get("precision", "fp32"))
     return verify_models(
-        model_file(repository, "sam_encoder"),
-        model_file(repository, "sam_decoder"),
+        model_file(repository, ENCODER_MODEL),
+        model_file(repository, DECODER_MODEL),
         sam,
         precision=precision,
         log=log,

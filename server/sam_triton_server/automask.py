@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sam_triton import amg
-from sam_triton.amg.wire import encode_result
-from sam_triton.errors import InvalidInputError
-from sam_triton.proto import automask_pb2
-from sam_triton.transforms import EMBEDDING_SHAPE, prepare_image, preprocess_shape
+from sam_triton_common import amg
+from sam_triton_common.amg.wire import automask_pb2, encode_result
+from sam_triton_common.errors import InvalidInputError
+from sam_triton_common.transforms import EMBEDDING_SHAPE, prepare_image, preprocess_shape
 
 from sam_triton_server.prompt_decoder import Features, PromptDecoder
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from sam_triton_common.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL, read_export_info
 
 _BANNER_WIDTH = 78
 
@@ -30,16 +31,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="do not echo Triton's log")
     parser.set_defaults(handler=run)
-
-
-def read_manifest(repository: Path) -> dict[str, Any] | None:
-    """What the exporter recorded about the weights (sam_encoder/export.json), if anything."""
-    path = repository / "sam_encoder" / "export.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def random_seed(manifest: dict[str, Any] | None) -> int | None:
@@ -74,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if not repository.is_dir():
         _say(f"model repository {repository} does not exist; run `sam-triton export` first")
         return 2
-    manifest = read_manifest(repository)
+    manifest = read_export_info(repository)
     seed = random_seed(manifest)
     banner = random_weights_banner(manifest or {}, seed) if seed is not None else None
     if banner:
@@ -122,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         return error.returncode or 1
     if stopping:
         return server.stop() or 0
-    _say(f"READY: gRPC 127.0.0.1:{args.grpc_port} (models: sam_encoder, sam_decoder, sam, ...)")
+    models = f"{ENCODER_MODEL}, {DECODER_MODEL}, {ENSEMBLE_MODEL}, ..."
+    _say(f"READY: gRPC 127.0.0.1:{args.grpc_port} (models: {models})")
     if banner:  # again after Triton's long start-up log, where it cannot be missed
         print(banner, file=sys.stderr, flush=True)
     code = server.wait()

@@ -87,7 +87,7 @@ def prepare_backend_directory(installation: TritonInstallation, workdir: Path) -
 def _package_roots() -> list[Path]:
     """Folders that make this project's own packages importable, editable install or not."""
     roots: list[Path] = []
-    for name in ("sam_triton", "sam_triton_server"):
+    for name in ("sam_triton", "sam_triton_common", "sam_triton_server"):
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.origin is not None:
             roots.append(Path(spec.origin).parent.parent)

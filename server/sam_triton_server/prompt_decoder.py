@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sam_triton_common.contract import DECODER_OUTPUTS, IMAGE_FEATURE_NAMES
 
-from sam_triton_server.models.decoder import IMAGE_FEATURE_NAMES, OUTPUT_NAMES
 from sam_triton_server.ort import Session
 
 Array = npt.NDArray[Any]
@@ -44,5 +44,5 @@ class PromptDecoder:
             "point_labels": point_labels,
             "multimask_output": multimask_output,
         }
-        masks, scores = self._prompts.run(list(OUTPUT_NAMES), feed)
+        masks, scores = self._prompts.run(list(DECODER_OUTPUTS), feed)
         return masks, scores

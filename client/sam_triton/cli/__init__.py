@@ -18,7 +18,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "sam_triton_server.cli",  # serve
     "sam_triton.cli.segment",  # segment
     "sam_triton.cli.automask",  # automask
-    "sam_triton.bench.cli",  # bench
+    "sam_triton_bench.cli",  # bench
 )
 
 

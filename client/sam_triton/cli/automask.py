@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
-
-    from ..amg import MaskRecord
+    from sam_triton_common.amg import MaskRecord
 
 METADATA_HEADER = (
     "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,"
@@ -167,8 +166,7 @@ def overview(image: npt.NDArray[np.uint8], records: list[MaskRecord]) -> npt.NDA
 
 def _mask(record: MaskRecord) -> npt.NDArray[np.bool_]:
     import numpy as np
-
-    from ..rle import rle_to_mask
+    from sam_triton_common.rle import rle_to_mask
 
     seg = record["segmentation"]
     return seg if isinstance(seg, np.ndarray) else rle_to_mask(seg)

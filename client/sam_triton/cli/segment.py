@@ -118,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
 def write_outputs(
     args: argparse.Namespace, image: npt.NDArray[np.uint8], prompt: Prompt, pred: Prediction
 ) -> None:
+    from sam_triton_common.rle import area_from_rle, mask_to_box_xywh, mask_to_rle, rle_to_coco
+
     from ..render import cutout, overlay
-    from ..rle import area_from_rle, mask_to_box_xywh, mask_to_rle, rle_to_coco
 
     best = pred.best()
     shown = pred.masks if args.all_masks else pred.masks[best : best + 1]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, INPUT_SIZE, MODEL_FILE
 
 from sam_triton_server.ort import Session, create_session
 
@@ -68,7 +69,7 @@ class OnnxModelBase:
             self.logger.addHandler(_PbLogHandler(pb))
         self.logger.setLevel(logging.INFO)
         self.device_id = int(args.get("model_instance_device_id", 0) or 0)
-        self.session = self.create_session(self.params.get("onnx_file", "model.onnx"))
+        self.session = self.create_session(self.params.get("onnx_file", MODEL_FILE))
         self.setup()
 
     def create_session(self, onnx_file: str) -> Session:
@@ -107,12 +108,12 @@ class OnnxModelBase:
         pb = self.pb
         reply = pb.InferenceRequest(
             model_name=encoder_model,
-            requested_output_names=["image_embeddings"],
-            inputs=[pb.Tensor("image", images), pb.Tensor("input_size", input_sizes)],
+            requested_output_names=[IMAGE_EMBEDDINGS],
+            inputs=[pb.Tensor(IMAGE, images), pb.Tensor(INPUT_SIZE, input_sizes)],
         ).exec()
         if reply.has_error():
             raise RuntimeError(f"{encoder_model}: {reply.error().message()}")
-        embeddings: Array = pb.get_output_tensor_by_name(reply, "image_embeddings").as_numpy()
+        embeddings: Array = pb.get_output_tensor_by_name(reply, IMAGE_EMBEDDINGS).as_numpy()
         return embeddings
 
     def finalize(self) -> None:

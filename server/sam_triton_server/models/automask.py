@@ -13,8 +13,9 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from sam_triton.amg.wire import decode_params
-from sam_triton.errors import InvalidInputError
+from sam_triton_common.amg.wire import decode_params
+from sam_triton_common.contract import AUTOMASK_PARAMS, AUTOMASK_RESULT, ENCODER_MODEL, IMAGE
+from sam_triton_common.errors import InvalidInputError
 
 from sam_triton_server.automask import AutomaskLimits, run_automask, warm_up
 from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
@@ -30,7 +31,7 @@ class TritonPythonModel(OnnxModelBase):
         self.limits = AutomaskLimits(
             **{key: int_parameter(self.params, key, default) for key, default in defaults.items()}
         )
-        self.encoder_model = self.params.get("encoder_model", "sam_encoder")
+        self.encoder_model = self.params.get("encoder_model", ENCODER_MODEL)
         self.encoder_max_batch = int_parameter(self.params, "encoder_max_batch", 8)
         warm_up(self.decoder)
 
@@ -46,8 +47,8 @@ class TritonPythonModel(OnnxModelBase):
         return responses
 
     def _handle(self, request: Any) -> Any:
-        image = self.input(request, "image")
-        raw_params = self.input(request, "params").reshape(-1)
+        image = self.input(request, IMAGE)
+        raw_params = self.input(request, AUTOMASK_PARAMS).reshape(-1)
         if image.ndim != 4 or image.shape[0] != 1:
             raise InvalidInput(f"image has shape {list(image.shape)}; expected [1, height, width, 3]")
         if raw_params.size != 1:
@@ -63,7 +64,7 @@ class TritonPythonModel(OnnxModelBase):
             limits=self.limits,
         )
         payload = np.array([[result.SerializeToString()]], dtype=np.object_)
-        return self.respond({"result": payload})
+        return self.respond({AUTOMASK_RESULT: payload})
 
     def _encode_batch(self, images: Array, sizes: Array) -> Array:
         """All crops of a batch in one BLS request: one dynamic batch on the encoder."""

@@ -12,6 +12,15 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+from sam_triton_common.contract import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    EMBEDDING_SHAPE,
+    IMAGE_EMBEDDINGS,
+    IMAGE_SIZE,
+    LOW_RES_SIZE,
+    POINT_LABELS,
+)
 
 from sam_triton_server.models._common import (
     Array,
@@ -24,36 +33,6 @@ from sam_triton_server.models._common import (
     split_batches,
 )
 
-IMAGE_SIZE = 1024
-EMBEDDING_SHAPE = (256, 64, 64)
-LOW_RES = 256
-VALID_LABELS = (-1.0, 0.0, 1.0, 2.0, 3.0)
-INPUT_NAMES = (
-    "image_embeddings",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-    "multimask_output",
-)
-OUTPUT_NAMES = ("low_res_masks", "iou_predictions")
-# The split of the decoder for mask-free prompts (sam_triton_export.onnx_decoder), two files
-# beside the decoder's model.onnx: image_features' outputs, computed once per embedding, are
-# prompt_decoder inputs.
-IMAGE_FEATURES_FILE = "image_features.onnx"
-PROMPT_DECODER_FILE = "prompt_decoder.onnx"
-IMAGE_FEATURE_NAMES = (
-    "image_keys",
-    "token_to_image_keys_t",
-    "token_to_image_values",
-    "image_to_token_queries",
-)
-PROMPT_DECODER_INPUTS = (
-    *IMAGE_FEATURE_NAMES,
-    "point_coords",
-    "point_labels",
-    "multimask_output",
-)
 GroupKey = tuple[int, int, bool]
 
 
@@ -65,13 +44,13 @@ def validate_decoder_inputs(
     ``embedding_is_trusted``: the embedding came from this server's encoder (sam_session's
     cache), so its 1M values are not scanned for NaN/inf on every click (~0.4 ms).
     """
-    emb, coords, labels = arrays["image_embeddings"], arrays["point_coords"], arrays["point_labels"]
+    emb, coords, labels = arrays[IMAGE_EMBEDDINGS], arrays["point_coords"], arrays["point_labels"]
     mask, has_mask, multimask = arrays["mask_input"], arrays["has_mask_input"], arrays["multimask_output"]
-    for name in INPUT_NAMES[:-1]:
+    for name in DECODER_INPUTS[:-1]:
         check_dtype(name, arrays[name], np.float32)
     check_dtype("multimask_output", multimask, np.bool_)
     batch = emb.shape[0]
-    check_shape("image_embeddings", emb, (batch, *EMBEDDING_SHAPE))
+    check_shape(IMAGE_EMBEDDINGS, emb, (batch, *EMBEDDING_SHAPE))
     check_shape("point_coords", coords, (batch, None, None, 2))
     prompts, points = coords.shape[1:3]
     # points may be 0: a prompt of mask_input alone (or nothing at all), as SamPredictor allows.
@@ -82,17 +61,17 @@ def validate_decoder_inputs(
     if points > max_points:
         raise InvalidInput(f"{points} points per prompt; this server allows at most {max_points}")
     check_shape("point_labels", labels, (batch, prompts, points))
-    check_shape("mask_input", mask, (batch, prompts, 1, LOW_RES, LOW_RES))
+    check_shape("mask_input", mask, (batch, prompts, 1, LOW_RES_SIZE, LOW_RES_SIZE))
     check_shape("has_mask_input", has_mask, (batch, prompts))
     check_shape("multimask_output", multimask, (batch, 1))
-    for name in INPUT_NAMES[1 if embedding_is_trusted else 0 : -1]:
+    for name in DECODER_INPUTS[1 if embedding_is_trusted else 0 : -1]:
         check_finite(name, arrays[name])
     if (coords < 0).any() or (coords > IMAGE_SIZE).any():
         raise InvalidInput(
             f"point_coords must lie in the {IMAGE_SIZE}x{IMAGE_SIZE} input frame (0..{IMAGE_SIZE})"
         )
-    if not np.isin(labels, VALID_LABELS).all():
-        bad = sorted(set(labels[~np.isin(labels, VALID_LABELS)].tolist()))[:5]
+    if not np.isin(labels, POINT_LABELS).all():
+        bad = sorted(set(labels[~np.isin(labels, POINT_LABELS)].tolist()))[:5]
         raise InvalidInput(f"point_labels {bad} are not valid labels (-1 pad, 0 bg, 1 fg, 2/3 box corners)")
     if not np.isin(has_mask, (0.0, 1.0)).all():
         raise InvalidInput("has_mask_input must be 0 or 1")
@@ -111,7 +90,7 @@ class TritonPythonModel(OnnxModelBase):
         groups: dict[GroupKey, list[tuple[int, dict[str, Array]]]] = defaultdict(list)
         for i, request in enumerate(requests):
             try:
-                arrays = {name: self.input(request, name) for name in INPUT_NAMES}
+                arrays = {name: self.input(request, name) for name in DECODER_INPUTS}
                 key = validate_decoder_inputs(
                     arrays, max_prompts=self.max_prompts, max_points=self.max_points
                 )
@@ -120,11 +99,11 @@ class TritonPythonModel(OnnxModelBase):
                 responses[i] = self.error_response(f"sam_decoder: {e}")
         for members in groups.values():
             try:
-                feed = {name: np.concatenate([a[name] for _, a in members]) for name in INPUT_NAMES}
-                masks, scores = self.session.run(["low_res_masks", "iou_predictions"], feed)
-                pieces = split_batches([a["image_embeddings"].shape[0] for _, a in members], masks, scores)
+                feed = {name: np.concatenate([a[name] for _, a in members]) for name in DECODER_INPUTS}
+                masks, scores = self.session.run(list(DECODER_OUTPUTS), feed)
+                pieces = split_batches([a[IMAGE_EMBEDDINGS].shape[0] for _, a in members], masks, scores)
                 for (i, _), (m, s) in zip(members, pieces, strict=True):
-                    responses[i] = self.respond({"low_res_masks": m, "iou_predictions": s})
+                    responses[i] = self.respond(dict(zip(DECODER_OUTPUTS, (m, s), strict=True)))
             except Exception as e:  # never take the server down over one group
                 for i, _ in members:
                     responses[i] = self.error_response(f"sam_decoder failed: {e}", invalid=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from sam_triton_common.contract import IMAGE_EMBEDDINGS, IMAGE_SIZE
 
 from sam_triton_server.models._common import (
     Array,
@@ -14,8 +15,6 @@ from sam_triton_server.models._common import (
     check_shape,
     split_batches,
 )
-
-IMAGE_SIZE = 1024
 
 
 def validate_encoder_inputs(image: Array, input_size: Array) -> None:
@@ -45,7 +44,7 @@ class TritonPythonModel(OnnxModelBase):
         if valid:
             try:
                 (embeddings,) = self.session.run(
-                    ["image_embeddings"],
+                    [IMAGE_EMBEDDINGS],
                     {
                         "image": np.concatenate([v[1] for v in valid]),
                         "input_size": np.concatenate([v[2] for v in valid]),
@@ -53,7 +52,7 @@ class TritonPythonModel(OnnxModelBase):
                 )
                 pieces = split_batches([len(v[1]) for v in valid], embeddings)
                 for (i, _, _), (piece,) in zip(valid, pieces, strict=True):
-                    responses[i] = self.respond({"image_embeddings": piece})
+                    responses[i] = self.respond({IMAGE_EMBEDDINGS: piece})
             except Exception as e:  # never take the server down over one batch
                 for i, _, _ in valid:
                     responses[i] = self.error_response(f"sam_encoder failed: {e}", invalid=False)

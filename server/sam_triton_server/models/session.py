@@ -31,16 +31,28 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from sam_triton_common.contract import (
+    CACHE_HIT,
+    CONTENT_ID_PREFIX,
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    EMBEDDING_NOT_FOUND,
+    EMBEDDING_SHAPE,
+    ENCODER_MODEL,
+    IMAGE,
+    IMAGE_EMBEDDINGS,
+    INPUT_SIZE,
+    LOW_RES_SIZE,
+    MAX_SESSION_ID_BYTES,
+    SESSION_ID,
+)
 
 from sam_triton_server.embedding_cache import EmbeddingCache
 from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
-from sam_triton_server.models.decoder import INPUT_NAMES as DECODER_INPUTS
-from sam_triton_server.models.decoder import OUTPUT_NAMES, validate_decoder_inputs
+from sam_triton_server.models.decoder import validate_decoder_inputs
 from sam_triton_server.models.encoder import validate_encoder_inputs
 from sam_triton_server.prompt_decoder import PromptDecoder
 
-CONTENT_ID_PREFIX = "sha256:"
-MAX_SESSION_ID_BYTES = 256
 PROMPT_INPUTS = DECODER_INPUTS[1:]  # everything the decoder takes except the embedding
 
 
@@ -58,7 +70,7 @@ class TritonPythonModel(OnnxModelBase):
         )
         self.max_prompts = int_parameter(self.params, "max_prompts", 64)
         self.max_points = int_parameter(self.params, "max_points", 64)
-        self.encoder_model = self.params.get("encoder_model", "sam_encoder")
+        self.encoder_model = self.params.get("encoder_model", ENCODER_MODEL)
         self.cache = EmbeddingCache(
             max_bytes=int_parameter(self.params, "cache_bytes", 1 << 30),
             ttl_seconds=float(int_parameter(self.params, "cache_ttl_seconds", 3600)),
@@ -67,7 +79,7 @@ class TritonPythonModel(OnnxModelBase):
 
     def _warm_up(self) -> None:
         """One run of each graph at load, so the first user click does not pay the first-run cost."""
-        embedding = np.zeros((256, 64, 64), np.float32)
+        embedding = np.zeros(EMBEDDING_SHAPE, np.float32)
         prompt = {
             "point_coords": np.zeros((1, 1, 2, 2), np.float32),
             "point_labels": np.array([[[1, -1]]], np.float32),
@@ -78,7 +90,7 @@ class TritonPythonModel(OnnxModelBase):
             embedding,
             {
                 **prompt,
-                "mask_input": np.zeros((1, 1, 1, 256, 256), np.float32),
+                "mask_input": np.zeros((1, 1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32),
                 "has_mask_input": np.zeros((1, 1), np.float32),
             },
         )
@@ -100,23 +112,23 @@ class TritonPythonModel(OnnxModelBase):
         session_id = self._session_id(request)
         wanted = set(request.requested_output_names())
         outputs: dict[str, Array] = {}
-        image = self.pb.get_input_tensor_by_name(request, "image")
+        image = self.pb.get_input_tensor_by_name(request, IMAGE)
         has_prompts = self.pb.get_input_tensor_by_name(request, "point_coords") is not None
         hit = self.cache.get(session_id) is not None
         if image is not None and not (hit and session_id.startswith(CONTENT_ID_PREFIX)):
-            self._embed(session_id, image.as_numpy(), self.input(request, "input_size"))
+            self._embed(session_id, image.as_numpy(), self.input(request, INPUT_SIZE))
         if has_prompts:
             outputs.update(self._decode(session_id, request))
-        if "image_embeddings" in wanted:
+        if IMAGE_EMBEDDINGS in wanted:
             entry = self.cache.get(session_id)
             if entry is None:
                 raise EmbeddingNotFound(self._miss_message(session_id))
-            outputs["image_embeddings"] = entry.embedding[None]
-        outputs["cache_hit"] = np.array([[hit]], dtype=np.bool_)
+            outputs[IMAGE_EMBEDDINGS] = entry.embedding[None]
+        outputs[CACHE_HIT] = np.array([[hit]], dtype=np.bool_)
         return self.respond({name: value for name, value in outputs.items() if name in wanted})
 
     def _session_id(self, request: Any) -> str:
-        raw = self.input(request, "session_id").reshape(-1)
+        raw = self.input(request, SESSION_ID).reshape(-1)
         if raw.size != 1:
             raise InvalidInput(f"session_id must hold exactly one id, got {raw.size}")
         value = raw[0]
@@ -151,7 +163,8 @@ class TritonPythonModel(OnnxModelBase):
             if coords.ndim != 4:
                 raise InvalidInput(f"point_coords has shape {list(coords.shape)}, expected [1, P, N, 2]")
             batch, prompts = coords.shape[:2]
-            arrays["mask_input"] = np.broadcast_to(np.float32(0), (batch, prompts, 1, 256, 256))
+            no_mask = (batch, prompts, 1, LOW_RES_SIZE, LOW_RES_SIZE)
+            arrays["mask_input"] = np.broadcast_to(np.float32(0), no_mask)
             if has_mask is None:
                 arrays["has_mask_input"] = np.zeros((batch, prompts), np.float32)
         missing = [name for name in PROMPT_INPUTS if name not in arrays]
@@ -164,7 +177,7 @@ class TritonPythonModel(OnnxModelBase):
         entry = self.cache.get(session_id)
         if entry is None:
             raise EmbeddingNotFound(self._miss_message(session_id))
-        arrays["image_embeddings"] = entry.embedding[None]
+        arrays[IMAGE_EMBEDDINGS] = entry.embedding[None]
         validate_decoder_inputs(
             arrays, max_prompts=self.max_prompts, max_points=self.max_points, embedding_is_trusted=True
         )
@@ -181,13 +194,13 @@ class TritonPythonModel(OnnxModelBase):
     def _run_full_decoder(self, embedding: Array, arrays: dict[str, Array]) -> dict[str, Array]:
         feed = {name: arrays[name] for name in PROMPT_INPUTS}
         feed["mask_input"] = np.ascontiguousarray(feed["mask_input"])
-        feed["image_embeddings"] = embedding[None]
-        masks, scores = self.session.run(list(OUTPUT_NAMES), feed)
+        feed[IMAGE_EMBEDDINGS] = embedding[None]
+        masks, scores = self.session.run(list(DECODER_OUTPUTS), feed)
         return {"low_res_masks": masks, "iou_predictions": scores}
 
     def _miss_message(self, session_id: str) -> str:
         return (
-            f"embedding not found for session {session_id!r}: never embedded here, evicted, or expired "
+            f"{EMBEDDING_NOT_FOUND} for session {session_id!r}: never embedded here, evicted, or expired "
             f"(cache holds {len(self.cache)} embeddings, {self.cache.nbytes >> 20} MiB); "
             "embed the image again"
         )

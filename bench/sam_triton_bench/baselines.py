@@ -17,7 +17,6 @@ imported inside the functions: the SDK must import without them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,11 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from sam_triton import _core
+from sam_triton.prompts import encode_prompt, group_by_points
+from sam_triton.results import ImageEmbedding, Prediction
+from sam_triton_common import contract
 
-from .. import _core
-from ..prompts import encode_prompt, group_by_points
-from ..results import ImageEmbedding, Prediction
 from .images import BenchImage, click_point
 from .scenarios import ScenarioOptions, ScenarioUnavailable, click_prompt, encode_image, pick
 
@@ -37,8 +37,8 @@ BASELINES: tuple[BaselineKind, ...] = ("reference", "onnxruntime")
 
 SyncRequest = Callable[[int], object]
 
-ENCODER_ONNX = Path("sam_encoder") / "1" / "model.onnx"
-DECODER_ONNX = Path("sam_decoder") / "1" / "model.onnx"
+ENCODER_ONNX = Path(contract.ENCODER_MODEL) / contract.MODEL_VERSION / contract.MODEL_FILE
+DECODER_ONNX = Path(contract.DECODER_MODEL) / contract.MODEL_VERSION / contract.MODEL_FILE
 
 
 @dataclass(frozen=True)
@@ -60,22 +60,13 @@ class PreparedBaseline:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def export_info(repository: Path) -> dict[str, Any]:
-    """The repository's ``sam_encoder/export.json`` (written by ``sam-triton export``), or {}."""
-    try:
-        info = json.loads((repository / "sam_encoder" / "export.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
-
-
 def resolve_weights(spec: BaselineSpec) -> tuple[str, Path | None, int | None]:
     """(model_type, checkpoint, random_seed) for the reference, filling gaps from export.json.
 
     Explicit arguments win; otherwise the repository says which weights the server runs, so
     ``--baseline reference --repository R`` compares like with like without repeating them.
     """
-    info = export_info(spec.repository) if spec.repository is not None else {}
+    info = (contract.read_export_info(spec.repository) if spec.repository is not None else None) or {}
     raw_weights = info.get("weights")
     weights: dict[str, Any] = raw_weights if isinstance(raw_weights, dict) else {}
     model_type = spec.model_type or info.get("model_type")
@@ -169,7 +160,6 @@ class OrtSam:
     """
 
     def __init__(self, repository: Path, threads: int = 0) -> None:
-        from sam_triton_server.models.decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
         from sam_triton_server.ort import CPU_RUNTIMES, create_session
         from sam_triton_server.prompt_decoder import PromptDecoder
 
@@ -179,13 +169,13 @@ class OrtSam:
         self.encoder = session(repository / ENCODER_ONNX, "encoder")
         self.decoder = session(repository / DECODER_ONNX, "decoder")
         self.split = PromptDecoder(
-            session(repository / DECODER_ONNX.with_name(IMAGE_FEATURES_FILE), "decoder"),
-            session(repository / DECODER_ONNX.with_name(PROMPT_DECODER_FILE), "decoder"),
+            session(repository / DECODER_ONNX.with_name(contract.IMAGE_FEATURES_FILE), "decoder"),
+            session(repository / DECODER_ONNX.with_name(contract.PROMPT_DECODER_FILE), "decoder"),
         )
 
     def embed(self, rgb: npt.NDArray[np.uint8]) -> OrtHandle:
         inputs, input_size = _core._encoder_inputs(rgb)
-        (emb,) = self.encoder.run(["image_embeddings"], inputs)
+        (emb,) = self.encoder.run([contract.IMAGE_EMBEDDINGS], inputs)
         embedding = ImageEmbedding(emb[0], (int(rgb.shape[0]), int(rgb.shape[1])), input_size)
         return OrtHandle(embedding, self.split.image_features(emb[0]))
 
@@ -265,7 +255,7 @@ def _onnxruntime(
 
         return PreparedBaseline(oneshot, notes)
     if scenario == "automask":
-        from ..amg import AmgParams, generate
+        from sam_triton_common.amg import AmgParams, generate
 
         params = AmgParams(points_per_side=opts.points_per_side, points_per_batch=opts.points_per_batch)
         return PreparedBaseline(

@@ -273,7 +273,7 @@ def _loadavg() -> list[float] | None:
 def _header(
     args: argparse.Namespace, config: BenchConfig, images: list[BenchImage], load_start: list[float] | None
 ) -> dict[str, Any]:
-    from .. import __version__
+    from sam_triton import __version__
 
     return {
         "tool": "sam-triton bench",
@@ -352,7 +352,8 @@ def _write_outputs(
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import SamTritonError
+    from sam_triton.errors import SamTritonError
+
     from .images import bench_images
     from .scenarios import ScenarioUnavailable
 

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..aio import AsyncSamClient
-from ..config import ModelNames
+from sam_triton.aio import AsyncSamClient
+from sam_triton.config import ModelNames
+
 from .baselines import BaselineSpec, prepare_baseline
 from .images import BenchImage
 from .loadgen import RequestFn, Sample, SampleHook, closed_loop, open_loop

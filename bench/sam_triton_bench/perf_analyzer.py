@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sam_triton import _core
+from sam_triton.config import ModelNames
+from sam_triton.prompts import encode_prompt, group_by_points
+from sam_triton_common.transforms import EMBEDDING_SHAPE
 
-from .. import _core
-from ..config import ModelNames
-from ..prompts import encode_prompt, group_by_points
-from ..transforms import EMBEDDING_SHAPE
 from .images import BenchImage
 from .scenarios import click_prompt
 

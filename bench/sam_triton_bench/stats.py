@@ -1,4 +1,4 @@
-"""Statistics over :class:`~sam_triton.bench.loadgen.Sample` lists: summary and timeline.
+"""Statistics over :class:`~sam_triton_bench.loadgen.Sample` lists: summary and timeline.
 
 Definitions (they are what ``results.json`` reports, so they are spelled out here):
 

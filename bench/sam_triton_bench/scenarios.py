@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..aio import AsyncSamClient
-from ..prompts import Prompt
+from sam_triton.aio import AsyncSamClient
+from sam_triton.prompts import Prompt
+
 from .images import BenchImage, RGBImage, click_point, unique_image
 from .loadgen import RequestFn
 
@@ -99,7 +100,7 @@ async def _oneshot(client: AsyncSamClient, images: Sequence[BenchImage], opts: S
 
 async def _automask(client: AsyncSamClient, images: Sequence[BenchImage], opts: ScenarioOptions) -> Prepared:
     try:
-        from ..automask import RemoteAutomaticMaskGenerator
+        from sam_triton.automask import RemoteAutomaticMaskGenerator
     except ImportError as exc:
         raise ScenarioUnavailable(
             f"automask: RemoteAutomaticMaskGenerator is not available in this installation ({exc})"

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-
-from ..images import load_image
+from sam_triton.images import load_image
 
 RGBImage = npt.NDArray[np.uint8]
 

@@ -1,0 +1,127 @@
+"""The served contract: every name and size that the exporter writes, the server serves and
+the SDK calls, in one dependency-free module (SPEC sections 4, 6 and 8 describe it).
+
+Change a name here and the generated model repository, the server-side models and the SDK
+follow; nothing else spells these facts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# --------------------------------------------------------------------------- models
+
+ENCODER_MODEL = "sam_encoder"
+DECODER_MODEL = "sam_decoder"
+ENSEMBLE_MODEL = "sam"
+SESSION_MODEL = "sam_session"
+AUTOMASK_MODEL = "sam_automask"
+MODEL_VERSION = "1"
+"""The one version directory the exporter writes."""
+
+# --------------------------------------------------------------------------- sizes
+
+IMAGE_SIZE = 1024
+"""Side of the square encoder input (SAM's ``image_encoder.img_size``)."""
+
+LOW_RES_SIZE = 256
+"""Side of the decoder's low-resolution mask logits (and of ``mask_input``)."""
+
+EMBEDDING_SHAPE = (256, 64, 64)
+"""Shape of one image embedding (C, H, W)."""
+
+POINT_LABELS = (-1.0, 0.0, 1.0, 2.0, 3.0)
+"""Valid ``point_labels``: -1 padding, 0 background, 1 foreground, 2/3 box corners."""
+
+# --------------------------------------------------------------------------- tensors
+# Inputs and outputs of the served models, with dtypes and shapes ([B, ...] is the batch,
+# P prompts, N points per prompt).
+
+IMAGE = "image"
+"""UINT8 [B, 1024, 1024, 3] (encoder, session; zero-padded resized image) or [1, H, W, 3] (automask)."""
+INPUT_SIZE = "input_size"
+"""INT32 [B, 2]: (height, width) of the resized image inside the padded input."""
+IMAGE_EMBEDDINGS = "image_embeddings"
+"""FP32 [B, *EMBEDDING_SHAPE]."""
+ENCODER_INPUTS = (IMAGE, INPUT_SIZE)
+
+DECODER_INPUTS = (
+    IMAGE_EMBEDDINGS,  # FP32 [B, 256, 64, 64]
+    "point_coords",  # FP32 [B, P, N, 2], in the 1024 frame
+    "point_labels",  # FP32 [B, P, N]
+    "mask_input",  # FP32 [B, P, 1, 256, 256]
+    "has_mask_input",  # FP32 [B, P]
+    "multimask_output",  # BOOL [B, 1]
+)
+DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
+"""FP32 [B, P, M, 256, 256] and FP32 [B, P, M] (M = 3 with multimask_output, else 1)."""
+
+SESSION_ID = "session_id"
+"""BYTES [1]: the id a ``sam_session`` embedding is kept under."""
+CACHE_HIT = "cache_hit"
+"""BOOL [1]: whether ``sam_session`` already held the session's embedding."""
+
+AUTOMASK_PARAMS = "params"
+"""BYTES [1]: one serialized ``AutomaskParams`` message."""
+AUTOMASK_RESULT = "result"
+"""BYTES [1, 1]: one serialized ``AutomaskResult`` message."""
+
+# --------------------------------------------------------------------------- graph files
+
+MODEL_FILE = "model.onnx"
+"""The graph of each ONNX model (``model.plan`` for TensorRT)."""
+
+# The split of the decoder for mask-free prompts (sam_triton_export.onnx_decoder), two files
+# beside the decoder's model.onnx: image_features' outputs, computed once per embedding, are
+# prompt_decoder inputs.
+IMAGE_FEATURES_FILE = "image_features.onnx"
+PROMPT_DECODER_FILE = "prompt_decoder.onnx"
+IMAGE_FEATURE_NAMES = (
+    "image_keys",
+    "token_to_image_keys_t",
+    "token_to_image_values",
+    "image_to_token_queries",
+)
+PROMPT_DECODER_INPUTS = (*IMAGE_FEATURE_NAMES, "point_coords", "point_labels", "multimask_output")
+
+# --------------------------------------------------------------------------- session ids
+
+SESSION_HEADER = "sam-session-id"
+"""gRPC header carrying the session id of every ``sam_session`` call, so a load balancer in
+front of several Triton replicas can route a session's requests to one replica (hash on it)."""
+
+CONTENT_ID_PREFIX = "sha256:"
+"""Ids with this prefix name an image's content; the server skips encoding one it holds."""
+
+MAX_SESSION_ID_BYTES = 256
+"""The longest id ``sam_session`` accepts."""
+
+EMBEDDING_NOT_FOUND = "embedding not found"
+"""How ``sam_session``'s NOT_FOUND message for an unknown session id starts."""
+
+# --------------------------------------------------------------------------- export.json
+
+EXPORT_INFO_FILE = "export.json"
+"""What was exported from which weights, beside the encoder (written by ``sam-triton export``)."""
+
+
+def export_info_path(repository: Path) -> Path:
+    return repository / ENCODER_MODEL / EXPORT_INFO_FILE
+
+
+def write_export_info(repository: Path, info: dict[str, Any]) -> Path:
+    path = export_info_path(repository)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_export_info(repository: Path) -> dict[str, Any] | None:
+    """The repository's export.json, or None when it is missing or unreadable."""
+    try:
+        info = json.loads(export_info_path(repository).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
