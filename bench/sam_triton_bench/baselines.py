@@ -28,6 +28,7 @@ from sam_triton import _core
 from sam_triton.prompts import encode_prompt, group_by_points
 from sam_triton.results import ImageEmbedding, Prediction
 from sam_triton_common import contract
+from sam_triton_common.contract import IMAGE_EMBEDDINGS, IOU_PREDICTIONS, LOW_RES_MASKS
 
 from .images import BenchImage, click_point
 from .scenarios import ScenarioOptions, ScenarioUnavailable, click_prompt, encode_image, pick
@@ -183,8 +184,8 @@ class OrtSam:
         embedding = handle.embedding.embedding
         assert embedding is not None
         if "mask_input" in prompt_inputs:  # only present when a prompt carries a mask
-            feed = {"image_embeddings": embedding[None], **prompt_inputs}
-            low, iou = self.decoder.run(["low_res_masks", "iou_predictions"], feed)
+            feed = {IMAGE_EMBEDDINGS: embedding[None], **prompt_inputs}
+            low, iou = self.decoder.run([LOW_RES_MASKS, IOU_PREDICTIONS], feed)
         else:
             low, iou = self.split.run(
                 handle.features,
@@ -192,7 +193,7 @@ class OrtSam:
                 prompt_inputs["point_labels"],
                 prompt_inputs["multimask_output"],
             )
-        return {"low_res_masks": low, "iou_predictions": iou}
+        return {LOW_RES_MASKS: low, IOU_PREDICTIONS: iou}
 
     def predict(self, handle: OrtHandle, prompt: Any, multimask_output: bool) -> Prediction:
         embedding = handle.embedding
@@ -222,7 +223,7 @@ class OrtSam:
             "multimask_output": np.array([[True]]),
         }
         outputs = self._run_decoder(handle, inputs)
-        return outputs["low_res_masks"][0], outputs["iou_predictions"][0]
+        return outputs[LOW_RES_MASKS][0], outputs[IOU_PREDICTIONS][0]
 
 
 def _onnxruntime(

@@ -30,6 +30,7 @@ import numpy.typing as npt
 from sam_triton import _core
 from sam_triton.config import ModelNames
 from sam_triton.prompts import encode_prompt, group_by_points
+from sam_triton_common.contract import IMAGE_EMBEDDINGS
 from sam_triton_common.transforms import EMBEDDING_SHAPE
 
 from .images import BenchImage
@@ -75,7 +76,7 @@ def model_requests(
         prompt_inputs = _prompt_inputs(i, image, multimask)
         embedding = rng.standard_normal((1, *EMBEDDING_SHAPE)).astype(np.float32)
         encoder.append(image_inputs)
-        decoder.append({"image_embeddings": embedding, **prompt_inputs})
+        decoder.append({IMAGE_EMBEDDINGS: embedding, **prompt_inputs})
         ensemble.append({**image_inputs, **prompt_inputs})
     names = ModelNames()
     return {names.encoder: encoder, names.decoder: decoder, names.ensemble: ensemble}

@@ -35,7 +35,17 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import Message
-from sam_triton_common.contract import CONTENT_ID_PREFIX, MAX_SESSION_ID_BYTES
+from sam_triton_common.contract import (
+    CACHE_HIT,
+    CONTENT_ID_PREFIX,
+    IMAGE,
+    IMAGE_EMBEDDINGS,
+    INPUT_SIZE,
+    IOU_PREDICTIONS,
+    LOW_RES_MASKS,
+    MAX_SESSION_ID_BYTES,
+    SESSION_ID,
+)
 from sam_triton_common.contract import SESSION_HEADER as SESSION_HEADER
 from sam_triton_common.transforms import (
     EMBEDDING_SHAPE,
@@ -239,12 +249,12 @@ def infer_call(
 
 def _encoder_inputs(rgb: npt.NDArray[np.uint8]) -> tuple[dict[str, npt.NDArray[Any]], tuple[int, int]]:
     padded, input_size = prepare_image(rgb)
-    return {"image": padded[None], "input_size": np.array([input_size], dtype=np.int32)}, input_size
+    return {IMAGE: padded[None], INPUT_SIZE: np.array([input_size], dtype=np.int32)}, input_size
 
 
 def _embedding_output(resp: pb.ModelInferResponse, model: str) -> npt.NDArray[np.float32]:
     """The ``image_embeddings`` output of a response as a (256, 64, 64) float32 array."""
-    array = require_output(decode_infer_response(resp), "image_embeddings", model)
+    array = require_output(decode_infer_response(resp), IMAGE_EMBEDDINGS, model)
     if array.size != int(np.prod(EMBEDDING_SHAPE)) or array.dtype != np.float32:
         raise errors.ServerError(
             f"{model!r} returned image_embeddings {array.dtype}{list(array.shape)}, "
@@ -292,7 +302,7 @@ def embed_rgb_op(
         return (yield from _session_embed_op(config, rgb, session_id, rgb if keep is None else keep))
     model = config.models.encoder
     inputs, input_size = _encoder_inputs(rgb)
-    request = build_infer_request(model, inputs, ["image_embeddings"], model_version=config.models.version)
+    request = build_infer_request(model, inputs, [IMAGE_EMBEDDINGS], model_version=config.models.version)
     (resp,) = yield [infer_call(config, request, f"embed via {model!r}")]
     emb = _embedding_output(resp, model)
     original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
@@ -349,7 +359,7 @@ def _session_call(
 ) -> Call:
     """A ``sam_session`` call: the id as the ``session_id`` tensor and as the routing header."""
     model = config.models.session
-    tensors = {"session_id": np.array([[session_id.encode()]], dtype=np.object_), **inputs}
+    tensors = {SESSION_ID: np.array([[session_id.encode()]], dtype=np.object_), **inputs}
     request = build_infer_request(model, tensors, outputs, model_version=config.models.version)
     return infer_call(config, request, f"{what} via {model!r}", ((SESSION_HEADER, session_id),))
 
@@ -377,16 +387,16 @@ def _session_handle(
 def session_lookup_op(config: ClientConfig, session_id: str) -> Op[bool]:
     """Whether the server holds an embedding under ``session_id`` (the id only is sent)."""
     check_session_id(session_id, content_ids=True)
-    call = _session_call(config, session_id, {}, ["cache_hit"], "lookup")
+    call = _session_call(config, session_id, {}, [CACHE_HIT], "lookup")
     (resp,) = yield from _session_step(config, [call])
-    hit = require_output(decode_infer_response(resp), "cache_hit", config.models.session)
+    hit = require_output(decode_infer_response(resp), CACHE_HIT, config.models.session)
     return bool(hit.reshape(-1)[0]) if hit.size else False
 
 
 def _session_upload_op(config: ClientConfig, session_id: str, rgb: npt.NDArray[np.uint8]) -> Op[None]:
     """Send the image to be encoded and kept under ``session_id``; nothing big comes back."""
     inputs, _ = _encoder_inputs(rgb)
-    call = _session_call(config, session_id, inputs, ["cache_hit"], "embed")
+    call = _session_call(config, session_id, inputs, [CACHE_HIT], "embed")
     yield from _session_step(config, [call])
 
 
@@ -431,7 +441,7 @@ def fetch_embedding_op(config: ClientConfig, embedding: ImageEmbedding) -> Op[np
         return embedding.embedding
     if embedding.session_id is None:
         raise errors.InvalidInputError("this ImageEmbedding holds neither an embedding nor a session id")
-    call = _session_call(config, embedding.session_id, {}, ["image_embeddings"], "fetch embedding")
+    call = _session_call(config, embedding.session_id, {}, [IMAGE_EMBEDDINGS], "fetch embedding")
     (resp,) = yield from _recovering(config, embedding, [call])
     return _embedding_output(resp, config.models.session)
 
@@ -478,13 +488,13 @@ def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding) -> _Targe
         emb = np.asarray(embedding.embedding, dtype=np.float32)
         if emb.shape != EMBEDDING_SHAPE:
             raise errors.InvalidInputError(f"embedding has shape {emb.shape}; expected {EMBEDDING_SHAPE}")
-        return _Target(config.models.decoder, {"image_embeddings": emb[None]})
+        return _Target(config.models.decoder, {IMAGE_EMBEDDINGS: emb[None]})
     if embedding.session_id is None:
         raise errors.InvalidInputError("this ImageEmbedding holds neither an embedding nor a session id")
     session_id = check_session_id(embedding.session_id, content_ids=True)
     return _Target(
         config.models.session,
-        {"session_id": np.array([[session_id.encode()]], dtype=np.object_)},
+        {SESSION_ID: np.array([[session_id.encode()]], dtype=np.object_)},
         ((SESSION_HEADER, session_id),),
         mask_optional=True,
     )
@@ -498,8 +508,8 @@ def _decode_predictions(
     original_size: tuple[int, int],
     return_logits: bool,
 ) -> list[Prediction]:
-    low = require_output(outputs, "low_res_masks", model).astype(np.float32, copy=False)
-    iou = require_output(outputs, "iou_predictions", model).astype(np.float32, copy=False)
+    low = require_output(outputs, LOW_RES_MASKS, model).astype(np.float32, copy=False)
+    iou = require_output(outputs, IOU_PREDICTIONS, model).astype(np.float32, copy=False)
     if low.ndim < 3 or low.shape[-2:] != (LOW_RES_SIZE, LOW_RES_SIZE) or low.size % (count * LOW_RES_SIZE**2):
         raise errors.ServerError(
             f"{model!r} returned low_res_masks of shape {list(low.shape)} for {count} prompts"
@@ -546,7 +556,7 @@ def predict_op(
         prompt_inputs = _decoder_prompt_inputs(batch, multimask_output, mask_optional=target.mask_optional)
         inputs = {**target.inputs, **prompt_inputs}
         request = build_infer_request(
-            model, inputs, ["low_res_masks", "iou_predictions"], model_version=config.models.version
+            model, inputs, [LOW_RES_MASKS, IOU_PREDICTIONS], model_version=config.models.version
         )
         calls.append(infer_call(config, request, f"predict via {model!r}", target.metadata))
     if embedding.server_held:
@@ -595,7 +605,7 @@ def segment_op(
     image_inputs, input_size = _encoder_inputs(rgb)
     inputs = {**image_inputs, **_decoder_prompt_inputs(batch, multimask_output)}
     request = build_infer_request(
-        model, inputs, ["low_res_masks", "iou_predictions"], model_version=config.models.version
+        model, inputs, [LOW_RES_MASKS, IOU_PREDICTIONS], model_version=config.models.version
     )
     (resp,) = yield [infer_call(config, request, f"segment via {model!r}")]
     preds = _decode_predictions(

@@ -55,8 +55,11 @@ DECODER_INPUTS = (
     "has_mask_input",  # FP32 [B, P]
     "multimask_output",  # BOOL [B, 1]
 )
-DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
-"""FP32 [B, P, M, 256, 256] and FP32 [B, P, M] (M = 3 with multimask_output, else 1)."""
+LOW_RES_MASKS = "low_res_masks"
+"""FP32 [B, P, M, 256, 256] mask logits (M = 3 with multimask_output, else 1)."""
+IOU_PREDICTIONS = "iou_predictions"
+"""FP32 [B, P, M]."""
+DECODER_OUTPUTS = (LOW_RES_MASKS, IOU_PREDICTIONS)
 
 SESSION_ID = "session_id"
 """BYTES [1]: the id a ``sam_session`` embedding is kept under."""

@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, Any
 from sam_triton_common.contract import DECODER_INPUTS as INPUT_NAMES
 from sam_triton_common.contract import DECODER_OUTPUTS as OUTPUT_NAMES
 from sam_triton_common.contract import (
+    IMAGE_EMBEDDINGS,
     IMAGE_FEATURE_NAMES,
     IMAGE_FEATURES_FILE,
+    IOU_PREDICTIONS,
+    LOW_RES_MASKS,
     PROMPT_DECODER_FILE,
     PROMPT_DECODER_INPUTS,
 )
@@ -310,14 +313,14 @@ def example_decoder_inputs(batch: int = 1, prompts: int = 1, points: int = 2) ->
 
 def export_decoder(sam: Sam, path: Path, *, opset: int = DEFAULT_OPSET, precision: str = "fp32") -> Path:
     dynamic_axes: dict[str, dict[int, str]] = {
-        "image_embeddings": {0: "batch"},
+        IMAGE_EMBEDDINGS: {0: "batch"},
         "point_coords": {0: "batch", 1: "prompts", 2: "points"},
         "point_labels": {0: "batch", 1: "prompts", 2: "points"},
         "mask_input": {0: "batch", 1: "prompts"},
         "has_mask_input": {0: "batch", 1: "prompts"},
         "multimask_output": {0: "batch"},
-        "low_res_masks": {0: "batch", 1: "prompts", 2: "masks"},
-        "iou_predictions": {0: "batch", 1: "prompts", 2: "masks"},
+        LOW_RES_MASKS: {0: "batch", 1: "prompts", 2: "masks"},
+        IOU_PREDICTIONS: {0: "batch", 1: "prompts", 2: "masks"},
     }
     # Export with B=2, P=2 so no dimension is specialised to 1 by the tracer.
     return export_onnx(
@@ -346,7 +349,7 @@ def export_session_decoder(
         image_features_module(sam),
         (embedding,),
         directory / IMAGE_FEATURES_FILE,
-        input_names=("image_embeddings",),
+        input_names=(IMAGE_EMBEDDINGS,),
         output_names=IMAGE_FEATURE_NAMES,
         dynamic_axes={},
         opset=opset,
@@ -362,8 +365,8 @@ def export_session_decoder(
         output_names=DECODER_OUTPUTS,
         dynamic_axes={
             **prompts_axes,
-            "low_res_masks": {1: "prompts", 2: "masks"},
-            "iou_predictions": {1: "prompts", 2: "masks"},
+            LOW_RES_MASKS: {1: "prompts", 2: "masks"},
+            IOU_PREDICTIONS: {1: "prompts", 2: "masks"},
         },
         opset=opset,
         precision=precision,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, INPUT_SIZE
+
 from sam_triton_export.model_types import IMAGE_SIZE
 from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
 
@@ -18,8 +20,8 @@ if TYPE_CHECKING:
     import torch
     from segment_anything.modeling import Sam
 
-ENCODER_INPUTS = ("image", "input_size")
-ENCODER_OUTPUTS = ("image_embeddings",)
+ENCODER_INPUTS = (IMAGE, INPUT_SIZE)
+ENCODER_OUTPUTS = (IMAGE_EMBEDDINGS,)
 
 
 def _encoder_module(sam: Sam) -> torch.nn.Module:

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from sam_triton_common import contract
-from sam_triton_common.contract import IMAGE_FEATURES_FILE, MODEL_FILE, PROMPT_DECODER_FILE
+from sam_triton_common.contract import (
+    IMAGE_EMBEDDINGS,
+    IMAGE_FEATURES_FILE,
+    INPUT_SIZE,
+    IOU_PREDICTIONS,
+    LOW_RES_MASKS,
+    MODEL_FILE,
+    PROMPT_DECODER_FILE,
+)
 from sam_triton_server.automask import AutomaskLimits
 from sam_triton_server.ort import CPU_RUNTIMES
 
@@ -27,7 +35,7 @@ TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
 ENCODER, DECODER, ENSEMBLE = contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL
 SESSION, AUTOMASK, VERSION = contract.SESSION_MODEL, contract.AUTOMASK_MODEL, contract.MODEL_VERSION
 _WARMUP_DIR = "warmup"
-_WARMUP_INPUT_SIZE = "input_size"
+_WARMUP_INPUT_SIZE = INPUT_SIZE
 
 # Measured here (2 shared CPU cores, onnxruntime CPU; notes/export-notes.md): a tiny-test
 # encoder call takes ~0.4 s (vit_b: seconds) and a decoder call ~90 ms for one prompt, while
@@ -80,11 +88,11 @@ class Tensor:
 
 ENCODER_INPUTS = (
     Tensor("image", "TYPE_UINT8", (IMAGE_SIZE, IMAGE_SIZE, 3)),
-    Tensor("input_size", "TYPE_INT32", (2,)),
+    Tensor(INPUT_SIZE, "TYPE_INT32", (2,)),
 )
-ENCODER_OUTPUTS = (Tensor("image_embeddings", "TYPE_FP32", (EMBED_DIM, EMBED_SIZE, EMBED_SIZE)),)
+ENCODER_OUTPUTS = (Tensor(IMAGE_EMBEDDINGS, "TYPE_FP32", (EMBED_DIM, EMBED_SIZE, EMBED_SIZE)),)
 DECODER_INPUTS = (
-    Tensor("image_embeddings", "TYPE_FP32", (EMBED_DIM, EMBED_SIZE, EMBED_SIZE)),
+    Tensor(IMAGE_EMBEDDINGS, "TYPE_FP32", (EMBED_DIM, EMBED_SIZE, EMBED_SIZE)),
     Tensor("point_coords", "TYPE_FP32", (-1, -1, 2)),
     Tensor("point_labels", "TYPE_FP32", (-1, -1)),
     Tensor("mask_input", "TYPE_FP32", (-1, 1, LOW_RES_SIZE, LOW_RES_SIZE)),
@@ -92,12 +100,12 @@ DECODER_INPUTS = (
     Tensor("multimask_output", "TYPE_BOOL", (1,)),
 )
 DECODER_OUTPUTS = (
-    Tensor("low_res_masks", "TYPE_FP32", (-1, -1, LOW_RES_SIZE, LOW_RES_SIZE)),
-    Tensor("iou_predictions", "TYPE_FP32", (-1, -1)),
+    Tensor(LOW_RES_MASKS, "TYPE_FP32", (-1, -1, LOW_RES_SIZE, LOW_RES_SIZE)),
+    Tensor(IOU_PREDICTIONS, "TYPE_FP32", (-1, -1)),
 )
 
-SESSION_ID = Tensor("session_id", "TYPE_STRING", (1,))
-CACHE_HIT = Tensor("cache_hit", "TYPE_BOOL", (1,))
+SESSION_ID = Tensor(contract.SESSION_ID, "TYPE_STRING", (1,))
+CACHE_HIT = Tensor(contract.CACHE_HIT, "TYPE_BOOL", (1,))
 # 1 GiB holds 73 sessions (a 4 MiB embedding + 10 MiB of decoder image features each); idle
 # sessions are dropped after an hour.
 SESSION_CACHE_BYTES = 1 << 30
@@ -194,7 +202,7 @@ def encoder_config(options: RepositoryOptions) -> str:
         # input_size must be a valid (h, w); Triton can only read non-zero values from a file.
         (
             "inputs",
-            _warmup_input("input_size", input_size, input_size.dims, ("input_data_file", _WARMUP_INPUT_SIZE)),
+            _warmup_input(INPUT_SIZE, input_size, input_size.dims, ("input_data_file", _WARMUP_INPUT_SIZE)),
         ),
     )
     fields: list[Field] = [
@@ -270,7 +278,7 @@ def ensemble_config(options: RepositoryOptions) -> str:
     def mapping(key: str, names: Sequence[str], internal: dict[str, str]) -> list[Field]:
         return [(key, Message.of(("key", n), ("value", internal.get(n, n)))) for n in names]
 
-    embedding = {"image_embeddings": "_image_embeddings"}
+    embedding = {IMAGE_EMBEDDINGS: "_image_embeddings"}
     encoder_step = Message(
         (
             ("model_name", ENCODER),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, INPUT_SIZE
+
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 
 Shape = tuple[int, ...]
@@ -39,13 +41,13 @@ def encoder_profile(max_batch: int) -> Profile:
         return (b, IMAGE_SIZE, IMAGE_SIZE, 3), (b, 2)
 
     lo, opt, hi = shapes(1), shapes(min(2, max_batch)), shapes(max_batch)
-    return {"image": (lo[0], opt[0], hi[0]), "input_size": (lo[1], opt[1], hi[1])}
+    return {IMAGE: (lo[0], opt[0], hi[0]), INPUT_SIZE: (lo[1], opt[1], hi[1])}
 
 
 def decoder_profile(max_batch: int, max_prompts: int, max_points: int) -> Profile:
     def shapes(b: int, p: int, n: int) -> dict[str, Shape]:
         return {
-            "image_embeddings": (b, EMBED_DIM, EMBED_SIZE, EMBED_SIZE),
+            IMAGE_EMBEDDINGS: (b, EMBED_DIM, EMBED_SIZE, EMBED_SIZE),
             "point_coords": (b, p, n, 2),
             "point_labels": (b, p, n),
             "mask_input": (b, p, 1, LOW_RES_SIZE, LOW_RES_SIZE),

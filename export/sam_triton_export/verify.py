@@ -21,6 +21,7 @@ from sam_triton_common.contract import (
     DECODER_MODEL,
     ENCODER_MODEL,
     IMAGE,
+    IMAGE_EMBEDDINGS,
     IMAGE_FEATURES_FILE,
     IMAGE_SIZE,
     INPUT_SIZE,
@@ -258,7 +259,7 @@ def run_decoder(
     masks, scores = session.run(
         None,
         {
-            "image_embeddings": embeddings.astype(np.float32),
+            IMAGE_EMBEDDINGS: embeddings.astype(np.float32),
             "point_coords": coords.astype(np.float32),
             "point_labels": labels.astype(np.float32),
             "mask_input": mask,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sam_triton_common.contract import DECODER_OUTPUTS, IMAGE_FEATURE_NAMES
+from sam_triton_common.contract import DECODER_OUTPUTS, IMAGE_EMBEDDINGS, IMAGE_FEATURE_NAMES
 
 from sam_triton_server.ort import Session
 
@@ -27,7 +27,7 @@ class PromptDecoder:
 
     def image_features(self, embedding: Array) -> Features:
         """[256, 64, 64] embedding -> the prompt-independent tensors to keep beside it."""
-        feed = {"image_embeddings": np.ascontiguousarray(embedding[None], dtype=np.float32)}
+        feed = {IMAGE_EMBEDDINGS: np.ascontiguousarray(embedding[None], dtype=np.float32)}
         return tuple(self._features.run(list(IMAGE_FEATURE_NAMES), feed))
 
     def run(

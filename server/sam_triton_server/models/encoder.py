@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sam_triton_common.contract import IMAGE_EMBEDDINGS, IMAGE_SIZE
+from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, IMAGE_SIZE, INPUT_SIZE
 
 from sam_triton_server.models._common import (
     Array,
@@ -21,8 +21,8 @@ def validate_encoder_inputs(image: Array, input_size: Array) -> None:
     """Raise InvalidInput unless image is uint8 [B,1024,1024,3] and input_size int32 [B,2] in 1..1024."""
     check_dtype("image", image, np.uint8)
     check_shape("image", image, (None, IMAGE_SIZE, IMAGE_SIZE, 3))
-    check_dtype("input_size", input_size, np.int32)
-    check_shape("input_size", input_size, (image.shape[0], 2))
+    check_dtype(INPUT_SIZE, input_size, np.int32)
+    check_shape(INPUT_SIZE, input_size, (image.shape[0], 2))
     if (input_size < 1).any() or (input_size > IMAGE_SIZE).any():
         raise InvalidInput(
             f"input_size {input_size.tolist()} must be (height, width) of the resized image, "
@@ -36,7 +36,7 @@ class TritonPythonModel(OnnxModelBase):
         valid: list[tuple[int, Array, Array]] = []
         for i, request in enumerate(requests):
             try:
-                image, input_size = self.input(request, "image"), self.input(request, "input_size")
+                image, input_size = self.input(request, IMAGE), self.input(request, INPUT_SIZE)
                 validate_encoder_inputs(image, input_size)
                 valid.append((i, image, input_size))
             except InvalidInput as e:
@@ -46,8 +46,8 @@ class TritonPythonModel(OnnxModelBase):
                 (embeddings,) = self.session.run(
                     [IMAGE_EMBEDDINGS],
                     {
-                        "image": np.concatenate([v[1] for v in valid]),
-                        "input_size": np.concatenate([v[2] for v in valid]),
+                        IMAGE: np.concatenate([v[1] for v in valid]),
+                        INPUT_SIZE: np.concatenate([v[2] for v in valid]),
                     },
                 )
                 pieces = split_batches([len(v[1]) for v in valid], embeddings)

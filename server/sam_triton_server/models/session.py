@@ -42,6 +42,8 @@ from sam_triton_common.contract import (
     IMAGE,
     IMAGE_EMBEDDINGS,
     INPUT_SIZE,
+    IOU_PREDICTIONS,
+    LOW_RES_MASKS,
     LOW_RES_SIZE,
     MAX_SESSION_ID_BYTES,
     SESSION_ID,
@@ -188,7 +190,7 @@ class TritonPythonModel(OnnxModelBase):
                 arrays["point_labels"],
                 arrays["multimask_output"],
             )
-            return {"low_res_masks": masks, "iou_predictions": scores}
+            return {LOW_RES_MASKS: masks, IOU_PREDICTIONS: scores}
         return self._run_full_decoder(entry.embedding, arrays)
 
     def _run_full_decoder(self, embedding: Array, arrays: dict[str, Array]) -> dict[str, Array]:
@@ -196,7 +198,7 @@ class TritonPythonModel(OnnxModelBase):
         feed["mask_input"] = np.ascontiguousarray(feed["mask_input"])
         feed[IMAGE_EMBEDDINGS] = embedding[None]
         masks, scores = self.session.run(list(DECODER_OUTPUTS), feed)
-        return {"low_res_masks": masks, "iou_predictions": scores}
+        return {LOW_RES_MASKS: masks, IOU_PREDICTIONS: scores}
 
     def _miss_message(self, session_id: str) -> str:
         return (
