@@ -1,7 +1,7 @@
 """Served AMG (sam_automask through RemoteAutomaticMaskGenerator) vs SamAutomaticMaskGenerator.
 
 Same machine, same weights (the checkpoint the repository was exported from), same
-parameters, same image; alternating runs so machine noise hits both. Run from /work/main:
+parameters, same image; alternating runs so machine noise hits both. Run from the repository root:
 
     .venv/bin/python benchmarks/automask_measure.py --repository /tmp/amgwork/repo \
         --checkpoint /tmp/amgwork/tiny.pth --model-type tiny-test --points-per-side 16 --repeats 2

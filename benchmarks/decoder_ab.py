@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from sam_triton_server.models.decoder import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
+from sam_triton_common.contract import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 from sam_triton_server.ort import create_session
 from sam_triton_server.prompt_decoder import PromptDecoder
 

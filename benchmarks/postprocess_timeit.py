@@ -1,6 +1,6 @@
 """timeit: client mask upscaling of 3 masks, before (dense matmuls) vs now (banded), vs the reference.
 
-    cd /work/main && .venv/bin/python benchmarks/postprocess_timeit.py
+    .venv/bin/python benchmarks/postprocess_timeit.py  # from the repository root
 """
 
 import timeit

@@ -55,7 +55,7 @@ def start_triton(repository: Path) -> ServedTriton:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sam_triton_export.checkpoints import save_random_checkpoint
+    from sam_triton_export.model_builder import save_random_checkpoint
 
     return save_random_checkpoint(
         "tiny-test", tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth", seed=TINY_SEED

@@ -10,8 +10,8 @@ import pytest
 import torch
 from sam_triton_common.contract import read_export_info
 from sam_triton_export import cli
-from sam_triton_export.checkpoints import CheckpointError, load_state_dict, save_random_checkpoint
-from sam_triton_export.model_builder import build_sam
+from sam_triton_export.checkpoints import CheckpointError, load_state_dict
+from sam_triton_export.model_builder import build_sam, save_random_checkpoint
 from sam_triton_export.pipeline import ExportError, export_repository, is_up_to_date
 
 

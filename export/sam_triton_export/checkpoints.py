@@ -1,4 +1,5 @@
-"""Checkpoint files: loading with clear errors, type detection, seeded random checkpoints.
+"""Checkpoint files: loading with clear errors, type detection (seeded random checkpoints are
+built by :mod:`sam_triton_export.model_builder`).
 
 Official SAM checkpoints (``sam_vit_b_01ec64.pth`` ...) are plain ``state_dict`` pickles;
 they are loaded with ``weights_only=True`` so a checkpoint file cannot run code.
@@ -21,9 +22,6 @@ if TYPE_CHECKING:
 
 _PATCH_WEIGHT = "image_encoder.patch_embed.proj.weight"
 _BLOCK_KEY = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
-# Zero-initialised by segment_anything; a seeded checkpoint fills them with noise so that
-# parity tests also exercise the absolute and relative position embeddings.
-_ZERO_INIT_SUFFIXES = ("pos_embed", "rel_pos_h", "rel_pos_w")
 
 
 class CheckpointError(Exception):
@@ -105,31 +103,3 @@ def apply_state_dict(sam: Sam, state_dict: dict[str, torch.Tensor], source: str)
         )
     if problems:
         raise CheckpointError(f"checkpoint {source} does not fit the model: " + "; ".join(problems))
-
-
-def random_state_dict(model_type: str, seed: int) -> dict[str, torch.Tensor]:
-    """The state dict of a freshly initialised ``model_type`` SAM, fully determined by ``seed``."""
-    import torch
-
-    from sam_triton_export.model_builder import instantiate_sam
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sam = instantiate_sam(model_type)
-        generator = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for name, param in sam.named_parameters():
-                if name.endswith(_ZERO_INIT_SUFFIXES):
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-    state: dict[str, torch.Tensor] = sam.state_dict()
-    return state
-
-
-def save_random_checkpoint(model_type: str, path: Path | str, seed: int) -> Path:
-    """Write a seeded, randomly initialised ``model_type`` checkpoint in the official format."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(random_state_dict(model_type, seed), path)
-    return path
