@@ -7,7 +7,7 @@ import timeit
 
 import numpy as np
 import torch
-from sam_triton import transforms as T
+from sam_triton_common import transforms as T
 
 F = torch.nn.functional
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_triton import transforms as T
+from sam_triton_common import transforms as T
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
