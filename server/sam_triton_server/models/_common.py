@@ -1,5 +1,5 @@
-"""What the encoder and decoder Python-backend models share: config parameters, locating the
-ONNX file, the session, per-request error responses and input checks.
+"""What the Python-backend models share: config parameters, the ONNX graphs each declares,
+per-request error responses (one exception -> Triton error code mapping) and input checks.
 
 ``triton_python_backend_utils`` only exists inside Triton's Python stub, so it is passed in
 (``pb``) rather than imported here; everything else is plain numpy and testable without Triton.
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, INPUT_SIZE, MODEL_FILE
+from sam_triton_common.errors import InvalidInputError
 
 from sam_triton_server.ort import Session, create_session
 
@@ -24,6 +25,10 @@ Array = npt.NDArray[Any]
 
 class InvalidInput(ValueError):
     """A request the model refuses; answered with INVALID_ARGUMENT, the batch carries on."""
+
+
+class NotFound(LookupError):
+    """A request for something this model does not hold; answered with NOT_FOUND."""
 
 
 def parameters(model_config: dict[str, Any]) -> dict[str, str]:
@@ -51,8 +56,15 @@ class _PbLogHandler(logging.Handler):
 
 
 class OnnxModelBase:
-    """Config parsing and session creation common to both models."""
+    """Config parsing, graph loading and error mapping common to every model.
 
+    A model declares the ONNX graphs it runs in ``GRAPHS``: attribute name -> the config
+    parameter naming the file (relative to the version directory; ``onnx_file`` defaults to
+    the model's own ``model.onnx``). Each becomes a session under that attribute before
+    :meth:`setup` runs.
+    """
+
+    GRAPHS: ClassVar[Mapping[str, str]] = {}
     model_config: dict[str, Any]
     params: dict[str, str]
     pb: Any
@@ -64,13 +76,22 @@ class OnnxModelBase:
         self.model_config = json.loads(args["model_config"])
         self.params = parameters(self.model_config)
         self.version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.logger = logging.getLogger(f"sam_triton_server.models.{args.get('model_name', 'model')}")
+        self.name = args.get("model_name", "model")
+        self.logger = logging.getLogger(f"sam_triton_server.models.{self.name}")
         if not any(isinstance(h, _PbLogHandler) for h in self.logger.handlers):
             self.logger.addHandler(_PbLogHandler(pb))
         self.logger.setLevel(logging.INFO)
         self.device_id = int(args.get("model_instance_device_id", 0) or 0)
-        self.session = self.create_session(self.params.get("onnx_file", MODEL_FILE))
+        for attribute, parameter in self.GRAPHS.items():
+            setattr(self, attribute, self.create_session(self._graph_file(parameter)))
         self.setup()
+
+    def _graph_file(self, parameter: str) -> str:
+        if parameter in self.params:
+            return self.params[parameter]
+        if parameter == "onnx_file":
+            return MODEL_FILE
+        raise ValueError(f"config parameter {parameter!r} (an ONNX file) is missing")
 
     def create_session(self, onnx_file: str) -> Session:
         """A session for ``onnx_file`` (relative to this model's version directory), configured
@@ -84,11 +105,35 @@ class OnnxModelBase:
         )
 
     def setup(self) -> None:
-        """Model-specific initialisation after the session exists."""
+        """Model-specific initialisation after the graphs are loaded."""
+
+    def execute_each(self, requests: list[Any], handle: Callable[[Any], Any]) -> list[Any]:
+        """``handle`` answers one request; an exception answers only its own request
+        (:meth:`error_for`), never taking the server down."""
+        responses = []
+        for request in requests:
+            try:
+                responses.append(handle(request))
+            except Exception as e:
+                responses.append(self.error_for(e))
+        return responses
+
+    def error_for(self, exc: Exception) -> Any:
+        """The error response for an exception raised while answering a request: bad input ->
+        INVALID_ARG, something this model does not hold -> NOT_FOUND (the message unchanged:
+        clients match its text), anything else -> INTERNAL."""
+        if isinstance(exc, InvalidInput | InvalidInputError):
+            return self.error_response(f"{self.name}: {exc}")
+        if isinstance(exc, NotFound):
+            return self._error(str(exc), "NOT_FOUND")
+        return self.error_response(f"{self.name} failed: {exc}", invalid=False)
 
     def error_response(self, message: str, invalid: bool = True) -> Any:
+        return self._error(message, "INVALID_ARG" if invalid else "INTERNAL")
+
+    def _error(self, message: str, code_name: str) -> Any:
         error_cls = self.pb.TritonError
-        code = getattr(error_cls, "INVALID_ARG" if invalid else "INTERNAL", None)
+        code = getattr(error_cls, code_name, None)  # older stubs have no codes
         error = error_cls(message) if code is None else error_cls(message, code)
         return self.pb.InferenceResponse(output_tensors=[], error=error)
 
@@ -117,7 +162,8 @@ class OnnxModelBase:
         return embeddings
 
     def finalize(self) -> None:
-        del self.session  # frees the runtime's memory before the stub exits
+        for attribute in self.GRAPHS:  # frees the runtimes' memory before the stub exits
+            delattr(self, attribute)
 
 
 def check_shape(name: str, array: Array, expected: tuple[int | None, ...]) -> None:

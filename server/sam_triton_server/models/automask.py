@@ -15,18 +15,23 @@ from typing import Any
 import numpy as np
 from sam_triton_common.amg.wire import decode_params
 from sam_triton_common.contract import AUTOMASK_PARAMS, AUTOMASK_RESULT, ENCODER_MODEL, IMAGE
-from sam_triton_common.errors import InvalidInputError
 
 from sam_triton_server.automask import AutomaskLimits, run_automask, warm_up
 from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
+from sam_triton_server.ort import Session
 from sam_triton_server.prompt_decoder import PromptDecoder
 
 
 class TritonPythonModel(OnnxModelBase):
-    """``onnx_file`` is the decoder's prompt_decoder graph; one instance, requests one at a time."""
+    """Runs sam_decoder's split pair (``onnx_file`` is its prompt_decoder graph); one
+    instance, requests one at a time."""
+
+    GRAPHS = {"image_features": "image_features_file", "prompt_graph": "onnx_file"}
+    image_features: Session
+    prompt_graph: Session
 
     def setup(self) -> None:
-        self.decoder = PromptDecoder(self.create_session(self.params["image_features_file"]), self.session)
+        self.decoder = PromptDecoder(self.image_features, self.prompt_graph)
         defaults = asdict(AutomaskLimits())
         self.limits = AutomaskLimits(
             **{key: int_parameter(self.params, key, default) for key, default in defaults.items()}
@@ -36,15 +41,7 @@ class TritonPythonModel(OnnxModelBase):
         warm_up(self.decoder)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._handle(request))
-            except (InvalidInput, InvalidInputError) as e:
-                responses.append(self.error_response(f"sam_automask: {e}"))
-            except Exception as e:  # never take the server down over one request
-                responses.append(self.error_response(f"sam_automask failed: {e}", invalid=False))
-        return responses
+        return self.execute_each(requests, self._handle)
 
     def _handle(self, request: Any) -> Any:
         image = self.input(request, IMAGE)

@@ -32,6 +32,7 @@ from sam_triton_server.models._common import (
     int_parameter,
     split_batches,
 )
+from sam_triton_server.ort import Session
 
 GroupKey = tuple[int, int, bool]
 
@@ -81,6 +82,9 @@ def validate_decoder_inputs(
 
 
 class TritonPythonModel(OnnxModelBase):
+    GRAPHS = {"decoder": "onnx_file"}
+    decoder: Session
+
     def setup(self) -> None:
         self.max_prompts = int_parameter(self.params, "max_prompts", 64)
         self.max_points = int_parameter(self.params, "max_points", 64)
@@ -96,15 +100,15 @@ class TritonPythonModel(OnnxModelBase):
                 )
                 groups[key].append((i, arrays))
             except InvalidInput as e:
-                responses[i] = self.error_response(f"sam_decoder: {e}")
+                responses[i] = self.error_for(e)
         for members in groups.values():
             try:
                 feed = {name: np.concatenate([a[name] for _, a in members]) for name in DECODER_INPUTS}
-                masks, scores = self.session.run(list(DECODER_OUTPUTS), feed)
+                masks, scores = self.decoder.run(list(DECODER_OUTPUTS), feed)
                 pieces = split_batches([a[IMAGE_EMBEDDINGS].shape[0] for _, a in members], masks, scores)
                 for (i, _), (m, s) in zip(members, pieces, strict=True):
                     responses[i] = self.respond(dict(zip(DECODER_OUTPUTS, (m, s), strict=True)))
             except Exception as e:  # never take the server down over one group
                 for i, _ in members:
-                    responses[i] = self.error_response(f"sam_decoder failed: {e}", invalid=False)
+                    responses[i] = self.error_for(e)
         return responses

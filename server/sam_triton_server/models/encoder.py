@@ -15,6 +15,7 @@ from sam_triton_server.models._common import (
     check_shape,
     split_batches,
 )
+from sam_triton_server.ort import Session
 
 
 def validate_encoder_inputs(image: Array, input_size: Array) -> None:
@@ -31,6 +32,9 @@ def validate_encoder_inputs(image: Array, input_size: Array) -> None:
 
 
 class TritonPythonModel(OnnxModelBase):
+    GRAPHS = {"encoder": "onnx_file"}
+    encoder: Session
+
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
         valid: list[tuple[int, Array, Array]] = []
@@ -40,10 +44,10 @@ class TritonPythonModel(OnnxModelBase):
                 validate_encoder_inputs(image, input_size)
                 valid.append((i, image, input_size))
             except InvalidInput as e:
-                responses[i] = self.error_response(f"sam_encoder: {e}")
+                responses[i] = self.error_for(e)
         if valid:
             try:
-                (embeddings,) = self.session.run(
+                (embeddings,) = self.encoder.run(
                     [IMAGE_EMBEDDINGS],
                     {
                         IMAGE: np.concatenate([v[1] for v in valid]),
@@ -55,5 +59,5 @@ class TritonPythonModel(OnnxModelBase):
                     responses[i] = self.respond({IMAGE_EMBEDDINGS: piece})
             except Exception as e:  # never take the server down over one batch
                 for i, _, _ in valid:
-                    responses[i] = self.error_response(f"sam_encoder failed: {e}", invalid=False)
+                    responses[i] = self.error_for(e)
         return responses

@@ -50,26 +50,34 @@ from sam_triton_common.contract import (
 )
 
 from sam_triton_server.embedding_cache import EmbeddingCache
-from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
+from sam_triton_server.models._common import Array, InvalidInput, NotFound, OnnxModelBase, int_parameter
 from sam_triton_server.models.decoder import validate_decoder_inputs
 from sam_triton_server.models.encoder import validate_encoder_inputs
+from sam_triton_server.ort import Session
 from sam_triton_server.prompt_decoder import PromptDecoder
 
 PROMPT_INPUTS = DECODER_INPUTS[1:]  # everything the decoder takes except the embedding
 
 
-class EmbeddingNotFound(LookupError):
+class EmbeddingNotFound(NotFound):
     pass
 
 
 class TritonPythonModel(OnnxModelBase):
-    """Inherits the decoder's onnxruntime session (``onnx_file`` points at sam_decoder's file)."""
+    """Runs sam_decoder's graphs (the config's file parameters point at them): the full
+    decoder for prompts with a mask, the split pair for the rest."""
+
+    GRAPHS = {
+        "full_decoder": "onnx_file",
+        "image_features": "image_features_file",
+        "prompt_graph": "prompt_decoder_file",
+    }
+    full_decoder: Session
+    image_features: Session
+    prompt_graph: Session
 
     def setup(self) -> None:
-        self.prompt_decoder = PromptDecoder(
-            self.create_session(self.params["image_features_file"]),
-            self.create_session(self.params["prompt_decoder_file"]),
-        )
+        self.prompt_decoder = PromptDecoder(self.image_features, self.prompt_graph)
         self.max_prompts = int_parameter(self.params, "max_prompts", 64)
         self.max_points = int_parameter(self.params, "max_points", 64)
         self.encoder_model = self.params.get("encoder_model", ENCODER_MODEL)
@@ -98,17 +106,7 @@ class TritonPythonModel(OnnxModelBase):
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._handle(request))
-            except InvalidInput as e:
-                responses.append(self.error_response(f"sam_session: {e}"))
-            except EmbeddingNotFound as e:
-                responses.append(self._not_found(str(e)))
-            except Exception as e:  # never take the server down over one request
-                responses.append(self.error_response(f"sam_session failed: {e}", invalid=False))
-        return responses
+        return self.execute_each(requests, self._handle)
 
     def _handle(self, request: Any) -> Any:
         session_id = self._session_id(request)
@@ -197,7 +195,7 @@ class TritonPythonModel(OnnxModelBase):
         feed = {name: arrays[name] for name in PROMPT_INPUTS}
         feed["mask_input"] = np.ascontiguousarray(feed["mask_input"])
         feed[IMAGE_EMBEDDINGS] = embedding[None]
-        masks, scores = self.session.run(list(DECODER_OUTPUTS), feed)
+        masks, scores = self.full_decoder.run(list(DECODER_OUTPUTS), feed)
         return {LOW_RES_MASKS: masks, IOU_PREDICTIONS: scores}
 
     def _miss_message(self, session_id: str) -> str:
@@ -206,8 +204,3 @@ class TritonPythonModel(OnnxModelBase):
             f"(cache holds {len(self.cache)} embeddings, {self.cache.nbytes >> 20} MiB); "
             "embed the image again"
         )
-
-    def _not_found(self, message: str) -> Any:
-        code = getattr(self.pb.TritonError, "NOT_FOUND", None)
-        error = self.pb.TritonError(message) if code is None else self.pb.TritonError(message, code)
-        return self.pb.InferenceResponse(output_tensors=[], error=error)
