@@ -1,8 +1,10 @@
-"""Compile the .proto files into client/sam_triton/proto/ (messages, .pyi stubs, gRPC stubs).
+"""Compile the .proto files into each package's proto/ folder (messages, .pyi stubs, gRPC stubs):
+proto/<package>/proto/x.proto becomes <folder>/<package>/proto/x_pb2.py, where <folder> is the
+package's top-level folder (the KServe protocol is the SDK's, the automask messages are shared).
 
 The generated files are committed so a plain ``pip install .`` needs no protoc;
 tests/test_proto.py regenerates them into a temporary folder and fails on any drift.
-Run with ``make proto`` (or ``python proto/generate.py [OUT_DIR]``).
+Run with ``make proto`` (or ``python proto/generate.py [OUT_ROOT]``, default: the repository).
 """
 
 from __future__ import annotations
@@ -13,32 +15,41 @@ from pathlib import Path
 from grpc_tools import protoc
 
 PROTO_ROOT = Path(__file__).resolve().parent
-DEFAULT_OUT = PROTO_ROOT.parent / "client"
+DEFAULT_OUT = PROTO_ROOT.parent
+PACKAGE_FOLDERS = {"sam_triton": "client", "sam_triton_common": "common"}
 
 
 def proto_files() -> list[Path]:
-    return sorted((PROTO_ROOT / "sam_triton" / "proto").glob("*.proto"))
+    return sorted(PROTO_ROOT.glob("*/proto/*.proto"))
 
 
 def generate(out_dir: Path = DEFAULT_OUT) -> list[Path]:
-    """Generate the Python modules under ``out_dir/sam_triton/proto``; returns their paths."""
-    target = out_dir / "sam_triton" / "proto"
-    target.mkdir(parents=True, exist_ok=True)
+    """Generate the Python modules under ``out_dir/<folder>/<package>/proto``; returns their paths."""
     grpc_include = Path(protoc.__file__).parent / "_proto"
+    targets = set()
     for proto in proto_files():
+        package = proto.relative_to(PROTO_ROOT).parts[0]
+        root = out_dir / PACKAGE_FOLDERS[package]
+        targets.add(root / package / "proto")
+        (root / package / "proto").mkdir(parents=True, exist_ok=True)
         args = [
             "grpc_tools.protoc",
             f"-I{PROTO_ROOT}",
             f"-I{grpc_include}",
-            f"--python_out={out_dir}",
-            f"--pyi_out={out_dir}",
+            f"--python_out={root}",
+            f"--pyi_out={root}",
             str(proto.relative_to(PROTO_ROOT)),
         ]
         if "\nservice " in proto.read_text():
-            args.insert(-1, f"--grpc_python_out={out_dir}")
+            args.insert(-1, f"--grpc_python_out={root}")
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed on {proto}")
-    return sorted(p for p in target.iterdir() if p.name.endswith((".py", ".pyi")) and p.name != "__init__.py")
+    return sorted(
+        p
+        for target in targets
+        for p in target.iterdir()
+        if p.name.endswith((".py", ".pyi")) and p.name != "__init__.py"
+    )
 
 
 if __name__ == "__main__":

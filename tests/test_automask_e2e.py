@@ -25,7 +25,15 @@ segment_anything = pytest.importorskip("segment_anything")
 mask_utils = pytest.importorskip("pycocotools.mask")
 pytest.importorskip("cv2")  # the reference's min_mask_region_area path
 
-from sam_triton import AsyncSamClient, InvalidInputError, RemoteAutomaticMaskGenerator, SamClient  # noqa: E402
+from sam_triton import (  # noqa: E402
+    AmgParams,
+    AsyncSamClient,
+    AutomaskOutput,
+    InvalidInputError,
+    ModelNotFoundError,
+    RemoteAutomaticMaskGenerator,
+    SamClient,
+)
 from sam_triton._core import Call, Op  # noqa: E402
 from sam_triton._tensors import build_infer_request  # noqa: E402
 from sam_triton.cli import main as cli_main  # noqa: E402
@@ -169,6 +177,26 @@ def test_async_client_gives_the_same_records(generator: Any, triton_server: Any)
             return await RemoteAutomaticMaskGenerator(client, **kw).generate_async(image)  # type: ignore[arg-type]
 
     assert asyncio.run(go()) == sync
+
+
+def test_clients_automask_is_the_generators_operation(triton_server: Any) -> None:
+    """``SamClient.automask`` / ``AsyncSamClient.automask``: the public operation the generator wraps."""
+    image = _image(64, 80)
+    kw = {**PARITY, "crop_n_layers": 0, "output_mode": "uncompressed_rle"}
+    expected = RemoteAutomaticMaskGenerator(triton_server.grpc_url, **kw).run(image)
+    params = AmgParams(**kw)  # type: ignore[arg-type]
+    with SamClient(triton_server.grpc_url, timeout=600) as client:
+        sync = client.automask(image, params)
+        with pytest.raises(ModelNotFoundError):
+            client.automask(image, params, model="no_such_automask")
+
+    async def go() -> AutomaskOutput:
+        async with AsyncSamClient(triton_server.grpc_url, timeout=600) as client:
+            return await client.automask(image, params)
+
+    for output in (sync, asyncio.run(go())):
+        assert output.records == expected.records and len(output.records) >= 1
+        assert (output.image_size, output.crops, output.prompts) == ((64, 80), 1, expected.prompts)
 
 
 def test_cli_writes_masks_metadata_and_overview(triton_server: Any, tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from sam_triton import amg
 from sam_triton.errors import InvalidInputError, ServerError
-from sam_triton.proto import automask_pb2
 from sam_triton.rle import masks_to_rle
 from sam_triton_common.amg.wire import decode_params, decode_result, encode_params, encode_result
+from sam_triton_common.proto import automask_pb2
 from sam_triton_export.repository import AUTOMASK, TARGETS, RepositoryOptions, repository_files
 from sam_triton_server.automask import AutomaskLimits, CropEncoder, OnnxPointDecoder, check_request
 from sam_triton_server.prompt_decoder import PromptDecoder

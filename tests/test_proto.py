@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from sam_triton.proto import automask_pb2, inference_pb2
+from sam_triton.proto import inference_pb2
+from sam_triton_common.proto import automask_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
         "inference_pb2_grpc.py",
     }
     for path in generated:
-        committed = ROOT / "client" / "sam_triton" / "proto" / path.name
+        committed = ROOT / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), f"{path.name} is stale: run `make proto`"
 
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sam_triton import _core
+from sam_triton import tensors
 from sam_triton.prompts import encode_prompt, group_by_points
 from sam_triton.results import ImageEmbedding, Prediction
 from sam_triton_common import contract
@@ -154,7 +154,7 @@ class OrtHandle:
 class OrtSam:
     """The exported graphs in-process, with the SDK's client-side work around them.
 
-    The request/response helpers are the SDK's own (:mod:`sam_triton._core`), so the tensors
+    The request/response helpers are the SDK's own (:mod:`sam_triton.tensors`), so the tensors
     fed to the graphs are byte for byte what a served request carries, and the graphs are the
     served ones: mask-free prompts go through the split decoder on features computed at embed
     time (as ``sam_session`` and ``sam_automask`` do), prompts with a mask through the full one.
@@ -175,7 +175,7 @@ class OrtSam:
         )
 
     def embed(self, rgb: npt.NDArray[np.uint8]) -> OrtHandle:
-        inputs, input_size = _core._encoder_inputs(rgb)
+        inputs, input_size = tensors.encoder_inputs(rgb)
         (emb,) = self.encoder.run([contract.IMAGE_EMBEDDINGS], inputs)
         embedding = ImageEmbedding(emb[0], (int(rgb.shape[0]), int(rgb.shape[1])), input_size)
         return OrtHandle(embedding, self.split.image_features(emb[0]))
@@ -198,9 +198,9 @@ class OrtSam:
     def predict(self, handle: OrtHandle, prompt: Any, multimask_output: bool) -> Prediction:
         embedding = handle.embedding
         (batch,) = group_by_points([encode_prompt(prompt, embedding.original_size)], 1)
-        inputs = _core._decoder_prompt_inputs(batch, multimask_output, mask_optional=True)
+        inputs = tensors.decoder_prompt_inputs(batch, multimask_output, mask_optional=True)
         outputs = self._run_decoder(handle, inputs)
-        (pred,) = _core._decode_predictions(
+        (pred,) = tensors.decode_predictions(
             outputs, "onnxruntime", 1, embedding.input_size, embedding.original_size, False
         )
         return pred

@@ -3,7 +3,7 @@
 perf_analyzer's random inputs do not work for SAM: ``input_size`` must describe the image,
 point coordinates must lie in the 1024 frame and labels must be valid, and the decoder's
 inputs have variable dimensions (P prompts x N points). These files hold real requests built
-with the SDK's own preprocessing (:func:`sam_triton._core` helpers), one entry per benchmark
+with the SDK's own preprocessing (:mod:`sam_triton.tensors`), one entry per benchmark
 image, in perf_analyzer's JSON format: every tensor as ``{"content": {"b64": ...}, "shape":
 [...]}`` (raw little-endian bytes, shape without the batch dimension; ``-b 1``).
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sam_triton import _core
+from sam_triton import tensors
 from sam_triton.config import ModelNames
 from sam_triton.prompts import encode_prompt, group_by_points
 from sam_triton_common.contract import IMAGE_EMBEDDINGS
@@ -62,7 +62,7 @@ def _entries(tensors: Sequence[dict[str, npt.NDArray[Any]]]) -> dict[str, Any]:
 
 def _prompt_inputs(index: int, image: BenchImage, multimask: bool) -> dict[str, npt.NDArray[Any]]:
     (batch,) = group_by_points([encode_prompt(click_prompt(index, image), image.size)], 1)
-    return _core._decoder_prompt_inputs(batch, multimask)
+    return tensors.decoder_prompt_inputs(batch, multimask)
 
 
 def model_requests(
@@ -72,7 +72,7 @@ def model_requests(
     rng = np.random.default_rng(seed)
     encoder, decoder, ensemble = [], [], []
     for i, image in enumerate(images):
-        image_inputs, _ = _core._encoder_inputs(image.rgb)
+        image_inputs, _ = tensors.encoder_inputs(image.rgb)
         prompt_inputs = _prompt_inputs(i, image, multimask)
         embedding = rng.standard_normal((1, *EMBEDDING_SHAPE)).astype(np.float32)
         encoder.append(image_inputs)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._automask_core import AutomaskOutput
 from .aio import AsyncSamClient
+from .amg import AmgParams
 from .client import SamClient
 from .config import ClientConfig, KeepAliveConfig, ModelNames, RetryPolicy, TlsConfig
 from .errors import (
@@ -37,7 +39,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmgParams",
     "AsyncSamClient",
+    "AutomaskOutput",
     "ClientConfig",
     "DeadlineExceededError",
     "EmbeddingNotFoundError",

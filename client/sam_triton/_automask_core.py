@@ -14,15 +14,14 @@ from google.protobuf.message import DecodeError
 from sam_triton_common.amg import AmgParams, MaskRecord, records_from_mask_data
 from sam_triton_common.amg.wire import decode_result, encode_params
 from sam_triton_common.contract import AUTOMASK_MODEL as AUTOMASK_MODEL
+from sam_triton_common.contract import AUTOMASK_PARAMS, AUTOMASK_RESULT, IMAGE
+from sam_triton_common.proto import automask_pb2
 
 from . import errors
 from ._core import Op, infer_call
 from ._tensors import build_infer_request, decode_infer_response, require_output
 from .config import ClientConfig
 from .images import ImageFormat, ImageInput, load_image
-from .proto import automask_pb2
-
-"""Name of the served automatic-mask model (``ModelNames`` predates it; pass ``model=`` to rename)."""
 
 
 @dataclass(frozen=True)
@@ -47,17 +46,19 @@ def automask_op(
     image: ImageInput,
     params: AmgParams,
     image_format: ImageFormat = "RGB",
-    model: str = AUTOMASK_MODEL,
+    model: str | None = None,
 ) -> Op[AutomaskOutput]:
-    """Automatic masks of one image (``SamAutomaticMaskGenerator.generate``), server-side."""
+    """Automatic masks of one image (``SamAutomaticMaskGenerator.generate``), server-side;
+    ``model`` defaults to ``config.models.automask``."""
+    model = model or config.models.automask
     rgb = load_image(image, image_format, max_pixels=config.max_pixels)
     inputs = {
-        "image": np.ascontiguousarray(rgb)[None],
-        "params": np.array([[encode_params(params)]], dtype=np.object_),
+        IMAGE: np.ascontiguousarray(rgb)[None],
+        AUTOMASK_PARAMS: np.array([[encode_params(params)]], dtype=np.object_),
     }
-    request = build_infer_request(model, inputs, ["result"], model_version=config.models.version)
+    request = build_infer_request(model, inputs, [AUTOMASK_RESULT], model_version=config.models.version)
     (resp,) = yield [infer_call(config, request, f"automask via {model!r}")]
-    raw = require_output(decode_infer_response(resp), "result", model).reshape(-1)
+    raw = require_output(decode_infer_response(resp), AUTOMASK_RESULT, model).reshape(-1)
     if raw.size != 1:
         raise errors.ServerError(f"{model!r} returned {raw.size} results for one image")
     try:

@@ -247,7 +247,7 @@ def infer_call(
     return Call("ModelInfer", request, context, metadata)
 
 
-def _encoder_inputs(rgb: npt.NDArray[np.uint8]) -> tuple[dict[str, npt.NDArray[Any]], tuple[int, int]]:
+def encoder_inputs(rgb: npt.NDArray[np.uint8]) -> tuple[dict[str, npt.NDArray[Any]], tuple[int, int]]:
     padded, input_size = prepare_image(rgb)
     return {IMAGE: padded[None], INPUT_SIZE: np.array([input_size], dtype=np.int32)}, input_size
 
@@ -301,7 +301,7 @@ def embed_rgb_op(
     if session_id is not None or config.server_embeddings:
         return (yield from _session_embed_op(config, rgb, session_id, rgb if keep is None else keep))
     model = config.models.encoder
-    inputs, input_size = _encoder_inputs(rgb)
+    inputs, input_size = encoder_inputs(rgb)
     request = build_infer_request(model, inputs, [IMAGE_EMBEDDINGS], model_version=config.models.version)
     (resp,) = yield [infer_call(config, request, f"embed via {model!r}")]
     emb = _embedding_output(resp, model)
@@ -395,7 +395,7 @@ def session_lookup_op(config: ClientConfig, session_id: str) -> Op[bool]:
 
 def _session_upload_op(config: ClientConfig, session_id: str, rgb: npt.NDArray[np.uint8]) -> Op[None]:
     """Send the image to be encoded and kept under ``session_id``; nothing big comes back."""
-    inputs, _ = _encoder_inputs(rgb)
+    inputs, _ = encoder_inputs(rgb)
     call = _session_call(config, session_id, inputs, [CACHE_HIT], "embed")
     yield from _session_step(config, [call])
 
@@ -449,7 +449,7 @@ def fetch_embedding_op(config: ClientConfig, embedding: ImageEmbedding) -> Op[np
 # --------------------------------------------------------------------------- prediction
 
 
-def _decoder_prompt_inputs(
+def decoder_prompt_inputs(
     batch: Any, multimask_output: bool, *, mask_optional: bool = False
 ) -> dict[str, npt.NDArray[Any]]:
     """The prompt tensors of one request (batch dim 1 in front: the models have max_batch_size > 0).
@@ -500,7 +500,7 @@ def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding) -> _Targe
     )
 
 
-def _decode_predictions(
+def decode_predictions(
     outputs: dict[str, npt.NDArray[Any]],
     model: str,
     count: int,
@@ -553,7 +553,7 @@ def predict_op(
     batches = group_by_points(encoded, config.max_prompts_per_request)
     calls = []
     for batch in batches:
-        prompt_inputs = _decoder_prompt_inputs(batch, multimask_output, mask_optional=target.mask_optional)
+        prompt_inputs = decoder_prompt_inputs(batch, multimask_output, mask_optional=target.mask_optional)
         inputs = {**target.inputs, **prompt_inputs}
         request = build_infer_request(
             model, inputs, [LOW_RES_MASKS, IOU_PREDICTIONS], model_version=config.models.version
@@ -565,7 +565,7 @@ def predict_op(
         responses = yield calls
     results: list[Prediction | None] = [None] * len(items)
     for batch, resp in zip(batches, responses, strict=True):
-        preds = _decode_predictions(
+        preds = decode_predictions(
             decode_infer_response(resp),
             model,
             len(batch.indices),
@@ -602,13 +602,13 @@ def segment_op(
         return (yield from predict_op(config, embedding, prompts, multimask_output, return_logits))
     (batch,) = batches
     model = config.models.ensemble
-    image_inputs, input_size = _encoder_inputs(rgb)
-    inputs = {**image_inputs, **_decoder_prompt_inputs(batch, multimask_output)}
+    image_inputs, input_size = encoder_inputs(rgb)
+    inputs = {**image_inputs, **decoder_prompt_inputs(batch, multimask_output)}
     request = build_infer_request(
         model, inputs, [LOW_RES_MASKS, IOU_PREDICTIONS], model_version=config.models.version
     )
     (resp,) = yield [infer_call(config, request, f"segment via {model!r}")]
-    preds = _decode_predictions(
+    preds = decode_predictions(
         decode_infer_response(resp), model, len(items), input_size, original_size, return_logits
     )
     return preds[0] if single else preds

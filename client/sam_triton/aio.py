@@ -15,8 +15,10 @@ import grpc
 import grpc.aio
 import numpy as np
 import numpy.typing as npt
+from sam_triton_common.amg import AmgParams
 
 from . import _core, errors
+from ._automask_core import AutomaskOutput, automask_op
 from ._core import Attempts, Call, Op
 from .config import ClientConfig, ClientConstruction
 from .images import ImageFormat, ImageInput
@@ -153,6 +155,21 @@ class AsyncSamClient(ClientConstruction):
         return await self._run(
             _core.segment_op(self.config, image, prompts, image_format, multimask_output, return_logits)
         )
+
+    async def automask(
+        self,
+        image: ImageInput,
+        params: AmgParams | None = None,
+        image_format: ImageFormat = "RGB",
+        *,
+        model: str | None = None,
+    ) -> AutomaskOutput:
+        """Automatic masks of one image (``SamAutomaticMaskGenerator.generate``), computed next
+        to the model by ``sam_automask``: the records (``params.output_mode``) plus what the
+        call cost. ``params`` defaults to the reference's defaults; ``model`` to
+        ``models.automask``. A full run takes far longer than one click: give the client a
+        ``timeout`` to match (:class:`~sam_triton.RemoteAutomaticMaskGenerator` uses 600 s)."""
+        return await self._run(automask_op(self.config, image, params or AmgParams(), image_format, model))
 
     async def map(
         self, fn: Callable[[X], Awaitable[T]], items: Iterable[X], concurrency: int = 16

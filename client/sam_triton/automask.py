@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 import numpy.typing as npt
 from sam_triton_common.amg import AmgParams, MaskRecord, OutputMode
 
-from ._automask_core import AUTOMASK_MODEL, AutomaskOutput, automask_op
-from ._core import Op
+from ._automask_core import AUTOMASK_MODEL, AutomaskOutput
 from .aio import AsyncSamClient
 from .client import SamClient
 from .images import ImageFormat, ImageInput
@@ -105,9 +104,7 @@ class RemoteAutomaticMaskGenerator:
         """Records plus what the call cost (bytes received, server time, crops, prompts)."""
         if not isinstance(self.client, SamClient):
             raise TypeError("this generator holds an AsyncSamClient: use `await generator.run_async(image)`")
-        # _run is the client's own op driver (deadline, retries, error mapping): the automatic
-        # mask op is one more operation of the same client, kept in its own module.
-        return self.client._run(self._op(image))
+        return self.client.automask(image, self.params, self.image_format, model=self.model)
 
     def generate(self, image: ImageInput) -> list[MaskRecord]:
         """``SamAutomaticMaskGenerator.generate``: one record per mask, ``[]`` when there is none."""
@@ -115,15 +112,12 @@ class RemoteAutomaticMaskGenerator:
 
     async def run_async(self, image: ImageInput) -> AutomaskOutput:
         if isinstance(self.client, AsyncSamClient):
-            return await self.client._run(self._op(image))
+            return await self.client.automask(image, self.params, self.image_format, model=self.model)
         return await asyncio.to_thread(self.run, image)
 
     async def generate_async(self, image: ImageInput) -> list[MaskRecord]:
         """:meth:`generate` for asyncio code (any client; a sync one runs in a worker thread)."""
         return (await self.run_async(image)).records
-
-    def _op(self, image: ImageInput) -> Op[AutomaskOutput]:
-        return automask_op(self.client.config, image, self.params, self.image_format, self.model)
 
     def close(self) -> None:
         """Close the client if the generator opened it (an AsyncSamClient is closed by its owner)."""

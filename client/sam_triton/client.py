@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
+from sam_triton_common.amg import AmgParams
 
 from . import _core, errors
+from ._automask_core import AutomaskOutput, automask_op
 from ._core import Attempts, Call, Op
 from .config import ClientConfig, ClientConstruction
 from .images import ImageFormat, ImageInput
@@ -179,6 +181,21 @@ class SamClient(ClientConstruction):
         return self._run(
             _core.segment_op(self.config, image, prompts, image_format, multimask_output, return_logits)
         )
+
+    def automask(
+        self,
+        image: ImageInput,
+        params: AmgParams | None = None,
+        image_format: ImageFormat = "RGB",
+        *,
+        model: str | None = None,
+    ) -> AutomaskOutput:
+        """Automatic masks of one image (``SamAutomaticMaskGenerator.generate``), computed next
+        to the model by ``sam_automask``: the records (``params.output_mode``) plus what the
+        call cost. ``params`` defaults to the reference's defaults; ``model`` to
+        ``models.automask``. A full run takes far longer than one click: give the client a
+        ``timeout`` to match (:class:`~sam_triton.RemoteAutomaticMaskGenerator` uses 600 s)."""
+        return self._run(automask_op(self.config, image, params or AmgParams(), image_format, model))
 
     def map(self, fn: Callable[[X], T], items: Iterable[X], max_workers: int = 4) -> list[T]:
         """``[fn(x) for x in items]`` on a thread pool, in order (many images concurrently)."""

@@ -101,6 +101,7 @@ class ModelNames:
     decoder: str = contract.DECODER_MODEL
     ensemble: str = contract.ENSEMBLE_MODEL
     session: str = contract.SESSION_MODEL
+    automask: str = contract.AUTOMASK_MODEL
     version: str = ""
 
 

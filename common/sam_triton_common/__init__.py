@@ -7,8 +7,8 @@
   RLE, the automatic-mask-generation core).
 - :mod:`sam_triton_common.errors`: the root of the error hierarchy and the two errors the
   shared code raises.
+- ``sam_triton_common.proto``: the automask messages, generated from
+  proto/sam_triton_common/proto/automask.proto (``make proto``).
 
-It imports none of the other sam-triton packages, with one exception: the generated protobuf
-modules still live in ``sam_triton.proto`` (their import path follows the .proto files'
-layout under proto/), and ``amg.wire`` encodes the automask messages with them.
+It imports none of the other sam-triton packages.
 """

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sam_triton_common import amg
-from sam_triton_common.amg.wire import automask_pb2, encode_result
+from sam_triton_common.amg.wire import encode_result
 from sam_triton_common.errors import InvalidInputError
+from sam_triton_common.proto import automask_pb2
 from sam_triton_common.transforms import EMBEDDING_SHAPE, prepare_image, preprocess_shape
 
 from sam_triton_server.prompt_decoder import Features, PromptDecoder

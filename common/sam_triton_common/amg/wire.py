@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 from google.protobuf.message import DecodeError
-from sam_triton.proto import automask_pb2 as automask_pb2  # generated: see sam_triton_common.__init__
 
 from ..errors import InvalidInputError, ServerError
+from ..proto import automask_pb2
 from ..rle import RLE
 from .data import MaskData
 from .params import AmgParams
