@@ -164,11 +164,7 @@ class AsyncSamClient(ClientConstruction):
         *,
         model: str | None = None,
     ) -> AutomaskOutput:
-        """Automatic masks of one image (``SamAutomaticMaskGenerator.generate``), computed next
-        to the model by ``sam_automask``: the records (``params.output_mode``) plus what the
-        call cost. ``params`` defaults to the reference's defaults; ``model`` to
-        ``models.automask``. A full run takes far longer than one click: give the client a
-        ``timeout`` to match (:class:`~sam_triton.RemoteAutomaticMaskGenerator` uses 600 s)."""
+        """:meth:`SamClient.automask <sam_triton.SamClient.automask>`, awaitable."""
         return await self._run(automask_op(self.config, image, params or AmgParams(), image_format, model))
 
     async def map(
