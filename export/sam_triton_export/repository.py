@@ -17,6 +17,9 @@ from typing import Any
 
 from sam_triton_common import contract
 from sam_triton_common.contract import (
+    AUTOMASK_PARAMS,
+    AUTOMASK_RESULT,
+    IMAGE,
     IMAGE_EMBEDDINGS,
     IMAGE_FEATURES_FILE,
     INPUT_SIZE,
@@ -37,7 +40,7 @@ SESSION, AUTOMASK, VERSION = contract.SESSION_MODEL, contract.AUTOMASK_MODEL, co
 _WARMUP_DIR = "warmup"
 _WARMUP_INPUT_SIZE = INPUT_SIZE
 
-# Measured here (2 shared CPU cores, onnxruntime CPU; notes/export-notes.md): a tiny-test
+# Measured on 2 shared CPU cores with onnxruntime (CPU) when these were chosen: a tiny-test
 # encoder call takes ~0.4 s (vit_b: seconds) and a decoder call ~90 ms for one prompt, while
 # batching 4-8 decoder calls did NOT lower the per-prompt cost on this CPU. So the queue
 # delays are kept at a level that is invisible next to one call (2 ms / 1 ms): they cost
@@ -87,7 +90,7 @@ class Tensor:
 
 
 ENCODER_INPUTS = (
-    Tensor("image", "TYPE_UINT8", (IMAGE_SIZE, IMAGE_SIZE, 3)),
+    Tensor(IMAGE, "TYPE_UINT8", (IMAGE_SIZE, IMAGE_SIZE, 3)),
     Tensor(INPUT_SIZE, "TYPE_INT32", (2,)),
 )
 ENCODER_OUTPUTS = (Tensor(IMAGE_EMBEDDINGS, "TYPE_FP32", (EMBED_DIM, EMBED_SIZE, EMBED_SIZE)),)
@@ -112,11 +115,11 @@ SESSION_CACHE_BYTES = 1 << 30
 SESSION_CACHE_TTL_SECONDS = 3600
 
 AUTOMASK_INPUTS = (
-    # The original image: the server crops and resizes it with sam_triton.transforms itself.
-    Tensor("image", "TYPE_UINT8", (-1, -1, 3)),
-    Tensor("params", "TYPE_STRING", (1,)),  # serialized sam_triton.automask.AutomaskParams
+    # The original image: the server crops and resizes it with sam_triton_common.transforms itself.
+    Tensor(IMAGE, "TYPE_UINT8", (-1, -1, 3)),
+    Tensor(AUTOMASK_PARAMS, "TYPE_STRING", (1,)),  # serialized sam_triton.automask.AutomaskParams
 )
-AUTOMASK_OUTPUTS = (Tensor("result", "TYPE_STRING", (1,)),)  # serialized AutomaskResult
+AUTOMASK_OUTPUTS = (Tensor(AUTOMASK_RESULT, "TYPE_STRING", (1,)),)  # serialized AutomaskResult
 
 # Warm-up shapes (batch dim excluded) of the variable-shape decoder inputs: one prompt, one point.
 _DECODER_WARMUP_DIMS = {
