@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .aio import AsyncSamClient
 from .client import SamClient
-from .config import ClientConfig, KeepAliveConfig, ModelNames, RetryPolicy, TlsConfig
+from .config import ClientConfig, KeepAliveConfig, ModelNames, Priority, RetryPolicy, TlsConfig
 from .errors import (
     DeadlineExceededError,
     EmbeddingNotFoundError,
@@ -24,9 +24,11 @@ from .errors import (
     ResourceExhaustedError,
     SamTritonError,
     ServerError,
+    ServerOverloadedError,
     ServerUnavailableError,
 )
 from .images import load_image
+from .interactive import LatestClick
 from .predictor import RemoteSamPredictor
 from .prompts import Prompt
 from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
@@ -44,11 +46,13 @@ __all__ = [
     "ImageEmbedding",
     "InvalidInputError",
     "KeepAliveConfig",
+    "LatestClick",
     "ModelMetadata",
     "ModelNames",
     "ModelNotFoundError",
     "ModelNotReadyError",
     "Prediction",
+    "Priority",
     "Prompt",
     "RemoteAutomaticMaskGenerator",
     "RemoteSamPredictor",
@@ -57,6 +61,7 @@ __all__ = [
     "SamClient",
     "SamTritonError",
     "ServerError",
+    "ServerOverloadedError",
     "ServerUnavailableError",
     "TensorSpec",
     "TlsConfig",

@@ -101,22 +101,25 @@ class RemoteAutomaticMaskGenerator:
                 raise TypeError(f"client options {sorted(options)} need a URL, not an open client")
             self.client = url_or_client
 
-    def run(self, image: ImageInput) -> AutomaskOutput:
-        """Records plus what the call cost (bytes received, server time, crops, prompts)."""
+    def run(self, image: ImageInput, *, priority: int | None = None) -> AutomaskOutput:
+        """Records plus what the call cost (bytes received, server time, crops, prompts).
+
+        ``priority`` overrides the model's default (``Priority.BATCH``) for this image.
+        """
         if not isinstance(self.client, SamClient):
             raise TypeError("this generator holds an AsyncSamClient: use `await generator.run_async(image)`")
         # _run is the client's own op driver (deadline, retries, error mapping): the automatic
         # mask op is one more operation of the same client, kept in its own module.
-        return self.client._run(self._op(image))
+        return self.client._run(self._op(image), priority)
 
     def generate(self, image: ImageInput) -> list[MaskRecord]:
         """``SamAutomaticMaskGenerator.generate``: one record per mask, ``[]`` when there is none."""
         return self.run(image).records
 
-    async def run_async(self, image: ImageInput) -> AutomaskOutput:
+    async def run_async(self, image: ImageInput, *, priority: int | None = None) -> AutomaskOutput:
         if isinstance(self.client, AsyncSamClient):
-            return await self.client._run(self._op(image))
-        return await asyncio.to_thread(self.run, image)
+            return await self.client._run(self._op(image), priority)
+        return await asyncio.to_thread(lambda: self.run(image, priority=priority))
 
     async def generate_async(self, image: ImageInput) -> list[MaskRecord]:
         """:meth:`generate` for asyncio code (any client; a sync one runs in a worker thread)."""

@@ -101,14 +101,19 @@ class OnnxModelBase:
     def respond(self, arrays: dict[str, Array]) -> Any:
         return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor(k, v) for k, v in arrays.items()])
 
-    def encode_via_bls(self, encoder_model: str, images: Array, input_sizes: Array) -> Array:
+    def encode_via_bls(
+        self, encoder_model: str, images: Array, input_sizes: Array, *, timeout_us: int = 0
+    ) -> Array:
         """Image embeddings from the encoder model by a BLS call: requests from several models
-        (and plain clients) share the encoder's dynamic batches and instances."""
+        (and plain clients) share the encoder's dynamic batches and instances. ``timeout_us``
+        (0: none) lets the encoder's queue drop the request once its caller has given up."""
         pb = self.pb
+        deadline = {"timeout": timeout_us} if timeout_us > 0 else {}
         reply = pb.InferenceRequest(
             model_name=encoder_model,
             requested_output_names=["image_embeddings"],
             inputs=[pb.Tensor("image", images), pb.Tensor("input_size", input_sizes)],
+            **deadline,
         ).exec()
         if reply.has_error():
             raise RuntimeError(f"{encoder_model}: {reply.error().message()}")
