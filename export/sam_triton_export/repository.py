@@ -44,6 +44,10 @@ DECODER_QUEUE_DELAY_US = 1000
 # model's default is its usual class; a client overrides it per request (KServe "priority").
 PRIORITY_LEVELS = 3
 INTERACTIVE, FOREGROUND, BATCH = 1, 2, 3
+# Triton honours a request's own timeout (the SDK sends the caller's time left) only when it
+# is below the queue's default, and a default of 0 means none: so the default is a real,
+# generous one. Nothing waits in a queue longer than this.
+QUEUE_TIMEOUT_US = 600 * 1_000_000
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ def _queue(priority: int, max_queue_size: int) -> list[Field]:
     """Priority levels and a bounded queue whose requests may carry their own deadline."""
     policy = Message.of(
         ("timeout_action", Enum("REJECT")),
+        ("default_timeout_microseconds", QUEUE_TIMEOUT_US),
         ("allow_timeout_override", True),
         ("max_queue_size", max_queue_size),
     )
