@@ -146,9 +146,11 @@ class Attempts:
     """
 
     def __init__(self, config: ClientConfig, priority: int | None = None) -> None:
-        if priority is not None and (type(priority) is not int or priority < 1):
+        if priority is not None and (
+            isinstance(priority, bool) or not isinstance(priority, int) or priority < 1
+        ):
             raise errors.InvalidInputError(f"priority must be an int >= 1 (1 goes first), got {priority!r}")
-        self.priority = priority
+        self.priority = None if priority is None else int(priority)
         self._policy = config.retry
         self._deadline = None if config.timeout is None else time.monotonic() + config.timeout
         self._timeout = config.timeout

@@ -35,7 +35,7 @@ class EmbedPool:
         self.workers = workers
         self.max_pending = max_pending
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._in_flight: dict[str, Future[None]] = {}
         self._pending = 0
 
@@ -96,7 +96,7 @@ class EmbedPool:
             job()
         finally:
             with self._lock:
-                self._pending -= 1
+                self._done_one()
                 # Followers run from this future's callbacks, after this returns: by then the
                 # key is no longer in flight, so a following job starts a fresh one.
                 self._in_flight.pop(key, None)
@@ -106,7 +106,15 @@ class EmbedPool:
             job()
         finally:
             with self._lock:
-                self._pending -= 1
+                self._done_one()
 
-    def shutdown(self) -> None:
+    def _done_one(self) -> None:
+        self._pending -= 1
+        if not self._pending:
+            self._lock.notify_all()
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Finish every accepted job (followers included: they may start new ones), then stop."""
+        with self._lock:
+            self._lock.wait_for(lambda: not self._pending, timeout)
         self._executor.shutdown(wait=True, cancel_futures=False)
