@@ -4,6 +4,8 @@ retries (deadline and priority parameters, ServerOverloadedError)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -140,3 +142,23 @@ def test_each_request_carries_the_time_left_and_the_priority() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(errors.InvalidInputError, match="priority"):
             Attempts(config, priority=bad)  # type: ignore[arg-type]
+
+
+def test_serve_refuses_an_unknown_queue_override(tmp_path: Path) -> None:
+    (tmp_path / ENCODER).mkdir()
+    (tmp_path / ENCODER / "config.pbtxt").write_bytes(
+        repository_files(RepositoryOptions())[f"{ENCODER}/config.pbtxt"]
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "sam_triton",
+        "serve",
+        "--repository",
+        str(tmp_path),
+        "--queue",
+        "sam_encodr=4",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "sam_encodr=4" in result.stderr and "sam_encoder" in result.stderr
