@@ -162,3 +162,19 @@ def test_serve_refuses_an_unknown_queue_override(tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "sam_encodr=4" in result.stderr and "sam_encoder" in result.stderr
+
+
+def test_bench_counts_rejections_apart_from_failures() -> None:
+    from sam_triton.bench.loadgen import Sample
+    from sam_triton.bench.stats import summarize, timeline
+
+    samples = [
+        Sample(0, 0.0, 0.0, 0.1, False),
+        Sample(1, 0.0, 0.0, 0.1, False, "ServerOverloadedError", "UNAVAILABLE", "Exceeds maximum queue size"),
+        Sample(2, 0.0, 0.0, 0.2, False, "ServerError", "INTERNAL", "boom"),
+    ]
+    summary = summarize(samples)
+    assert (summary.ok, summary.errors, summary.rejected) == (1, 1, 1)
+    assert summary.errors_by_class == {"ServerError": 1}
+    (point,) = timeline(samples)
+    assert (point.completed, point.errors, point.rejected) == (1, 1, 1)
