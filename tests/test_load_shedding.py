@@ -4,6 +4,7 @@ retries (deadline and priority parameters, ServerOverloadedError)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -122,7 +123,8 @@ def test_overload_is_retried_only_within_the_deadline() -> None:
     policy = RetryPolicy(retries=5, initial_backoff=0.1, max_backoff=1.0, jitter=0.5)
     overloaded = ServerOverloadedError("x", code="UNAVAILABLE")
     delays = [policy.delay(overloaded, attempt, remaining=10.0) for attempt in range(5)]
-    assert all(d is not None and 0.05 * 2**a <= d <= 0.15 * 2**a for a, d in enumerate(delays))
+    bases = [min(1.0, 0.1 * 2**a) for a in range(5)]  # exponential, capped at max_backoff
+    assert all(d is not None and 0.5 * b <= d <= 1.5 * b for b, d in zip(bases, delays, strict=True))
     assert policy.delay(overloaded, 0, remaining=0.04) is None  # the backoff would outlive the deadline
     assert policy.delay(overloaded, 5, remaining=10.0) is None
 
@@ -178,3 +180,23 @@ def test_bench_counts_rejections_apart_from_failures() -> None:
     assert summary.errors_by_class == {"ServerError": 1}
     (point,) = timeline(samples)
     assert (point.completed, point.errors, point.rejected) == (1, 1, 1)
+
+
+def test_lower_cpu_priority_reaches_threads_that_already_run() -> None:
+    script = """
+import os, threading
+from sam_triton_server.models._common import lower_cpu_priority
+started, release = threading.Event(), threading.Event()
+tid = []
+def worker():
+    tid.append(threading.get_native_id()); started.set(); release.wait()
+thread = threading.Thread(target=worker); thread.start(); started.wait()
+lower_cpu_priority(7)
+print(os.getpriority(os.PRIO_PROCESS, 0), os.getpriority(os.PRIO_PROCESS, tid[0]))
+release.set(); thread.join()
+"""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == [str(min(19, base + 7))] * 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,20 @@ def int_parameter(params: dict[str, str], key: str, default: int) -> int:
         return int(params.get(key, default))
     except ValueError:
         raise ValueError(f"config parameter {key!r} must be an integer, got {params[key]!r}") from None
+
+
+def lower_cpu_priority(nice: int) -> None:
+    """Add ``nice`` to every thread of this stub process (Linux niceness is per thread; threads
+    started later inherit it), so that on a CPU-bound server the interactive models' threads
+    get the cores first. The config's ``nice`` parameter: 0 leaves the process alone."""
+    if nice <= 0:
+        return
+    tasks = Path("/proc/self/task")
+    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except OSError:  # a thread that just exited
+            continue
 
 
 class _PbLogHandler(logging.Handler):
@@ -68,6 +83,7 @@ class OnnxModelBase:
             self.logger.addHandler(_PbLogHandler(pb))
         self.logger.setLevel(logging.INFO)
         self.device_id = int(args.get("model_instance_device_id", 0) or 0)
+        lower_cpu_priority(int_parameter(self.params, "nice", 0))  # before any runtime thread exists
         self.session = self.create_session(self.params.get("onnx_file", "model.onnx"))
         self.setup()
 
