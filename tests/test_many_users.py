@@ -28,6 +28,7 @@ from sam_triton import (
     AsyncSamClient,
     DeadlineExceededError,
     LatestClick,
+    LatestClickThread,
     Priority,
     Prompt,
     RemoteAutomaticMaskGenerator,
@@ -272,3 +273,17 @@ def test_priorities_order_a_shared_queue(busy_server: ServedTriton, raw_encoder:
     for future in [long_encode, urgent, *low]:
         future.result()
     assert finished["urgent"] < max(t for name, t in finished.items() if name != "urgent"), finished
+
+
+def test_latest_click_wins_for_the_blocking_client(busy_server: ServedTriton) -> None:
+    points = [[[100 + 20 * i, 120]] for i in range(8)]
+    with SamClient(busy_server.grpc_url) as client:
+        held = client.embed(image(1001, 512))
+        with LatestClickThread(client, held) as clicks:
+            for point in points:
+                clicks.click(Prompt(point_coords=point, point_labels=[1]))
+            newest = clicks.latest(timeout=60)
+            assert clicks.sent + clicks.superseded >= len(points) and clicks.sent < len(points)
+        alone = client.predict(held, Prompt(point_coords=points[-1], point_labels=[1]))
+    np.testing.assert_allclose(newest.scores, alone.scores, atol=1e-5)
+    np.testing.assert_array_equal(newest.masks, alone.masks)

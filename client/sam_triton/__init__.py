@@ -28,7 +28,7 @@ from .errors import (
     ServerUnavailableError,
 )
 from .images import load_image
-from .interactive import LatestClick
+from .interactive import LatestClick, LatestClickThread
 from .predictor import RemoteSamPredictor
 from .prompts import Prompt
 from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
@@ -47,6 +47,7 @@ __all__ = [
     "InvalidInputError",
     "KeepAliveConfig",
     "LatestClick",
+    "LatestClickThread",
     "ModelMetadata",
     "ModelNames",
     "ModelNotFoundError",

@@ -9,11 +9,17 @@ Each click supersedes the previous one: a superseded click that has not been sen
 dropped, one already on the wire is cancelled (grpc.aio cancels the RPC, so a server that
 has not started it never computes it). There is never more than one click in flight, so a
 fast mouse builds no backlog on the client or the server.
+
+:class:`LatestClickThread` does the same for a blocking :class:`~sam_triton.SamClient` from
+a UI thread: one worker thread sends the newest click; superseded clicks not yet sent are
+dropped, and the answer to one sent before a newer click arrived is discarded (a blocking
+call cannot be cancelled, so it runs to its end, one click at most).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import TYPE_CHECKING
 
 from .prompts import Prompt
@@ -21,6 +27,7 @@ from .results import ImageEmbedding, Prediction
 
 if TYPE_CHECKING:
     from .aio import AsyncSamClient
+    from .client import SamClient
 
 
 class LatestClick:
@@ -82,3 +89,94 @@ class LatestClick:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+class LatestClickThread:
+    """Latest-click-wins for a blocking SamClient: ``click`` returns at once, ``latest`` waits.
+
+    Attributes:
+        sent: clicks sent to the server.
+        superseded: clicks dropped before sending, or answered after a newer click arrived.
+    """
+
+    def __init__(
+        self,
+        client: SamClient,
+        embedding: ImageEmbedding,
+        *,
+        multimask_output: bool = True,
+        priority: int | None = None,
+    ) -> None:
+        self.client = client
+        self.embedding = embedding
+        self.multimask_output = multimask_output
+        self.priority = priority
+        self._changed = threading.Condition()
+        self._pending: tuple[int, Prompt] | None = None
+        self._clicks = 0
+        self._answer: tuple[int, Prediction | BaseException] | None = None
+        self._closed = False
+        self.sent = 0
+        self.superseded = 0
+        self._worker = threading.Thread(target=self._loop, name="sam-latest-click", daemon=True)
+        self._worker.start()
+
+    def click(self, prompt: Prompt) -> None:
+        with self._changed:
+            if self._pending is not None:
+                self.superseded += 1  # never sent
+            self._clicks += 1
+            self._pending = (self._clicks, prompt)
+            self._changed.notify_all()
+
+    def latest(self, timeout: float | None = None) -> Prediction:
+        """The answer to the newest click (raises its error, or TimeoutError)."""
+        with self._changed:
+            if not self._clicks:
+                raise RuntimeError("LatestClickThread.latest() before any click()")
+            if not self._changed.wait_for(
+                lambda: self._answer is not None and self._answer[0] == self._clicks, timeout
+            ):
+                raise TimeoutError("no answer to the newest click yet")
+            assert self._answer is not None
+            result = self._answer[1]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending is not None or self._closed)
+                if self._closed:
+                    return
+                assert self._pending is not None
+                number, prompt = self._pending
+                self._pending = None
+                self.sent += 1
+            answer: Prediction | BaseException
+            try:
+                result = self.client.predict(
+                    self.embedding, prompt, self.multimask_output, priority=self.priority
+                )
+                assert isinstance(result, Prediction)
+                answer = result
+            except Exception as exc:  # handed to latest()
+                answer = exc
+            with self._changed:
+                if number != self._clicks:
+                    self.superseded += 1  # a newer click arrived meanwhile
+                self._answer = (number, answer)
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._worker.join()
+
+    def __enter__(self) -> LatestClickThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
