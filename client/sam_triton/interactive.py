@@ -20,27 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
+from .aio import AsyncSamClient
+from .client import SamClient
 from .prompts import Prompt
 from .results import ImageEmbedding, Prediction
 
-if TYPE_CHECKING:
-    from .aio import AsyncSamClient
-    from .client import SamClient
+C = TypeVar("C")
 
 
-class LatestClick:
-    """Latest-click-wins prediction on one embedding (use it inside one event loop).
-
-    Attributes:
-        sent: clicks started.
-        superseded: clicks cancelled (in flight) or dropped (not sent) by a newer one.
-    """
+class _Clicks(Generic[C]):
+    """What both helpers hold: where clicks go, how they are predicted, and two counters."""
 
     def __init__(
         self,
-        client: AsyncSamClient,
+        client: C,
         embedding: ImageEmbedding,
         *,
         multimask_output: bool = True,
@@ -50,9 +45,19 @@ class LatestClick:
         self.embedding = embedding
         self.multimask_output = multimask_output
         self.priority = priority
-        self._task: asyncio.Task[Prediction] | None = None
         self.sent = 0
         self.superseded = 0
+
+
+class LatestClick(_Clicks[AsyncSamClient]):
+    """Latest-click-wins prediction on one embedding (use it inside one event loop).
+
+    Attributes:
+        sent: clicks started.
+        superseded: clicks cancelled (in flight) or dropped (not sent) by a newer one.
+    """
+
+    _task: asyncio.Task[Prediction] | None = None
 
     def click(self, prompt: Prompt) -> asyncio.Task[Prediction]:
         """Start predicting ``prompt``, cancelling the click before it; returns at once."""
@@ -91,8 +96,9 @@ class LatestClick:
             await asyncio.gather(task, return_exceptions=True)
 
 
-class LatestClickThread:
+class LatestClickThread(_Clicks[SamClient]):
     """Latest-click-wins for a blocking SamClient: ``click`` returns at once, ``latest`` waits.
+    Takes LatestClick's arguments; ``close()`` (or ``with``) stops its worker thread.
 
     Attributes:
         sent: clicks sent to the server.
@@ -107,17 +113,12 @@ class LatestClickThread:
         multimask_output: bool = True,
         priority: int | None = None,
     ) -> None:
-        self.client = client
-        self.embedding = embedding
-        self.multimask_output = multimask_output
-        self.priority = priority
+        super().__init__(client, embedding, multimask_output=multimask_output, priority=priority)
         self._changed = threading.Condition()
         self._pending: tuple[int, Prompt] | None = None
         self._clicks = 0
         self._answer: tuple[int, Prediction | BaseException] | None = None
         self._closed = False
-        self.sent = 0
-        self.superseded = 0
         self._worker = threading.Thread(target=self._loop, name="sam-latest-click", daemon=True)
         self._worker.start()
 
