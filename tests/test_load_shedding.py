@@ -25,7 +25,7 @@ from sam_triton_export.repository import (
     repository_files,
 )
 from sam_triton_server.embed_pool import EmbedPool, PoolFull
-from sam_triton_server.queues import QueueLimits, overlay_repository, parse_queue_overrides
+from sam_triton_server.queues import QueueLimits, overlay_repository, parse_queue_overrides, queue_limits
 
 from tests.test_repository import parse
 from tests.test_sdk_errors import FakeRpcError
@@ -100,6 +100,8 @@ def test_serve_overrides_rewrite_an_overlay_not_the_repository(tmp_path: Path) -
     assert (overlay / DECODER).is_symlink()  # untouched models are linked whole
     original = parse((repository / ENCODER / "config.pbtxt").read_text())
     assert original.dynamic_batching.default_queue_policy.max_queue_size == QueueLimits().encoder
+    exported = queue_limits(parse_queue_overrides(["sam_automask=2", "embed_queue=9"]))  # export --queue
+    assert exported == QueueLimits(automask=2, embed_queue=9)
     for bad in (["sam_encoder"], ["nope=3"], ["sam_encoder=0"], ["sam_encoder=x"]):
         with pytest.raises(ValueError, match="--queue"):
             parse_queue_overrides(bad)
