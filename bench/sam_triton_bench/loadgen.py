@@ -56,6 +56,11 @@ class Sample:
         return self.error is None
 
     @property
+    def rejected(self) -> bool:
+        """Refused at once by a full queue (load shedding): counted apart from failures."""
+        return self.error == "ServerOverloadedError"
+
+    @property
     def latency(self) -> float:
         """What the user waited: completion minus the scheduled time (queueing included)."""
         return self.end - self.scheduled

@@ -33,16 +33,19 @@ def _latency_over_time(plt: Any, runs: Sequence[RunResult], path: Path, title: s
                 alpha=0.6,
                 label="warm-up" if warm else "requests",
             )
-        failed = [s for s in run.samples if not s.ok]
-        if failed:
-            ax.scatter(
-                [s.end for s in failed],
-                [s.latency * 1e3 for s in failed],
-                s=10,
-                c="tab:red",
-                marker="x",
-                label="errors",
-            )
+        for label, color, marked in (
+            ("errors", "tab:red", [s for s in run.samples if not s.ok and not s.rejected]),
+            ("rejected", "tab:purple", [s for s in run.samples if s.rejected]),
+        ):
+            if marked:
+                ax.scatter(
+                    [s.end for s in marked],
+                    [s.latency * 1e3 for s in marked],
+                    s=10,
+                    c=color,
+                    marker="x",
+                    label=label,
+                )
         points = [p for p in run.timeline if p.completed]
         ax.plot(
             [p.t + 0.5 for p in points],

@@ -36,10 +36,12 @@ class RunProgress:
         self.min_interval_s = 0.5
         self.done = 0
         self.errors = 0
+        self.rejected = 0
 
     def on_sample(self, sample: Sample) -> None:
         self.done += 1
-        self.errors += not sample.ok
+        self.rejected += sample.rejected
+        self.errors += not sample.ok and not sample.rejected
         # In-process baselines block the event loop between samples, so the ticker cannot
         # run then: refresh from here too, but at most a few times per second.
         if time.perf_counter() - self._last >= self.min_interval_s:
@@ -51,7 +53,9 @@ class RunProgress:
         elapsed = min(now - self._t0, self._total)
         self._bar.n = round(elapsed, 1)
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        self._bar.set_postfix_str(f"{self.done} req, {self.errors} err, {rate:.1f} req/s", refresh=False)
+        self._bar.set_postfix_str(
+            f"{self.done} req, {self.errors} err, {self.rejected} rej, {rate:.1f} req/s", refresh=False
+        )
         self._bar.refresh()
 
     def close(self) -> None:

@@ -132,7 +132,18 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-_COLUMNS = ("run", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms")
+_COLUMNS = (
+    "run",
+    "requests",
+    "errors",
+    "rejected",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "mean ms",
+)
 
 
 def format_table(runs: Sequence[RunResult]) -> str:
@@ -144,6 +155,7 @@ def format_table(runs: Sequence[RunResult]) -> str:
                 run.label,
                 str(s.requests),
                 str(s.errors),
+                str(s.rejected),
                 _fmt(s.throughput_rps, 2),
                 _fmt(lat.p50),
                 _fmt(lat.p90),

@@ -63,6 +63,7 @@ class Summary:
     """Measured requests (warm-up excluded), successful or not."""
     ok: int
     errors: int
+    """Failures; refusals by a full queue are counted in ``rejected`` instead."""
     window_s: float
     throughput_rps: float
     latency_ms: LatencyStats
@@ -74,6 +75,8 @@ class Summary:
     error_examples: dict[str, str] = field(default_factory=dict)
     """One message per error class, so a results file says *why* without the raw samples."""
     warmup_requests: int = 0
+    rejected: int = 0
+    """Refused at once by a full server queue (ServerOverloadedError, after the SDK's retries)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +90,7 @@ def summarize(samples: Sequence[Sample]) -> Summary:
     """Counts, throughput and latency percentiles of the measured requests."""
     real = measured(samples)
     good = [s for s in real if s.ok]
-    bad = [s for s in real if not s.ok]
+    bad = [s for s in real if not s.ok and not s.rejected]
     window = (max(s.end for s in real) - min(s.scheduled for s in real)) if real else 0.0
     examples: dict[str, str] = {}
     for s in bad:
@@ -104,6 +107,7 @@ def summarize(samples: Sequence[Sample]) -> Summary:
         errors_by_class=dict(Counter(s.error or "?" for s in bad)),
         error_examples=examples,
         warmup_requests=len(samples) - len(real),
+        rejected=sum(s.rejected for s in real),
     )
 
 
@@ -118,6 +122,7 @@ class TimelinePoint:
     p50_ms: float
     p99_ms: float
     warmup: bool
+    rejected: int = 0
 
 
 def timeline(samples: Sequence[Sample], bucket_s: float = 1.0) -> list[TimelinePoint]:
@@ -141,7 +146,8 @@ def timeline(samples: Sequence[Sample], bucket_s: float = 1.0) -> list[TimelineP
             TimelinePoint(
                 t=b * bucket_s,
                 completed=len(ok),
-                errors=len(items) - len(ok),
+                errors=sum(not s.ok and not s.rejected for s in items),
+                rejected=sum(s.rejected for s in items),
                 throughput_rps=len(ok) / bucket_s,
                 p50_ms=percentile(ok, 50.0),
                 p99_ms=percentile(ok, 99.0),

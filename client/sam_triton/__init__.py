@@ -16,7 +16,7 @@ from ._automask_core import AutomaskOutput
 from .aio import AsyncSamClient
 from .amg import AmgParams
 from .client import SamClient
-from .config import ClientConfig, KeepAliveConfig, ModelNames, RetryPolicy, TlsConfig
+from .config import ClientConfig, KeepAliveConfig, ModelNames, Priority, RetryPolicy, TlsConfig
 from .errors import (
     DeadlineExceededError,
     EmbeddingNotFoundError,
@@ -26,9 +26,11 @@ from .errors import (
     ResourceExhaustedError,
     SamTritonError,
     ServerError,
+    ServerOverloadedError,
     ServerUnavailableError,
 )
 from .images import load_image
+from .interactive import LatestClick, LatestClickThread
 from .predictor import RemoteSamPredictor
 from .prompts import Prompt
 from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
@@ -48,11 +50,14 @@ __all__ = [
     "ImageEmbedding",
     "InvalidInputError",
     "KeepAliveConfig",
+    "LatestClick",
+    "LatestClickThread",
     "ModelMetadata",
     "ModelNames",
     "ModelNotFoundError",
     "ModelNotReadyError",
     "Prediction",
+    "Priority",
     "Prompt",
     "RemoteAutomaticMaskGenerator",
     "RemoteSamPredictor",
@@ -61,6 +66,7 @@ __all__ = [
     "SamClient",
     "SamTritonError",
     "ServerError",
+    "ServerOverloadedError",
     "ServerUnavailableError",
     "TensorSpec",
     "TlsConfig",

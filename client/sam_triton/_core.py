@@ -58,7 +58,7 @@ from sam_triton_common.transforms import (
 
 from . import errors
 from ._tensors import build_infer_request, decode_infer_response, require_output
-from .config import ClientConfig
+from .config import ClientConfig, Priority
 from .images import ImageFormat, ImageInput, load_image
 from .prompts import Prompt, as_prompt_list, encode_prompt, group_by_points
 from .proto import inference_pb2 as pb
@@ -154,7 +154,12 @@ class Attempts:
                 time.sleep(attempts.on_error(exc, call.context))   # raises when giving up
     """
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(self, config: ClientConfig, priority: int | None = None) -> None:
+        if priority is not None and (
+            isinstance(priority, bool) or not isinstance(priority, int) or priority < 1
+        ):
+            raise errors.InvalidInputError(f"priority must be an int >= 1 (1 goes first), got {priority!r}")
+        self.priority = None if priority is None else int(priority)
         self._policy = config.retry
         self._deadline = None if config.timeout is None else time.monotonic() + config.timeout
         self._timeout = config.timeout
@@ -172,6 +177,22 @@ class Attempts:
                 code="DEADLINE_EXCEEDED",
             )
         return left
+
+    def prepare(self, call: Call) -> tuple[Message, float | None]:
+        """The request to send now and its gRPC timeout.
+
+        A ModelInfer carries the time left as the KServe ``timeout`` parameter (microseconds),
+        so Triton drops it from a queue, uncomputed, once the caller has given up; and the
+        call's priority override, if any (the op's own class otherwise, see Priority).
+        """
+        left = self.timeout(call.context)
+        request = call.request
+        if isinstance(request, pb.ModelInferRequest):
+            if left is not None:
+                request.parameters["timeout"].int64_param = max(1, int(left * 1e6))
+            if self.priority is not None:
+                request.parameters["priority"].uint64_param = self.priority
+        return request, left
 
     def on_error(self, exc: BaseException, context: str) -> float:
         """Map a failed RPC; return the backoff before retrying, or raise the SDK error."""
@@ -397,6 +418,8 @@ def _session_upload_op(config: ClientConfig, session_id: str, rgb: npt.NDArray[n
     """Send the image to be encoded and kept under ``session_id``; nothing big comes back."""
     inputs, _ = encoder_inputs(rgb)
     call = _session_call(config, session_id, inputs, [CACHE_HIT], "embed")
+    # sam_session's queue defaults to clicks' level; an upload is foreground work.
+    call.request.parameters["priority"].uint64_param = Priority.FOREGROUND
     yield from _session_step(config, [call])
 
 

@@ -73,19 +73,17 @@ class AsyncSamClient(ClientConstruction):
         method = getattr(self._get_stub(), call.method)
         while True:
             try:
-                return await method(
-                    call.request,
-                    timeout=attempts.timeout(call.context),
-                    metadata=(self._metadata + call.metadata) or None,
-                )
+                request, timeout = attempts.prepare(call)
+                metadata = (self._metadata + call.metadata) or None
+                return await method(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as exc:  # grpc.aio.AioRpcError derives from it
                 await asyncio.sleep(attempts.on_error(exc, call.context))
 
     async def _execute(self, calls: Sequence[Call], attempts: Attempts) -> list[Any]:
         return list(await asyncio.gather(*(self._invoke(c, attempts) for c in calls)))
 
-    async def _run(self, op: Op[T]) -> T:
-        attempts = Attempts(self.config)
+    async def _run(self, op: Op[T], priority: int | None = None) -> T:
+        attempts = Attempts(self.config, priority)
         return await _core.run_async(op, lambda calls: self._execute(calls, attempts))
 
     # -- health -----------------------------------------------------------------------------
@@ -120,10 +118,15 @@ class AsyncSamClient(ClientConstruction):
     # -- SAM --------------------------------------------------------------------------------
 
     async def embed(
-        self, image: ImageInput, image_format: ImageFormat = "RGB", *, session_id: str | None = None
+        self,
+        image: ImageInput,
+        image_format: ImageFormat = "RGB",
+        *,
+        session_id: str | None = None,
+        priority: int | None = None,
     ) -> ImageEmbedding:
         """See :meth:`SamClient.embed` (server-held by default; only prompts travel per predict)."""
-        return await self._run(_core.embed_op(self.config, image, image_format, session_id))
+        return await self._run(_core.embed_op(self.config, image, image_format, session_id), priority)
 
     async def fetch_embedding(self, embedding: ImageEmbedding) -> npt.NDArray[np.float32]:
         """The (256, 64, 64) float32 embedding of a handle, downloaded when the server holds it."""
@@ -139,9 +142,12 @@ class AsyncSamClient(ClientConstruction):
         prompts: Prompt | Sequence[Prompt],
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        priority: int | None = None,
     ) -> Prediction | list[Prediction]:
+        """See :meth:`SamClient.predict`. Cancelling the awaiting task cancels the RPC."""
         return await self._run(
-            _core.predict_op(self.config, embedding, prompts, multimask_output, return_logits)
+            _core.predict_op(self.config, embedding, prompts, multimask_output, return_logits), priority
         )
 
     async def segment(
@@ -151,9 +157,12 @@ class AsyncSamClient(ClientConstruction):
         image_format: ImageFormat = "RGB",
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        priority: int | None = None,
     ) -> Prediction | list[Prediction]:
         return await self._run(
-            _core.segment_op(self.config, image, prompts, image_format, multimask_output, return_logits)
+            _core.segment_op(self.config, image, prompts, image_format, multimask_output, return_logits),
+            priority,
         )
 
     async def automask(
@@ -163,9 +172,12 @@ class AsyncSamClient(ClientConstruction):
         image_format: ImageFormat = "RGB",
         *,
         model: str | None = None,
+        priority: int | None = None,
     ) -> AutomaskOutput:
         """:meth:`SamClient.automask <sam_triton.SamClient.automask>`, awaitable."""
-        return await self._run(automask_op(self.config, image, params or AmgParams(), image_format, model))
+        return await self._run(
+            automask_op(self.config, image, params or AmgParams(), image_format, model), priority
+        )
 
     async def map(
         self, fn: Callable[[X], Awaitable[T]], items: Iterable[X], concurrency: int = 16

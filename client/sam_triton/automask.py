@@ -100,20 +100,27 @@ class RemoteAutomaticMaskGenerator:
                 raise TypeError(f"client options {sorted(options)} need a URL, not an open client")
             self.client = url_or_client
 
-    def run(self, image: ImageInput) -> AutomaskOutput:
-        """Records plus what the call cost (bytes received, server time, crops, prompts)."""
+    def run(self, image: ImageInput, *, priority: int | None = None) -> AutomaskOutput:
+        """Records plus what the call cost (bytes received, server time, crops, prompts).
+
+        ``priority`` overrides the model's default (``Priority.BATCH``) for this image.
+        """
         if not isinstance(self.client, SamClient):
             raise TypeError("this generator holds an AsyncSamClient: use `await generator.run_async(image)`")
-        return self.client.automask(image, self.params, self.image_format, model=self.model)
+        return self.client.automask(
+            image, self.params, self.image_format, model=self.model, priority=priority
+        )
 
     def generate(self, image: ImageInput) -> list[MaskRecord]:
         """``SamAutomaticMaskGenerator.generate``: one record per mask, ``[]`` when there is none."""
         return self.run(image).records
 
-    async def run_async(self, image: ImageInput) -> AutomaskOutput:
+    async def run_async(self, image: ImageInput, *, priority: int | None = None) -> AutomaskOutput:
         if isinstance(self.client, AsyncSamClient):
-            return await self.client.automask(image, self.params, self.image_format, model=self.model)
-        return await asyncio.to_thread(self.run, image)
+            return await self.client.automask(
+                image, self.params, self.image_format, model=self.model, priority=priority
+            )
+        return await asyncio.to_thread(lambda: self.run(image, priority=priority))
 
     async def generate_async(self, image: ImageInput) -> list[MaskRecord]:
         """:meth:`generate` for asyncio code (any client; a sync one runs in a worker thread)."""

@@ -73,9 +73,8 @@ class SamClient(ClientConstruction):
         method = getattr(self._stub, call.method)
         while True:
             try:
-                return method(
-                    call.request, timeout=attempts.timeout(call.context), metadata=self._call_metadata(call)
-                )
+                request, timeout = attempts.prepare(call)
+                return method(request, timeout=timeout, metadata=self._call_metadata(call))
             except grpc.RpcError as exc:
                 time.sleep(attempts.on_error(exc, call.context))
 
@@ -83,12 +82,11 @@ class SamClient(ClientConstruction):
         if len(calls) == 1:
             return [self._invoke(calls[0], attempts)]
         # Independent calls (prompt groups) go out together as futures: no threads needed.
-        futures = [
-            getattr(self._stub, c.method).future(
-                c.request, timeout=attempts.timeout(c.context), metadata=self._call_metadata(c)
-            )
-            for c in calls
-        ]
+        futures = []
+        for c in calls:
+            request, timeout = attempts.prepare(c)
+            method = getattr(self._stub, c.method)
+            futures.append(method.future(request, timeout=timeout, metadata=self._call_metadata(c)))
         try:
             results = []
             for call, future in zip(calls, futures, strict=True):
@@ -102,8 +100,8 @@ class SamClient(ClientConstruction):
             for future in futures:
                 future.cancel()  # no-op for finished ones; stops the rest after an error
 
-    def _run(self, op: Op[T]) -> T:
-        attempts = Attempts(self.config)
+    def _run(self, op: Op[T], priority: int | None = None) -> T:
+        attempts = Attempts(self.config, priority)
         return _core.run_sync(op, lambda calls: self._execute(calls, attempts))
 
     # -- health -----------------------------------------------------------------------------
@@ -139,7 +137,12 @@ class SamClient(ClientConstruction):
     # -- SAM --------------------------------------------------------------------------------
 
     def embed(
-        self, image: ImageInput, image_format: ImageFormat = "RGB", *, session_id: str | None = None
+        self,
+        image: ImageInput,
+        image_format: ImageFormat = "RGB",
+        *,
+        session_id: str | None = None,
+        priority: int | None = None,
     ) -> ImageEmbedding:
         """Preprocess and encode one image (``SamPredictor.set_image``'s work).
 
@@ -148,8 +151,10 @@ class SamClient(ClientConstruction):
         handle makes every :meth:`predict` send the prompts only. ``session_id`` names the
         embedding yourself instead (the image is then always uploaded and encoded under it).
         With ``server_embeddings=False`` the embedding comes back in the handle.
+        ``priority`` (a :class:`~sam_triton.Priority` level) overrides the default class of
+        every request of this call.
         """
-        return self._run(_core.embed_op(self.config, image, image_format, session_id))
+        return self._run(_core.embed_op(self.config, image, image_format, session_id), priority)
 
     def fetch_embedding(self, embedding: ImageEmbedding) -> npt.NDArray[np.float32]:
         """The (256, 64, 64) float32 embedding of a handle, downloaded when the server holds it."""
@@ -165,9 +170,13 @@ class SamClient(ClientConstruction):
         prompts: Prompt | Sequence[Prompt],
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        priority: int | None = None,
     ) -> Prediction | list[Prediction]:
         """Masks for one prompt (-> Prediction) or several (-> list, same order)."""
-        return self._run(_core.predict_op(self.config, embedding, prompts, multimask_output, return_logits))
+        return self._run(
+            _core.predict_op(self.config, embedding, prompts, multimask_output, return_logits), priority
+        )
 
     def segment(
         self,
@@ -176,10 +185,13 @@ class SamClient(ClientConstruction):
         image_format: ImageFormat = "RGB",
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        priority: int | None = None,
     ) -> Prediction | list[Prediction]:
         """Image + prompts -> masks in one round trip through the ``sam`` ensemble."""
         return self._run(
-            _core.segment_op(self.config, image, prompts, image_format, multimask_output, return_logits)
+            _core.segment_op(self.config, image, prompts, image_format, multimask_output, return_logits),
+            priority,
         )
 
     def automask(
@@ -189,13 +201,16 @@ class SamClient(ClientConstruction):
         image_format: ImageFormat = "RGB",
         *,
         model: str | None = None,
+        priority: int | None = None,
     ) -> AutomaskOutput:
         """Automatic masks of one image (``SamAutomaticMaskGenerator.generate``), computed next
         to the model by ``sam_automask``: the records (``params.output_mode``) plus what the
         call cost. ``params`` defaults to the reference's defaults; ``model`` to
         ``models.automask``. A full run takes far longer than one click: give the client a
         ``timeout`` to match (:class:`~sam_triton.RemoteAutomaticMaskGenerator` uses 600 s)."""
-        return self._run(automask_op(self.config, image, params or AmgParams(), image_format, model))
+        return self._run(
+            automask_op(self.config, image, params or AmgParams(), image_format, model), priority
+        )
 
     def map(self, fn: Callable[[X], T], items: Iterable[X], max_workers: int = 4) -> list[T]:
         """``[fn(x) for x in items]`` on a thread pool, in order (many images concurrently)."""

@@ -6,6 +6,7 @@ arguments happens here too, so both clients build identical channels.
 
 from __future__ import annotations
 
+import enum
 import os
 import random
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 import grpc
 from sam_triton_common import contract
 
-from .errors import SamTritonError, ServerUnavailableError
+from .errors import SamTritonError, ServerOverloadedError, ServerUnavailableError
 
 Compression = Literal["gzip", "deflate"]
 
@@ -68,12 +69,30 @@ class KeepAliveConfig:
     max_pings_without_data: int = 2
 
 
+class Priority(enum.IntEnum):
+    """Triton priority levels of the served models (1 is served first, SPEC 8).
+
+    Each model's queue defaults to its usual class: ``sam_session`` and ``sam_decoder``
+    INTERACTIVE (clicks), ``sam_encoder`` FOREGROUND, ``sam_automask`` BATCH; the SDK sends
+    a ``sam_session`` embed as FOREGROUND. ``priority=`` on a call overrides all of them.
+    """
+
+    INTERACTIVE = 1
+    FOREGROUND = 2
+    BATCH = 3
+
+
+_RETRIED = (ServerUnavailableError, ServerOverloadedError)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter, for UNAVAILABLE only.
+    """Exponential backoff with jitter, for UNAVAILABLE and ServerOverloadedError only.
 
     UNAVAILABLE means the request never reached a model (server starting, restarting, network
-    blip), so repeating it is safe; every other status is an answer and is raised at once.
+    blip), and an overloaded server refused it before computing anything, so repeating either
+    is safe; every other status is an answer and is raised at once. A retry is only made when
+    its backoff ends before the call's deadline: a refused request then fails fast.
     """
 
     retries: int = 3
@@ -84,7 +103,7 @@ class RetryPolicy:
 
     def delay(self, error: SamTritonError, attempt: int, remaining: float | None) -> float | None:
         """Seconds to wait before retry number ``attempt + 1``, or None to give up and raise."""
-        if type(error) is not ServerUnavailableError or attempt >= self.retries:
+        if type(error) not in _RETRIED or attempt >= self.retries:
             return None
         base = min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
         wait = base * (1.0 + self.jitter * (2.0 * random.random() - 1.0))

@@ -36,6 +36,14 @@ class ResourceExhaustedError(SamTritonError):
     """A message exceeded a size limit, or the server is over one of its limits."""
 
 
+class ServerOverloadedError(ResourceExhaustedError):
+    """The server refused the request at once because a queue is full (load shedding).
+
+    Nothing was computed, so repeating it later is safe: the SDK retries it with jittered
+    exponential backoff while the call's deadline leaves room (see ``RetryPolicy``).
+    """
+
+
 class EmbeddingNotFoundError(SamTritonError, LookupError):
     """A server-held embedding (session id) is not, or no longer, in the server's cache."""
 
@@ -45,6 +53,11 @@ class EmbeddingNotFoundError(SamTritonError, LookupError):
 # INVALID_ARGUMENT or NOT_FOUND depending on the path, and a model without loaded versions
 # with UNAVAILABLE, so the text decides before the code does. Lower-case substrings.
 _MESSAGE_RULES: tuple[tuple[str, type[SamTritonError]], ...] = (
+    # Triton's bounded queues ("Exceeds maximum queue size") and sam_session's embed pool.
+    ("exceeds maximum queue size", ServerOverloadedError),
+    ("sam_session overloaded", ServerOverloadedError),
+    # A request whose KServe "timeout" ran out in a queue was dropped, never computed.
+    ("request timeout expired", DeadlineExceededError),
     ("embedding not found", EmbeddingNotFoundError),
     ("unknown session", EmbeddingNotFoundError),
     # "Request for unknown model: 'x' has no available versions": known, but not loaded.

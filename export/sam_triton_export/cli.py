@@ -50,6 +50,14 @@ def register(subparsers: Any) -> None:
     export.add_argument("--max-batch", type=int, default=8, help="largest Triton batch per model")
     export.add_argument("--instances", type=int, default=1, help="model instances per model")
     export.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="a queue bound (repeatable; `sam-triton serve --queue` overrides it per run): "
+        "sam_encoder, sam_decoder, sam_session, sam_automask, embed_workers, embed_queue",
+    )
+    export.add_argument(
         "--no-verify",
         dest="verify",
         action="store_false",
@@ -92,11 +100,14 @@ def _fail(message: str) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from sam_triton_server.queues import parse_queue_overrides, queue_limits
+
     from sam_triton_export.checkpoints import CheckpointError
     from sam_triton_export.pipeline import ExportError, VerifyFailed, export_repository
 
     checkpoint, seed = _weights(args)
     try:
+        queues = queue_limits(parse_queue_overrides(args.queue))
         result = export_repository(
             args.model_type,
             args.repository,
@@ -109,6 +120,7 @@ def run_export(args: argparse.Namespace) -> int:
             max_prompts=args.max_prompts,
             max_points=args.max_points,
             instances=args.instances,
+            queues=queues,
             verify=args.verify,
             if_changed=args.if_changed,
         )

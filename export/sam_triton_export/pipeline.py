@@ -17,6 +17,7 @@ from sam_triton_common.contract import (
     read_export_info,
     write_export_info,
 )
+from sam_triton_server.queues import QueueLimits
 
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
 from sam_triton_export.model_types import get_model_type
@@ -118,6 +119,7 @@ def export_repository(
     max_prompts: int = 64,
     max_points: int = 64,
     instances: int = 1,
+    queues: QueueLimits | None = None,
     verify: bool = True,
     if_changed: bool = False,
     log: Callable[[str], None] = print,
@@ -144,7 +146,8 @@ def export_repository(
         raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if checkpoint is not None and not checkpoint.is_file():
         raise CheckpointError(f"checkpoint file not found: {checkpoint}")
-    options = RepositoryOptions(target, max_batch, max_prompts, max_points, instances)
+    queues = queues or QueueLimits()
+    options = RepositoryOptions(target, max_batch, max_prompts, max_points, instances, queues)
     if target == "tensorrt" and (reason := tensorrt_unavailable_reason()) is not None:
         raise ExportError(f"cannot export --target tensorrt: {reason}")
 

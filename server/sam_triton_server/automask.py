@@ -37,7 +37,6 @@ EncodeBatchFn = Callable[[UInt8Array, npt.NDArray[np.int32]], Float32Array]
 """(n, 1024, 1024, 3) padded images and (n, 2) input sizes -> (n, 256, 64, 64) embeddings."""
 
 
-
 @dataclass(frozen=True)
 class AutomaskLimits:
     """What one request may ask for; beyond it the request is refused (INVALID_ARGUMENT)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,6 +31,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for all models")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="do not echo Triton's log")
+    parser.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="override a queue bound for this run without touching the repository (repeatable): "
+        "sam_encoder, sam_decoder, sam_session or sam_automask = requests waiting per priority "
+        "level; embed_workers / embed_queue = sam_session's encodes at once / running or waiting",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -58,13 +68,28 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam_triton_server.installation import TritonNotFoundError
-    from sam_triton_server.process import ServerOptions, TritonProcess, TritonStartError, echo
-
     repository = args.repository.resolve()
     if not repository.is_dir():
         _say(f"model repository {repository} does not exist; run `sam-triton export` first")
         return 2
+    if not args.queue:
+        return _serve(args, repository, repository)
+    from sam_triton_server.queues import overlay_repository, parse_queue_overrides
+
+    with tempfile.TemporaryDirectory(prefix="sam-triton-overlay-") as scratch:
+        try:
+            served = overlay_repository(repository, parse_queue_overrides(args.queue), Path(scratch) / "repo")
+        except ValueError as error:
+            _say(str(error))
+            return 2
+        _say(f"queue overrides {', '.join(args.queue)}: serving an overlay of {repository}")
+        return _serve(args, repository, served)
+
+
+def _serve(args: argparse.Namespace, repository: Path, served: Path) -> int:
+    from sam_triton_server.installation import TritonNotFoundError
+    from sam_triton_server.process import ServerOptions, TritonProcess, TritonStartError, echo
+
     manifest = read_export_info(repository)
     seed = random_seed(manifest)
     banner = random_weights_banner(manifest or {}, seed) if seed is not None else None
@@ -72,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(banner, file=sys.stderr, flush=True)
 
     options = ServerOptions(
-        repository=repository,
+        repository=served,
         grpc_port=args.grpc_port,
         http_port=args.http_port,
         metrics_port=args.metrics_port,

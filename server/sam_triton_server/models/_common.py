@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,11 @@ class InvalidInput(ValueError):
     """A request the model refuses; answered with INVALID_ARGUMENT, the batch carries on."""
 
 
+class Unavailable(RuntimeError):
+    """This model cannot take the request now (overloaded, or its deadline passed): UNAVAILABLE,
+    which the client may retry; the message says which."""
+
+
 class NotFound(LookupError):
     """A request for something this model does not hold; answered with NOT_FOUND."""
 
@@ -41,6 +47,20 @@ def int_parameter(params: dict[str, str], key: str, default: int) -> int:
         return int(params.get(key, default))
     except ValueError:
         raise ValueError(f"config parameter {key!r} must be an integer, got {params[key]!r}") from None
+
+
+def lower_cpu_priority(nice: int) -> None:
+    """Add ``nice`` to every thread of this stub process (Linux niceness is per thread; threads
+    started later inherit it), so that on a CPU-bound server the interactive models' threads
+    get the cores first. The config's ``nice`` parameter: 0 leaves the process alone."""
+    if nice <= 0:
+        return
+    tasks = Path("/proc/self/task")
+    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except OSError:  # a thread that just exited
+            continue
 
 
 class _PbLogHandler(logging.Handler):
@@ -82,6 +102,7 @@ class OnnxModelBase:
             self.logger.addHandler(_PbLogHandler(pb))
         self.logger.setLevel(logging.INFO)
         self.device_id = int(args.get("model_instance_device_id", 0) or 0)
+        lower_cpu_priority(int_parameter(self.params, "nice", 0))  # before any runtime thread exists
         for attribute, parameter in self.GRAPHS.items():
             setattr(self, attribute, self.create_session(self._graph_file(parameter)))
         self.setup()
@@ -121,11 +142,15 @@ class OnnxModelBase:
     def error_for(self, exc: Exception) -> Any:
         """The error response for an exception raised while answering a request: bad input ->
         INVALID_ARG, something this model does not hold -> NOT_FOUND (the message unchanged:
-        clients match its text), anything else -> INTERNAL."""
+        clients match its text), no capacity or time left -> UNAVAILABLE, anything else -> INTERNAL."""
         if isinstance(exc, InvalidInput | InvalidInputError):
             return self.error_response(f"{self.name}: {exc}")
         if isinstance(exc, NotFound):
             return self._error(str(exc), "NOT_FOUND")
+        if isinstance(exc, Unavailable):
+            message = str(exc)
+            named = message if message.startswith(self.name) else f"{self.name}: {message}"
+            return self._error(named, "UNAVAILABLE")
         return self.error_response(f"{self.name} failed: {exc}", invalid=False)
 
     def error_response(self, message: str, invalid: bool = True) -> Any:
@@ -147,14 +172,19 @@ class OnnxModelBase:
     def respond(self, arrays: dict[str, Array]) -> Any:
         return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor(k, v) for k, v in arrays.items()])
 
-    def encode_via_bls(self, encoder_model: str, images: Array, input_sizes: Array) -> Array:
+    def encode_via_bls(
+        self, encoder_model: str, images: Array, input_sizes: Array, *, timeout_us: int = 0
+    ) -> Array:
         """Image embeddings from the encoder model by a BLS call: requests from several models
-        (and plain clients) share the encoder's dynamic batches and instances."""
+        (and plain clients) share the encoder's dynamic batches and instances. ``timeout_us``
+        (0: none) lets the encoder's queue drop the request once its caller has given up."""
         pb = self.pb
+        deadline = {"timeout": timeout_us} if timeout_us > 0 else {}
         reply = pb.InferenceRequest(
             model_name=encoder_model,
             requested_output_names=[IMAGE_EMBEDDINGS],
             inputs=[pb.Tensor(IMAGE, images), pb.Tensor(INPUT_SIZE, input_sizes)],
+            **deadline,
         ).exec()
         if reply.has_error():
             raise RuntimeError(f"{encoder_model}: {reply.error().message()}")

@@ -24,10 +24,23 @@ A miss on a prompt request is a NOT_FOUND error whose message starts with
 The cache lives in this model instance's memory, so the config has exactly one instance;
 several Triton replicas scale by routing a session's requests to the replica that embedded
 it (hash the session id at the load balancer), see the README.
+
+Many users at once: ``execute`` never waits for an encode. Requests that need one go to a
+small :class:`~sam_triton_server.embed_pool.EmbedPool` (BLS and onnxruntime release the GIL)
+and are answered through their response senders when it lands; clicks and lookups are
+answered at once, in ``execute``'s thread, so Triton hands this instance the next request
+while encodes are running. A request for a session whose encode is in flight waits for that
+encode instead of encoding again (or missing). The pool's backlog is bounded
+(``embed_queue_size``): beyond it an embed is refused at once with UNAVAILABLE and a message
+starting "sam_session overloaded", which the SDK raises as ServerOverloadedError. An embed
+whose caller's deadline (the request's KServe ``timeout``) passed while it waited for a
+worker is dropped unencoded, and the time left travels on as the BLS request's timeout.
 """
 
 from __future__ import annotations
 
+import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -49,17 +62,30 @@ from sam_triton_common.contract import (
     SESSION_ID,
 )
 
+from sam_triton_server.embed_pool import EmbedPool, PoolFull
 from sam_triton_server.embedding_cache import EmbeddingCache
-from sam_triton_server.models._common import Array, InvalidInput, NotFound, OnnxModelBase, int_parameter
+from sam_triton_server.models._common import (
+    Array,
+    InvalidInput,
+    NotFound,
+    OnnxModelBase,
+    Unavailable,
+    int_parameter,
+)
 from sam_triton_server.models.decoder import validate_decoder_inputs
 from sam_triton_server.models.encoder import validate_encoder_inputs
 from sam_triton_server.ort import Session
 from sam_triton_server.prompt_decoder import PromptDecoder
 
 PROMPT_INPUTS = DECODER_INPUTS[1:]  # everything the decoder takes except the embedding
+OVERLOADED_PREFIX = "sam_session overloaded"
 
 
 class EmbeddingNotFound(NotFound):
+    pass
+
+
+class DeadlinePassed(Unavailable):
     pass
 
 
@@ -85,6 +111,11 @@ class TritonPythonModel(OnnxModelBase):
             max_bytes=int_parameter(self.params, "cache_bytes", 1 << 30),
             ttl_seconds=float(int_parameter(self.params, "cache_ttl_seconds", 3600)),
         )
+        self.pool = EmbedPool(
+            workers=int_parameter(self.params, "embed_workers", 2),
+            max_pending=int_parameter(self.params, "embed_queue_size", 16),
+        )
+        self.expired_embeds = 0  # dropped unencoded: the caller's deadline passed first
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -105,19 +136,62 @@ class TritonPythonModel(OnnxModelBase):
             },
         )
 
-    def execute(self, requests: list[Any]) -> list[Any]:
-        return self.execute_each(requests, self._handle)
+    def execute(self, requests: list[Any]) -> None:
+        """Answers every request through its response sender: at once, or from the embed pool."""
+        for request in requests:
+            arrived = time.monotonic()
+            try:
+                session_id = self._session_id(request)
+                if self._needs_encode(request, session_id):
+                    self.pool.submit(session_id, partial(self._embed_job, request, session_id, arrived))
+                elif not self.pool.follow(session_id, partial(self._answer, request, session_id)):
+                    self._answer(request, session_id)
+            except PoolFull as e:
+                self._send(request, self.error_for(Unavailable(f"{OVERLOADED_PREFIX}: {e}; retry later")))
+            except Exception as e:  # an unreadable session id; never take the server down
+                self._send(request, self.error_for(e))
+        return None
 
-    def _handle(self, request: Any) -> Any:
-        session_id = self._session_id(request)
+    def finalize(self) -> None:
+        self.pool.shutdown()
+        super().finalize()
+
+    def _needs_encode(self, request: Any, session_id: str) -> bool:
+        """An image to encode: always for a caller-named id (it is rebound), for a content id
+        only when the cache lacks it (one in flight is joined by the pool)."""
+        if self.pb.get_input_tensor_by_name(request, IMAGE) is None:
+            return False
+        if not session_id.startswith(CONTENT_ID_PREFIX):
+            return True
+        return self.pool.in_flight(session_id) or self.cache.get(session_id) is None
+
+    def _embed_job(self, request: Any, session_id: str, arrived: float) -> None:
+        """On a pool worker: encode (unless the deadline passed or a joined encode filled the
+        cache), then answer the rest of the request."""
+        try:
+            hit = self.cache.get(session_id) is not None
+            if not (hit and session_id.startswith(CONTENT_ID_PREFIX)):
+                self._embed(session_id, request, arrived)
+            response = self._handle(request, session_id, hit)
+        except Exception as e:
+            response = self.error_for(e)
+        self._send(request, response)
+
+    def _answer(self, request: Any, session_id: str) -> None:
+        try:
+            response = self._handle(request, session_id, self.cache.get(session_id) is not None)
+        except Exception as e:
+            response = self.error_for(e)
+        self._send(request, response)
+
+    def _send(self, request: Any, response: Any) -> None:
+        request.get_response_sender().send(response, flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def _handle(self, request: Any, session_id: str, hit: bool) -> Any:
+        """Decode and collect the outputs; any encode has already happened."""
         wanted = set(request.requested_output_names())
         outputs: dict[str, Array] = {}
-        image = self.pb.get_input_tensor_by_name(request, IMAGE)
-        has_prompts = self.pb.get_input_tensor_by_name(request, "point_coords") is not None
-        hit = self.cache.get(session_id) is not None
-        if image is not None and not (hit and session_id.startswith(CONTENT_ID_PREFIX)):
-            self._embed(session_id, image.as_numpy(), self.input(request, INPUT_SIZE))
-        if has_prompts:
+        if self.pb.get_input_tensor_by_name(request, "point_coords") is not None:
             outputs.update(self._decode(session_id, request))
         if IMAGE_EMBEDDINGS in wanted:
             entry = self.cache.get(session_id)
@@ -137,11 +211,20 @@ class TritonPythonModel(OnnxModelBase):
             raise InvalidInput(f"session_id must be 1..{MAX_SESSION_ID_BYTES} bytes")
         return text
 
-    def _embed(self, session_id: str, image: Array, input_size: Array) -> None:
+    def _embed(self, session_id: str, request: Any, arrived: float) -> None:
+        image, input_size = self.input(request, IMAGE), self.input(request, INPUT_SIZE)
         validate_encoder_inputs(image, input_size)
         if image.shape[0] != 1:
             raise InvalidInput("sam_session embeds one image per request")
-        embedding = self.encode_via_bls(self.encoder_model, image, input_size)[0]
+        timeout_us = int(request.timeout())  # the caller's deadline (KServe "timeout"); 0: none
+        left_us = timeout_us - int((time.monotonic() - arrived) * 1e6) if timeout_us else 0
+        if timeout_us and left_us <= 0:
+            self.expired_embeds += 1
+            raise DeadlinePassed(
+                f"request timeout expired: the caller's deadline ({timeout_us} us) passed before "
+                f"the encode started ({self.expired_embeds} embeds dropped unencoded so far)"
+            )
+        embedding = self.encode_via_bls(self.encoder_model, image, input_size, timeout_us=left_us)[0]
         height, width = (int(v) for v in input_size[0])
         features = self.prompt_decoder.image_features(embedding)
         if not self.cache.put(session_id, embedding, (height, width), features):

@@ -1,0 +1,120 @@
+"""Encodes off the request thread: a few worker threads, a bounded backlog, one encode per key.
+
+``sam_session`` answers clicks and lookups in the thread that Triton calls ``execute`` in,
+and hands every request that needs an encode to this pool, so a click never waits for
+another user's encode (the BLS call into ``sam_encoder`` and onnxruntime both release the
+GIL while they work). The pool:
+
+- runs at most ``workers`` jobs at once and keeps at most ``max_pending`` jobs (running,
+  queued and waiting followers together); beyond that :meth:`EmbedPool.submit` raises
+  :class:`PoolFull` at once instead of letting the backlog grow;
+- runs one job per key at a time: a request for a key whose encode is in flight (the same
+  image embedded twice, a click that races its own embed) *follows* it, running once that
+  encode has landed, instead of encoding again or missing the cache.
+
+Plain threads and callbacks, no Triton imports: the unit tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+Job = Callable[[], None]
+
+
+class PoolFull(RuntimeError):
+    """The backlog is at its bound; the request must be refused, not queued."""
+
+
+class EmbedPool:
+    def __init__(self, workers: int, max_pending: int, name: str = "sam-embed") -> None:
+        if workers < 1 or max_pending < 1:
+            raise ValueError("workers and max_pending must be >= 1")
+        self.workers = workers
+        self.max_pending = max_pending
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._lock = threading.Condition()
+        self._in_flight: dict[str, Future[None]] = {}
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Jobs and followers accepted and not yet finished."""
+        return self._pending
+
+    def in_flight(self, key: str) -> bool:
+        with self._lock:
+            return key in self._in_flight
+
+    def submit(self, key: str, job: Job) -> None:
+        """Run ``job`` on a worker, after the job in flight for ``key`` if there is one.
+
+        Raises PoolFull when the backlog is at ``max_pending``. ``job`` handles its own
+        errors: nothing is raised back here.
+        """
+        with self._lock:
+            self._admit()
+            self._start_locked(key, job)
+
+    def _admit(self) -> None:
+        if self._pending >= self.max_pending:
+            raise PoolFull(
+                f"{self._pending} encodes are already running or waiting "
+                f"(limit {self.max_pending}, {self.workers} at a time)"
+            )
+        self._pending += 1
+
+    def _start_locked(self, key: str, job: Job) -> None:
+        ahead = self._in_flight.get(key)
+        if ahead is None:
+            self._in_flight[key] = self._executor.submit(self._run, key, job)
+        else:
+            # Not done yet: _run drops the key (under this lock) before its future completes,
+            # so the callback fires later, in the worker thread, never here.
+            ahead.add_done_callback(lambda _: self._start(key, job))
+
+    def _start(self, key: str, job: Job) -> None:
+        with self._lock:
+            self._start_locked(key, job)
+
+    def follow(self, key: str, job: Job) -> bool:
+        """Run ``job`` in the worker that finishes the in-flight job of ``key`` (for cheap
+        work: a click or lookup that raced its own embed); False, and nothing scheduled, when
+        none is in flight. Counts against the bound like a job."""
+        with self._lock:
+            ahead = self._in_flight.get(key)
+            if ahead is None:
+                return False
+            self._admit()
+            ahead.add_done_callback(lambda _: self._run_follower(job))  # not done: see above
+        return True
+
+    def _run(self, key: str, job: Job) -> None:
+        try:
+            job()
+        finally:
+            with self._lock:
+                self._done_one()
+                # Followers run from this future's callbacks, after this returns: by then the
+                # key is no longer in flight, so a following job starts a fresh one.
+                self._in_flight.pop(key, None)
+
+    def _run_follower(self, job: Job) -> None:
+        try:
+            job()
+        finally:
+            with self._lock:
+                self._done_one()
+
+    def _done_one(self) -> None:
+        self._pending -= 1
+        if not self._pending:
+            self._lock.notify_all()
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Finish every accepted job (followers included: they may start new ones), then stop."""
+        with self._lock:
+            self._lock.wait_for(lambda: not self._pending, timeout)
+        self._executor.shutdown(wait=True, cancel_futures=False)

@@ -1,0 +1,112 @@
+"""Queue bounds of the served models, and changing them at serve time.
+
+Every model's Triton queue is bounded (per priority level): a request that would exceed it is
+refused at once (UNAVAILABLE "Exceeds maximum queue size") instead of waiting without limit.
+``sam_session`` bounds its own embed pool the same way. The exporter writes
+:class:`QueueLimits` into the configs; ``sam-triton serve --queue NAME=N`` overrides them
+for one run without touching the repository: it serves an overlay of it (symlinks to every
+file, rewritten ``config.pbtxt`` files where a bound changes).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from sam_triton_common.contract import AUTOMASK_MODEL, DECODER_MODEL, ENCODER_MODEL, SESSION_MODEL
+
+# --queue names: a model's Triton queue, or one of sam_session's embed pool bounds.
+MODEL_QUEUES = {
+    ENCODER_MODEL: "encoder",
+    DECODER_MODEL: "decoder",
+    SESSION_MODEL: "session",
+    AUTOMASK_MODEL: "automask",
+}
+POOL_PARAMETERS = {"embed_workers": "embed_workers", "embed_queue": "embed_queue_size"}
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """Requests that may wait per model and priority level before Triton refuses more, and
+    ``sam_session``'s embed pool: encodes at once, and encodes running or waiting."""
+
+    encoder: int = 32
+    decoder: int = 64
+    session: int = 64
+    automask: int = 4
+    embed_workers: int = 2
+    embed_queue: int = 16
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value < 1:
+                raise ValueError(f"queue limit {name} must be >= 1, got {value}")
+
+
+def parse_queue_overrides(items: list[str]) -> dict[str, int]:
+    """``["sam_encoder=64", "embed_workers=4"]`` -> ``{"sam_encoder": 64, ...}`` (ValueError)."""
+    known = [*MODEL_QUEUES, *POOL_PARAMETERS]
+    overrides: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"--queue {item!r}: expected NAME=N with NAME one of {', '.join(known)}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"--queue {item!r}: {value!r} is not an integer") from None
+        if number < 1:
+            raise ValueError(f"--queue {item!r}: must be >= 1")
+        overrides[name] = number
+    return overrides
+
+
+def queue_limits(overrides: dict[str, int], base: QueueLimits | None = None) -> QueueLimits:
+    """``base`` (default: the defaults) with parsed ``--queue`` overrides applied."""
+    names = {**MODEL_QUEUES, **{k: k for k in POOL_PARAMETERS}}
+    valid = {f.name for f in fields(QueueLimits)}
+    changes = {names[key]: value for key, value in overrides.items() if names[key] in valid}
+    return replace(base or QueueLimits(), **changes)
+
+
+def _parameter_pattern(key: str) -> re.Pattern[str]:
+    return re.compile(rf'(key: "{key}"\s*value \{{\s*string_value: ")\d+(")')
+
+
+def override_config(model: str, text: str, overrides: dict[str, int]) -> str:
+    """A generated config.pbtxt with the overrides that concern ``model`` applied."""
+    for name, value in overrides.items():
+        if MODEL_QUEUES.get(name) and name == model:
+            text, count = re.subn(r"(max_queue_size: )\d+", rf"\g<1>{value}", text)
+            if count == 0:
+                raise ValueError(f"{model}/config.pbtxt has no bounded queue to resize")
+        elif name in POOL_PARAMETERS and model == SESSION_MODEL:
+            text, count = _parameter_pattern(POOL_PARAMETERS[name]).subn(rf"\g<1>{value}\g<2>", text)
+            if count == 0:
+                raise ValueError(f"{model}/config.pbtxt has no {POOL_PARAMETERS[name]!r} parameter")
+    return text
+
+
+def overlay_repository(repository: Path, overrides: dict[str, int], into: Path) -> Path:
+    """A repository at ``into`` that is ``repository`` with ``overrides`` applied: symlinks
+    to everything, except rewritten config files. Relative paths inside model parameters
+    (``../../sam_decoder/1/model.onnx``) still resolve, since version directories are links."""
+    into.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(repository.iterdir()):
+        config = entry / "config.pbtxt"
+        if not config.is_file():
+            (into / entry.name).symlink_to(entry.resolve())
+            continue
+        text = config.read_text()
+        changed = override_config(entry.name, text, overrides)
+        if changed == text:
+            (into / entry.name).symlink_to(entry.resolve())
+            continue
+        model_dir = into / entry.name
+        model_dir.mkdir()
+        for child in entry.iterdir():
+            if child.name != "config.pbtxt":
+                (model_dir / child.name).symlink_to(child.resolve())
+        (model_dir / "config.pbtxt").write_text(changed)
+    return into

@@ -1,0 +1,204 @@
+"""The parts of "many users at once" that need no server: sam_session's embed pool, the queue
+bounds in the generated configs and their serve-time overrides, and what the SDK sends and
+retries (deadline and priority parameters, ServerOverloadedError)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+from sam_triton import ServerOverloadedError, errors
+from sam_triton._core import Attempts, infer_call
+from sam_triton._tensors import build_infer_request
+from sam_triton.config import ClientConfig, Priority, RetryPolicy
+from sam_triton_export.repository import (
+    AUTOMASK,
+    DECODER,
+    ENCODER,
+    SESSION,
+    RepositoryOptions,
+    repository_files,
+)
+from sam_triton_server.embed_pool import EmbedPool, PoolFull
+from sam_triton_server.queues import QueueLimits, overlay_repository, parse_queue_overrides, queue_limits
+
+from tests.test_repository import parse
+from tests.test_sdk_errors import FakeRpcError
+
+# --------------------------------------------------------------------------- embed pool
+
+
+def test_pool_is_bounded_and_refuses_at_once() -> None:
+    pool = EmbedPool(workers=1, max_pending=2)
+    release = threading.Event()
+    ran: list[str] = []
+    pool.submit("a", lambda: (release.wait(10), ran.append("a")))
+    pool.submit("b", lambda: ran.append("b"))
+    with pytest.raises(PoolFull, match="limit 2"):
+        pool.submit("c", lambda: ran.append("c"))
+    release.set()
+    pool.shutdown()
+    assert ran == ["a", "b"] and pool.pending == 0
+
+
+def test_pool_runs_one_job_per_key_and_followers_after_it() -> None:
+    pool = EmbedPool(workers=4, max_pending=8)
+    release = threading.Event()
+    order: list[str] = []
+    pool.submit("img", lambda: (release.wait(10), order.append("encode")))
+    assert pool.in_flight("img")
+    pool.submit("img", lambda: order.append("same image again"))  # waits, never concurrent
+    assert pool.follow("img", lambda: order.append("click"))
+    assert not pool.follow("other", lambda: order.append("never"))  # nothing in flight there
+    release.set()
+    pool.shutdown()
+    assert order[0] == "encode" and sorted(order[1:]) == ["click", "same image again"]
+    assert not pool.in_flight("img") and pool.pending == 0
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_every_queue_is_bounded_with_priorities_and_deadlines() -> None:
+    limits = QueueLimits(encoder=5, decoder=6, session=7, automask=2, embed_workers=3, embed_queue=9)
+    files = repository_files(RepositoryOptions(queues=limits))
+    expected = {ENCODER: (5, Priority.FOREGROUND), DECODER: (6, Priority.INTERACTIVE)}
+    expected |= {SESSION: (7, Priority.INTERACTIVE), AUTOMASK: (2, Priority.BATCH)}
+    for model, (size, level) in expected.items():
+        batching = parse(files[f"{model}/config.pbtxt"].decode()).dynamic_batching
+        policy = batching.default_queue_policy
+        assert (policy.max_queue_size, batching.default_priority_level) == (size, level), model
+        assert batching.priority_levels == len(Priority)
+        # Triton honours a request's own timeout only below a non-zero default.
+        assert policy.allow_timeout_override and policy.default_timeout_microseconds > 0
+    session = parse(files[f"{SESSION}/config.pbtxt"].decode())
+    assert session.parameters["embed_workers"].string_value == "3"
+    assert session.parameters["embed_queue_size"].string_value == "9"
+    with pytest.raises(ValueError, match="embed_queue"):
+        QueueLimits(embed_queue=0)
+
+
+def test_serve_overrides_rewrite_an_overlay_not_the_repository(tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    for relative, content in repository_files(RepositoryOptions()).items():
+        (repository / relative).parent.mkdir(parents=True, exist_ok=True)
+        (repository / relative).write_bytes(content)
+    overrides = parse_queue_overrides(["sam_encoder=3", "embed_queue=5"])
+    overlay = overlay_repository(repository, overrides, tmp_path / "overlay")
+    encoder = parse((overlay / ENCODER / "config.pbtxt").read_text())
+    session = parse((overlay / SESSION / "config.pbtxt").read_text())
+    assert encoder.dynamic_batching.default_queue_policy.max_queue_size == 3
+    assert session.parameters["embed_queue_size"].string_value == "5"
+    assert (overlay / SESSION / "1" / "model.py").read_text() == (
+        repository / SESSION / "1" / "model.py"
+    ).read_text()
+    assert (overlay / DECODER).is_symlink()  # untouched models are linked whole
+    original = parse((repository / ENCODER / "config.pbtxt").read_text())
+    assert original.dynamic_batching.default_queue_policy.max_queue_size == QueueLimits().encoder
+    exported = queue_limits(parse_queue_overrides(["sam_automask=2", "embed_queue=9"]))  # export --queue
+    assert exported == QueueLimits(automask=2, embed_queue=9)
+    for bad in (["sam_encoder"], ["nope=3"], ["sam_encoder=0"], ["sam_encoder=x"]):
+        with pytest.raises(ValueError, match="--queue"):
+            parse_queue_overrides(bad)
+
+
+# --------------------------------------------------------------------------- SDK
+
+
+def test_overload_messages_map_to_server_overloaded_error() -> None:
+    for message in (
+        "[request id: <id_unknown>] Exceeds maximum queue size",
+        "sam_session overloaded: 16 encodes are already running or waiting (limit 16); retry later",
+    ):
+        err = errors.from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, message))
+        assert type(err) is ServerOverloadedError and isinstance(err, errors.ResourceExhaustedError)
+    expired = errors.from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "Request timeout expired"))
+    assert type(expired) is errors.DeadlineExceededError
+
+
+def test_overload_is_retried_only_within_the_deadline() -> None:
+    policy = RetryPolicy(retries=5, initial_backoff=0.1, max_backoff=1.0, jitter=0.5)
+    overloaded = ServerOverloadedError("x", code="UNAVAILABLE")
+    delays = [policy.delay(overloaded, attempt, remaining=10.0) for attempt in range(5)]
+    bases = [min(1.0, 0.1 * 2**a) for a in range(5)]  # exponential, capped at max_backoff
+    assert all(d is not None and 0.5 * b <= d <= 1.5 * b for b, d in zip(bases, delays, strict=True))
+    assert policy.delay(overloaded, 0, remaining=0.04) is None  # the backoff would outlive the deadline
+    assert policy.delay(overloaded, 5, remaining=10.0) is None
+
+
+def test_each_request_carries_the_time_left_and_the_priority() -> None:
+    config = ClientConfig(timeout=2.0)
+    request = build_infer_request("sam_session", {}, ["cache_hit"])
+    call = infer_call(config, request, "lookup")
+    sent, timeout = Attempts(config, priority=Priority.BATCH).prepare(call)
+    assert timeout is not None and 0 < timeout <= 2.0
+    assert 0 < sent.parameters["timeout"].int64_param <= 2_000_000
+    assert sent.parameters["priority"].uint64_param == Priority.BATCH
+    unbounded, _ = Attempts(ClientConfig(timeout=None)).prepare(
+        infer_call(config, build_infer_request("m", {}), "x")
+    )
+    assert "timeout" not in unbounded.parameters and "priority" not in unbounded.parameters
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(errors.InvalidInputError, match="priority"):
+            Attempts(config, priority=bad)  # type: ignore[arg-type]
+
+
+def test_serve_refuses_an_unknown_queue_override(tmp_path: Path) -> None:
+    (tmp_path / ENCODER).mkdir()
+    (tmp_path / ENCODER / "config.pbtxt").write_bytes(
+        repository_files(RepositoryOptions())[f"{ENCODER}/config.pbtxt"]
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "sam_triton",
+        "serve",
+        "--repository",
+        str(tmp_path),
+        "--queue",
+        "sam_encodr=4",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "sam_encodr=4" in result.stderr and "sam_encoder" in result.stderr
+
+
+def test_bench_counts_rejections_apart_from_failures() -> None:
+    from sam_triton_bench.loadgen import Sample
+    from sam_triton_bench.stats import summarize, timeline
+
+    samples = [
+        Sample(0, 0.0, 0.0, 0.1, False),
+        Sample(1, 0.0, 0.0, 0.1, False, "ServerOverloadedError", "UNAVAILABLE", "Exceeds maximum queue size"),
+        Sample(2, 0.0, 0.0, 0.2, False, "ServerError", "INTERNAL", "boom"),
+    ]
+    summary = summarize(samples)
+    assert (summary.ok, summary.errors, summary.rejected) == (1, 1, 1)
+    assert summary.errors_by_class == {"ServerError": 1}
+    (point,) = timeline(samples)
+    assert (point.completed, point.errors, point.rejected) == (1, 1, 1)
+
+
+def test_lower_cpu_priority_reaches_threads_that_already_run() -> None:
+    script = """
+import os, threading
+from sam_triton_server.models._common import lower_cpu_priority
+started, release = threading.Event(), threading.Event()
+tid = []
+def worker():
+    tid.append(threading.get_native_id()); started.set(); release.wait()
+thread = threading.Thread(target=worker); thread.start(); started.wait()
+lower_cpu_priority(7)
+print(os.getpriority(os.PRIO_PROCESS, 0), os.getpriority(os.PRIO_PROCESS, tid[0]))
+release.set(); thread.join()
+"""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == [str(min(19, base + 7))] * 2

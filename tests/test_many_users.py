@@ -1,0 +1,289 @@
+"""Many users at once, on a real tritonserver (tiny-test): clicks never wait behind other
+users' encodes or automatic masks, full queues refuse at once, expired and cancelled requests
+are not computed, the newest click wins, and priorities order a shared queue.
+
+The server runs with small bounds (``serve --queue`` overrides through an overlay of the
+session's tiny repository): one embed worker, three embeds in the pool, eight requests per
+priority level in ``sam_encoder``'s queue. "Long work" is a batch of eight images sent
+straight to ``sam_encoder`` (one execution of its single instance). Assertions are about
+order and server-side counts (Triton's per-model statistics), never absolute timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from sam_triton import (
+    AsyncSamClient,
+    DeadlineExceededError,
+    LatestClick,
+    LatestClickThread,
+    Priority,
+    Prompt,
+    RemoteAutomaticMaskGenerator,
+    SamClient,
+    ServerOverloadedError,
+)
+from sam_triton._tensors import build_infer_request
+from sam_triton.proto.inference_pb2_grpc import GRPCInferenceServiceStub
+from sam_triton_server.queues import overlay_repository
+
+from tests.conftest import ServedTriton, start_triton
+
+ENCODER_QUEUE = 8
+EMBED_QUEUE = 3
+OVERRIDES = {"sam_encoder": ENCODER_QUEUE, "embed_workers": 1, "embed_queue": EMBED_QUEUE}
+BIG = 1 << 28
+
+
+@pytest.fixture(scope="module")
+def busy_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedTriton]:
+    overlay = overlay_repository(tiny_repository, OVERRIDES, tmp_path_factory.mktemp("overlay") / "repo")
+    served = start_triton(overlay)
+    try:
+        yield served
+    finally:
+        served.process.stop()
+
+
+def image(seed: int, size: int = 1024) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def inference_stats(served: ServedTriton, model: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{served.http_port}/v2/models/{model}/stats"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        stats: dict[str, Any] = json.load(response)["model_stats"][0]
+    return stats
+
+
+def encoded(served: ServedTriton) -> int:
+    """Images sam_encoder has computed so far (warm-up included)."""
+    return int(inference_stats(served, "sam_encoder")["inference_count"])
+
+
+class RawEncoder:
+    """Batches of images straight to sam_encoder: one long execution of its one instance."""
+
+    def __init__(self, served: ServedTriton) -> None:
+        options = [("grpc.max_send_message_length", BIG), ("grpc.max_receive_message_length", BIG)]
+        self.channel = grpc.insecure_channel(served.grpc_url, options=options)
+        self.stub = GRPCInferenceServiceStub(self.channel)  # type: ignore[no-untyped-call]
+
+    def send(self, count: int, seed: int, priority: int = 0) -> Future[Any]:
+        images = np.stack([image(seed + i) for i in range(count)])
+        sizes = np.full((count, 2), 1024, np.int32)
+        request = build_infer_request(
+            "sam_encoder", {"image": images, "input_size": sizes}, ["image_embeddings"]
+        )
+        if priority:
+            request.parameters["priority"].uint64_param = priority
+        future: Future[Any] = self.stub.ModelInfer.future(request, timeout=300)
+        return future
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+@pytest.fixture()
+def raw_encoder(busy_server: ServedTriton) -> Iterator[RawEncoder]:
+    encoder = RawEncoder(busy_server)
+    try:
+        yield encoder
+    finally:
+        encoder.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "server never reached the expected state"
+        time.sleep(0.05)
+
+
+def let_it_start() -> None:
+    """Set-up only: give the long work just sent time to reach sam_encoder's instance
+    (Triton's statistics count a request only once it has finished)."""
+    time.sleep(0.5)
+
+
+CLICK = Prompt(point_coords=[[200, 300]], point_labels=[1])
+
+
+def test_click_is_answered_while_encodes_and_an_automask_run(
+    busy_server: ServedTriton, raw_encoder: RawEncoder
+) -> None:
+    done: dict[str, float] = {}
+    with SamClient(busy_server.grpc_url, timeout=300) as client:
+        held = client.embed(image(1, 640))
+        long_encode = raw_encoder.send(8, seed=100)
+        long_encode.add_done_callback(lambda _: done.setdefault("long encode", time.monotonic()))
+        let_it_start()
+
+        def run(name: str, fn: Callable[[], object]) -> None:
+            fn()
+            done[name] = time.monotonic()
+
+        generator = RemoteAutomaticMaskGenerator(client, points_per_side=4)
+        jobs = [threading.Thread(target=run, args=("automask", lambda: generator.generate(image(2, 512))))]
+        jobs += [
+            threading.Thread(target=run, args=(f"embed {i}", lambda i=i: client.embed(image(10 + i))))
+            for i in range(2)
+        ]
+        for job in jobs:
+            job.start()
+        prediction = client.predict(held, CLICK)
+        done["click"] = time.monotonic()
+        for job in jobs:
+            job.join()
+        long_encode.result()
+    assert prediction.masks.shape[1:] == (640, 640)
+    others = {name: t for name, t in done.items() if name != "click"}
+    assert all(done["click"] < t for t in others.values()), f"click finished after other work: {done}"
+
+
+def test_a_full_embed_pool_refuses_at_once(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
+    long_encode = raw_encoder.send(8, seed=200)
+    let_it_start()
+    outcomes: list[tuple[str, float]] = []
+    with SamClient(busy_server.grpc_url, timeout=300, retries=0) as client:
+
+        def embed(seed: int) -> None:
+            try:
+                client.embed(image(seed))
+                outcomes.append(("ok", time.monotonic()))
+            except ServerOverloadedError as exc:
+                assert "sam_session overloaded" in str(exc) and exc.code == "UNAVAILABLE"
+                outcomes.append(("overloaded", time.monotonic()))
+
+        with ThreadPoolExecutor(EMBED_QUEUE + 3) as pool:
+            list(pool.map(embed, range(300, 300 + EMBED_QUEUE + 3)))
+        long_encode.result()
+        # The server keeps serving: the pool drained, a new embed is accepted.
+        client.embed(image(399))
+    refused = [t for kind, t in outcomes if kind == "overloaded"]
+    accepted = [t for kind, t in outcomes if kind == "ok"]
+    assert len(refused) >= 3 and len(accepted) >= 1
+    assert max(refused) < min(accepted), "a refusal waited for queued work"
+
+
+def test_a_full_triton_queue_refuses_at_once(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
+    long_encode = raw_encoder.send(8, seed=400)
+    let_it_start()
+    with (
+        SamClient(busy_server.grpc_url, timeout=300, retries=0, server_embeddings=False) as client,
+        ThreadPoolExecutor(ENCODER_QUEUE + 4) as pool,
+    ):
+        futures = [pool.submit(client.embed, image(500 + i)) for i in range(ENCODER_QUEUE + 4)]
+        errors = [f.exception() for f in futures]
+    long_encode.result()
+    overloaded = [e for e in errors if isinstance(e, ServerOverloadedError)]
+    assert len(overloaded) >= 4, errors
+    assert "Exceeds maximum queue size" in str(overloaded[0])
+
+
+def test_expired_requests_are_not_executed(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
+    before = encoded(busy_server)
+    long_work = [raw_encoder.send(8, seed=600), raw_encoder.send(8, seed=700)]
+    let_it_start()
+    with (
+        SamClient(busy_server.grpc_url, timeout=300) as patient,
+        SamClient(busy_server.grpc_url, timeout=0.5, retries=0, server_embeddings=False) as hasty_direct,
+        SamClient(busy_server.grpc_url, timeout=1.0, retries=0) as hasty_session,
+    ):
+        # The one embed worker waits in sam_encoder's queue behind the long work ...
+        occupying = threading.Thread(target=patient.embed, args=(image(800),))
+        occupying.start()
+        # ... so these expire: one in sam_encoder's queue, one in sam_session's embed pool.
+        with pytest.raises(DeadlineExceededError):
+            hasty_direct.embed(image(801))
+        with pytest.raises(DeadlineExceededError):
+            hasty_session.embed(image(802))
+        for future in long_work:
+            future.result()
+        occupying.join()
+        wait_for(lambda: encoded(busy_server) >= before + 17)
+        time.sleep(1.0)  # anything still to run would have run by now
+    assert encoded(busy_server) == before + 17  # the long work and the patient embed only
+
+
+def test_cancelling_an_async_call_cancels_the_rpc(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
+    before = encoded(busy_server)
+    long_encode = raw_encoder.send(8, seed=900)
+    let_it_start()
+
+    async def cancel_queued_embed() -> None:
+        async with AsyncSamClient(busy_server.grpc_url, server_embeddings=False) as client:
+            task = asyncio.ensure_future(client.embed(image(901)))
+            await asyncio.sleep(0.5)  # sent, and waiting in sam_encoder's queue
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert task.cancelled()
+
+    asyncio.run(cancel_queued_embed())
+    long_encode.result()
+    time.sleep(1.0)  # a cancelled request that still ran would be counted by now
+    assert encoded(busy_server) == before + 8
+
+
+def test_latest_click_wins(busy_server: ServedTriton) -> None:
+    points = [[[100 + 20 * i, 100]] for i in range(8)]
+
+    async def drag() -> tuple[Any, Any, LatestClick]:
+        async with AsyncSamClient(busy_server.grpc_url) as client:
+            held = await client.embed(image(1000, 512))
+            clicks = LatestClick(client, held)
+            for point in points:
+                clicks.click(Prompt(point_coords=point, point_labels=[1]))
+                await asyncio.sleep(0)
+            newest = await clicks.latest()
+            alone = await client.predict(held, Prompt(point_coords=points[-1], point_labels=[1]))
+            return newest, alone, clicks
+
+    newest, alone, clicks = asyncio.run(drag())
+    np.testing.assert_allclose(newest.scores, alone.scores, atol=1e-5)
+    np.testing.assert_array_equal(newest.masks, alone.masks)
+    assert clicks.sent == len(points) and clicks.superseded == len(points) - 1
+
+
+def test_priorities_order_a_shared_queue(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
+    """Eight batch-priority encodes queue first, one interactive encode after them: it is in
+    the next batch (max 8) and finishes before the last batch-priority one."""
+    long_encode = raw_encoder.send(8, seed=1100)
+    let_it_start()
+    finished: dict[str, float] = {}
+    low = [raw_encoder.send(1, seed=1200 + i, priority=Priority.BATCH) for i in range(ENCODER_QUEUE)]
+    time.sleep(0.3)  # all queued before the urgent one is sent
+    urgent = raw_encoder.send(1, seed=1300, priority=Priority.INTERACTIVE)
+    for i, future in enumerate(low):
+        future.add_done_callback(lambda _, i=i: finished.setdefault(f"low {i}", time.monotonic()))
+    urgent.add_done_callback(lambda _: finished.setdefault("urgent", time.monotonic()))
+    for future in [long_encode, urgent, *low]:
+        future.result()
+    assert finished["urgent"] < max(t for name, t in finished.items() if name != "urgent"), finished
+
+
+def test_latest_click_wins_for_the_blocking_client(busy_server: ServedTriton) -> None:
+    points = [[[100 + 20 * i, 120]] for i in range(8)]
+    with SamClient(busy_server.grpc_url) as client:
+        held = client.embed(image(1001, 512))
+        with LatestClickThread(client, held) as clicks:
+            for point in points:
+                clicks.click(Prompt(point_coords=point, point_labels=[1]))
+            newest = clicks.latest(timeout=60)
+            assert clicks.sent + clicks.superseded >= len(points) and clicks.sent < len(points)
+        alone = client.predict(held, Prompt(point_coords=points[-1], point_labels=[1]))
+    np.testing.assert_allclose(newest.scores, alone.scores, atol=1e-5)
+    np.testing.assert_array_equal(newest.masks, alone.masks)
