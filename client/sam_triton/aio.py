@@ -71,13 +71,17 @@ class AsyncSamClient(ClientConstruction):
         method = getattr(self._get_stub(), call.method)
         while True:
             try:
-                return await method(
+                response = await method(
                     call.request,
                     timeout=attempts.timeout(call.context),
                     metadata=(self._metadata + call.metadata) or None,
                 )
             except grpc.RpcError as exc:  # grpc.aio.AioRpcError derives from it
+                _core.observe(self.config, call, None)
                 await asyncio.sleep(attempts.on_error(exc, call.context))
+            else:
+                _core.observe(self.config, call, response)
+                return response
 
     async def _execute(self, calls: Sequence[Call], attempts: Attempts) -> list[Any]:
         return list(await asyncio.gather(*(self._invoke(c, attempts) for c in calls)))

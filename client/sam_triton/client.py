@@ -71,11 +71,15 @@ class SamClient(ClientConstruction):
         method = getattr(self._stub, call.method)
         while True:
             try:
-                return method(
+                response = method(
                     call.request, timeout=attempts.timeout(call.context), metadata=self._call_metadata(call)
                 )
             except grpc.RpcError as exc:
+                _core.observe(self.config, call, None)
                 time.sleep(attempts.on_error(exc, call.context))
+            else:
+                _core.observe(self.config, call, response)
+                return response
 
     def _execute(self, calls: Sequence[Call], attempts: Attempts) -> list[Any]:
         if len(calls) == 1:
@@ -93,8 +97,11 @@ class SamClient(ClientConstruction):
                 try:
                     results.append(future.result())
                 except grpc.RpcError as exc:
+                    _core.observe(self.config, call, None)
                     time.sleep(attempts.on_error(exc, call.context))
                     results.append(self._invoke(call, attempts))
+                else:
+                    _core.observe(self.config, call, results[-1])
             return results
         finally:
             for future in futures:

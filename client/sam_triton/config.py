@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -20,6 +21,12 @@ import grpc
 from .errors import SamTritonError, ServerUnavailableError
 
 Compression = Literal["gzip", "deflate"]
+
+RpcObserver = Callable[[str, int, int], None]
+"""Told of every RPC attempt: (method, request bytes, response bytes; 0 when it failed).
+
+Sizes are the protobuf payloads (``ByteSize``), before compression and without gRPC framing
+or headers; a load test sums them into bytes on the wire."""
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """gRPC's default receive limit (4 MiB) is smaller than one embedding (4 MiB + framing) and
@@ -125,6 +132,8 @@ class ClientConfig:
         server_embeddings: ``embed`` leaves the embedding on the server (``sam_session``) and
             returns a handle naming it, so each ``predict`` uploads the prompts only (default).
             False: the embedding comes back and travels with every ``predict`` (stateless).
+        rpc_observer: called after every RPC attempt with its payload sizes (None: nothing
+            is measured, and nothing is paid for it).
     """
 
     url: str = "localhost:8001"
@@ -141,6 +150,7 @@ class ClientConfig:
     metadata: tuple[tuple[str, str], ...] = ()
     channel_options: tuple[tuple[str, Any], ...] = ()
     server_embeddings: bool = True
+    rpc_observer: RpcObserver | None = None
 
     def __post_init__(self) -> None:
         if not self.url or self.url.startswith(("http://", "https://")):
@@ -196,6 +206,7 @@ class ClientOptions(TypedDict, total=False):
     metadata: dict[str, str] | None
     channel_options: dict[str, Any] | None
     server_embeddings: bool
+    rpc_observer: RpcObserver | None
 
 
 def make_config(
@@ -216,6 +227,7 @@ def make_config(
     metadata: dict[str, str] | None = None,
     channel_options: dict[str, Any] | None = None,
     server_embeddings: bool = True,
+    rpc_observer: RpcObserver | None = None,
 ) -> ClientConfig:
     """The keyword arguments of both clients, as one :class:`ClientConfig`.
 
@@ -237,6 +249,7 @@ def make_config(
         metadata=tuple((metadata or {}).items()),
         channel_options=tuple((channel_options or {}).items()),
         server_embeddings=server_embeddings,
+        rpc_observer=rpc_observer,
     )
 
 

@@ -125,11 +125,17 @@ def _sweep(plt: Any, runs: Sequence[RunResult], path: Path, title: str) -> None:
 
 
 def write_plots(
-    served: Sequence[RunResult], baselines: Sequence[RunResult], directory: Path, title: str
+    served: Sequence[RunResult],
+    baselines: Sequence[RunResult],
+    directory: Path,
+    title: str,
+    *,
+    sweep: bool = True,
 ) -> list[str]:
     """Write the PNGs into ``directory``; returns their file names.
 
-    The throughput-vs-latency plot needs several served load levels (``--sweep``).
+    The throughput-vs-latency plot needs several served load levels (``--sweep``); ``sweep``
+    False leaves it out when the served runs are not load levels (the session's stages).
     """
     import matplotlib
 
@@ -142,7 +148,7 @@ def write_plots(
         _latency_over_time(plt, runs, directory / LATENCY_OVER_TIME, title)
         _histogram(plt, runs, directory / LATENCY_HISTOGRAM, title)
         written += [LATENCY_OVER_TIME, LATENCY_HISTOGRAM]
-    if len(served) > 1:
+    if sweep and len(served) > 1:
         _sweep(plt, served, directory / THROUGHPUT_VS_LATENCY, title)
         written.append(THROUGHPUT_VS_LATENCY)
     return written
