@@ -186,10 +186,10 @@ class _Session:
     async def _stage(
         self, stage: str, thunk: Callable[[], Awaitable[T]], scheduled: float | None = None
     ) -> tuple[T | None, Sample]:
-        measured = (self.now() if scheduled is None else scheduled) >= self.warmup
-        token = _counting.set(self.wire[stage] if measured else None)
+        due = self.now() if scheduled is None else scheduled
+        token = _counting.set(self.wire[stage] if due >= self.warmup else None)
         try:
-            result, sample = await timed(thunk, next(self._indices[stage]), self.now, self.warmup, scheduled)
+            result, sample = await timed(thunk, next(self._indices[stage]), self.now, self.warmup, due)
         finally:
             _counting.reset(token)
         self.samples[stage].append(sample)
