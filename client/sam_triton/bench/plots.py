@@ -21,7 +21,8 @@ THROUGHPUT_VS_LATENCY = "throughput_vs_latency.png"
 
 
 def _latency_over_time(plt: Any, runs: Sequence[RunResult], path: Path, title: str) -> None:
-    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs) + 0.6), squeeze=False)
+    # One time axis for all panels: a session's stages ran side by side on one clock.
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs) + 0.6), squeeze=False, sharex=True)
     for ax, run in zip(axes[:, 0], runs, strict=True):
         for warm, color in ((True, "0.7"), (False, "tab:blue")):
             pts = [s for s in run.samples if s.warmup == warm and s.ok]

@@ -280,9 +280,18 @@ class _Session:
                 return
             await self._stage("automask", partial(generate, self.images[n % len(self.images)].rgb))
 
+    def _level(self, stage: str) -> LoadLevel:
+        """The load behind a stage: the users, or that many back-to-back background workers."""
+        workers = {
+            "background_embed": self.opts.background_embedders,
+            "automask": self.opts.background_automask,
+        }
+        if stage in workers:
+            return LoadLevel("closed", concurrency=workers[stage])
+        return self.opts.level
+
     def result(self) -> SessionResult:
-        level = self.opts.level
-        runs = [RunResult(stage, level, samples) for stage, samples in self.samples.items() if samples]
+        runs = [RunResult(s, self._level(s), samples) for s, samples in self.samples.items() if samples]
         return SessionResult(
             options=self.opts,
             runs=runs,
