@@ -209,6 +209,22 @@ def test_sdk_reports_cache_hits_and_bytes(triton_server: Any) -> None:
     assert all(received > 0 for _, _, received in seen)
 
 
+def test_sync_client_reports_concurrent_and_failed_rpcs(triton_server: Any) -> None:
+    from sam_triton import SamClient
+
+    seen: list[tuple[str, int, int]] = []
+    with SamClient(triton_server.grpc_url, rpc_observer=lambda *a: seen.append(a)) as client:
+        handle = client.embed(bench_images()[3].rgb)
+        seen.clear()
+        # Two point counts: two decoder calls sent together (the futures path).
+        client.predict(handle, [Prompt([[5, 5]], [1]), Prompt([[5, 5], [9, 9]], [1, 0])])
+        assert [(m, r > 0) for m, _, r in seen] == [("ModelInfer", True)] * 2
+        seen.clear()
+        with pytest.raises(errors.EmbeddingNotFoundError):
+            client.predict(ImageEmbedding(None, (480, 640), (768, 1024), "never-held"), Prompt([[5, 5]], [1]))
+        assert len(seen) == 1 and seen[0][1] > 0 and seen[0][2] == 0  # sent, nothing back
+
+
 def test_session_end_to_end(triton_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "session"
     args = ["bench", "--url", triton_server.grpc_url, "--scenario", "session", "--output", str(out)]

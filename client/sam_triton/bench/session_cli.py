@@ -94,7 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="users embedding fresh images back to back",
     )
     group.add_argument(
-        "--background-automask", type=_count, default=0, metavar="A", help="automatic-mask jobs back to back"
+        "--background-automask",
+        type=_count,
+        default=0,
+        metavar="A",
+        help="automatic-mask jobs back to back (grid: --points-per-side)",
     )
 
 
