@@ -197,9 +197,11 @@ class _Session:
             self.on_sample(sample)
         return result, sample
 
-    def _image(self, number: int) -> tuple[BenchImage, RGBImage]:
+    async def _image(self, number: int) -> tuple[BenchImage, RGBImage]:
+        """Image ``number``'s source and its unique copy (made off the event loop: a 1411x1411
+        copy would hold up the other users' requests for milliseconds)."""
         source = self.images[number % len(self.images)]
-        return source, unique_image(source, number, self.opts.content_nonce)
+        return source, await asyncio.to_thread(unique_image, source, number, self.opts.content_nonce)
 
     def _pick_image(self, rng: np.random.Generator) -> int:
         if self._opened and rng.random() < self.opts.reopen_fraction:
@@ -218,7 +220,7 @@ class _Session:
         """One user annotating one image: embed, then the clicks."""
         user = next(self._user_numbers)
         rng = np.random.default_rng([self.opts.seed, user])
-        source, rgb = self._image(self._pick_image(rng))
+        source, rgb = await self._image(self._pick_image(rng))
         handle, sample = await self._stage("embed", partial(self.client.embed, rgb), scheduled)
         if handle is None:
             return
@@ -271,7 +273,7 @@ class _Session:
 
     async def background_embedder(self) -> None:
         while self.now() < self.stop_at:
-            _, rgb = self._image(next(self._image_numbers))
+            _, rgb = await self._image(next(self._image_numbers))
             await self._stage("background_embed", partial(self.client.embed, rgb))
 
     async def background_automask(self, job: int, generate: Callable[[RGBImage], Awaitable[object]]) -> None:
