@@ -9,6 +9,9 @@ Layout (each module small and usable on its own):
 * :mod:`.scenarios` - what one request is (``encode``, ``click``, ``oneshot``, ``automask``)
   against a served model; :mod:`.baselines` - the same work in-process (segment_anything or
   onnxruntime) so served/in-process ratios come from one run.
+* :mod:`.session` - the ``session`` scenario: virtual users (embed, then clicks with think
+  time and refinement) beside background load, one result per stage; :mod:`.session_report`
+  its ``results.json`` section and table; :mod:`.session_cli` its options and handler.
 * :mod:`.runner` - one run (or a sweep) end to end; :mod:`.report`, :mod:`.plots` - the
   table, ``results.json``, ``samples.csv`` and PNGs; :mod:`.perf_analyzer` - input-data files
   for Triton's own ``perf_analyzer``; :mod:`.cli` - the subcommand.

@@ -21,12 +21,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import session_cli
+
 if TYPE_CHECKING:
     from .baselines import BaselineSpec
     from .images import BenchImage
     from .runner import BenchConfig, LoadLevel, RunResult
 
-SCENARIO_CHOICES = ("encode", "click", "oneshot", "automask")
+SCENARIO_CHOICES = ("encode", "click", "oneshot", "automask", "session")
 BASELINE_CHOICES = ("reference", "onnxruntime")
 
 
@@ -67,7 +69,8 @@ def register(subparsers: Any) -> None:
         choices=SCENARIO_CHOICES,
         default="click",
         help="encode: embed(); click: one point on a pre-embedded image; oneshot: "
-        "image+point via the `sam` ensemble; automask: automatic masks (default %(default)s)",
+        "image+point via the `sam` ensemble; automask: automatic masks; session: virtual users "
+        "embedding then clicking, with background load (see its options below) (default %(default)s)",
     )
     load = parser.add_mutually_exclusive_group()
     load.add_argument(
@@ -199,6 +202,7 @@ def register(subparsers: Any) -> None:
         help="only write perf_analyzer --input-data JSON files for the models to DIR "
         "(and the perf_analyzer commands to DIR/README.txt), then exit",
     )
+    session_cli.add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -313,14 +317,16 @@ def _header(
     }
 
 
-def _write_outputs(
+def write_outputs(
     args: argparse.Namespace,
     config: BenchConfig,
     images: list[BenchImage],
     served: list[RunResult],
     baselines: list[RunResult],
     load_start: list[float] | None,
+    session: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """samples.csv, the plots and results.json (with the ``session`` section when given)."""
     from .report import build_results, write_json, write_samples_csv
 
     out: Path = args.output
@@ -332,14 +338,17 @@ def _write_outputs(
             from .plots import write_plots
 
             title = f"sam-triton bench: {config.scenario} @ {config.url}"
-            plots = write_plots(served, baselines, out, title)
+            plots = write_plots(served, baselines, out, title, sweep=session is None)
         except ImportError as exc:
             print(
                 f"plots skipped: matplotlib is not installed ({exc}); pip install sam-triton[bench]",
                 file=sys.stderr,
             )
+    header = _header(args, config, images, load_start)
+    if session is not None:
+        header["session"] = session
     document = build_results(
-        header=_header(args, config, images, load_start),
+        header=header,
         served=served,
         baselines=baselines,
         files={"samples": "samples.csv", "plots": plots},
@@ -369,6 +378,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(f"{model}: {path}" for model, path in written.items()))
         print((args.perf_analyzer_data / "README.txt").read_text())
         return 0
+    if args.scenario == "session":
+        return session_cli.run(args, images, _loadavg())
     if args.sweep and args.rate is not None:
         print("sam-triton bench: --sweep goes over concurrencies; use it with --concurrency", file=sys.stderr)
         return 2
@@ -391,7 +402,7 @@ def run(args: argparse.Namespace) -> int:
     except SamTritonError as exc:
         print(f"sam-triton bench: cannot benchmark {config.url}: {exc}", file=sys.stderr)
         return 1
-    _write_outputs(args, config, images, served, baselines, load_start)
+    write_outputs(args, config, images, served, baselines, load_start)
     runs = [*served, *baselines]
     print(
         f"\n{config.scenario} @ {config.url}, {len(images)} image(s), "

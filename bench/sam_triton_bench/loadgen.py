@@ -24,6 +24,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,8 @@ RequestFn = Callable[[int], Awaitable[object]]
 """One request: gets a running index (0, 1, 2, ...) so callers can vary images and prompts."""
 
 SampleHook = Callable[["Sample"], None]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,27 +95,42 @@ class _Recorder:
         return time.perf_counter() - self.t0
 
     async def call(self, index: int, scheduled: float | None = None) -> None:
-        start = self.now()
-        due = start if scheduled is None else scheduled
-        error: tuple[str, str | None, str] | None = None
-        try:
-            await self.fn(index)
-        except Exception as exc:  # a failed request is a measurement, not a crash of the run
-            error = describe_error(exc)
-        end = self.now()
-        sample = Sample(
-            index=index,
-            scheduled=due,
-            start=start,
-            end=end,
-            warmup=due < self.warmup,
-            error=error[0] if error else None,
-            status=error[1] if error else None,
-            message=error[2] if error else None,
-        )
+        _, sample = await timed(lambda: self.fn(index), index, self.now, self.warmup, scheduled)
         self.samples.append(sample)
         if self.on_sample is not None:
             self.on_sample(sample)
+
+
+async def timed(
+    thunk: Callable[[], Awaitable[T]],
+    index: int,
+    clock: Callable[[], float],
+    warmup: float,
+    scheduled: float | None = None,
+) -> tuple[T | None, Sample]:
+    """Await ``thunk()`` and measure it: (its result, or None when it raised; the sample).
+
+    ``clock`` gives seconds since the run started; ``scheduled`` defaults to the send time.
+    """
+    start = clock()
+    due = start if scheduled is None else scheduled
+    result: T | None = None
+    error: tuple[str, str | None, str] | None = None
+    try:
+        result = await thunk()
+    except Exception as exc:  # a failed request is a measurement, not a crash of the run
+        error = describe_error(exc)
+    sample = Sample(
+        index=index,
+        scheduled=due,
+        start=start,
+        end=clock(),
+        warmup=due < warmup,
+        error=error[0] if error else None,
+        status=error[1] if error else None,
+        message=error[2] if error else None,
+    )
+    return result, sample
 
 
 def _check_times(duration: float, warmup: float) -> None:

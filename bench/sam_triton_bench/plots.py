@@ -21,7 +21,8 @@ THROUGHPUT_VS_LATENCY = "throughput_vs_latency.png"
 
 
 def _latency_over_time(plt: Any, runs: Sequence[RunResult], path: Path, title: str) -> None:
-    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs) + 0.6), squeeze=False)
+    # One time axis for all panels: a session's stages ran side by side on one clock.
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs) + 0.6), squeeze=False, sharex=True)
     for ax, run in zip(axes[:, 0], runs, strict=True):
         for warm, color in ((True, "0.7"), (False, "tab:blue")):
             pts = [s for s in run.samples if s.warmup == warm and s.ok]
@@ -128,11 +129,17 @@ def _sweep(plt: Any, runs: Sequence[RunResult], path: Path, title: str) -> None:
 
 
 def write_plots(
-    served: Sequence[RunResult], baselines: Sequence[RunResult], directory: Path, title: str
+    served: Sequence[RunResult],
+    baselines: Sequence[RunResult],
+    directory: Path,
+    title: str,
+    *,
+    sweep: bool = True,
 ) -> list[str]:
     """Write the PNGs into ``directory``; returns their file names.
 
-    The throughput-vs-latency plot needs several served load levels (``--sweep``).
+    The throughput-vs-latency plot needs several served load levels (``--sweep``); ``sweep``
+    False leaves it out when the served runs are not load levels (the session's stages).
     """
     import matplotlib
 
@@ -145,7 +152,7 @@ def write_plots(
         _latency_over_time(plt, runs, directory / LATENCY_OVER_TIME, title)
         _histogram(plt, runs, directory / LATENCY_HISTOGRAM, title)
         written += [LATENCY_OVER_TIME, LATENCY_HISTOGRAM]
-    if len(served) > 1:
+    if sweep and len(served) > 1:
         _sweep(plt, served, directory / THROUGHPUT_VS_LATENCY, title)
         written.append(THROUGHPUT_VS_LATENCY)
     return written

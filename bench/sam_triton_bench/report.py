@@ -126,7 +126,7 @@ def write_samples_csv(runs: Sequence[RunResult], path: Path) -> None:
                 )
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
+def fmt(value: float | None, digits: int = 1) -> str:
     if value is None or not math.isfinite(value):
         return "-"
     return f"{value:.{digits}f}"
@@ -147,7 +147,7 @@ _COLUMNS = (
 
 
 def format_table(runs: Sequence[RunResult]) -> str:
-    rows = [_COLUMNS]
+    rows: list[Sequence[str]] = [_COLUMNS]
     for run in runs:
         s, lat = run.summary, run.summary.latency_ms
         rows.append(
@@ -156,15 +156,20 @@ def format_table(runs: Sequence[RunResult]) -> str:
                 str(s.requests),
                 str(s.errors),
                 str(s.rejected),
-                _fmt(s.throughput_rps, 2),
-                _fmt(lat.p50),
-                _fmt(lat.p90),
-                _fmt(lat.p99),
-                _fmt(lat.max),
-                _fmt(lat.mean),
+                fmt(s.throughput_rps, 2),
+                fmt(lat.p50),
+                fmt(lat.p90),
+                fmt(lat.p99),
+                fmt(lat.max),
+                fmt(lat.mean),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    return format_grid(rows)
+
+
+def format_grid(rows: Sequence[Sequence[str]]) -> str:
+    """A header row, a rule and the rows: first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
 
     def line(row: Sequence[str]) -> str:
         cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
@@ -179,9 +184,9 @@ def format_ratios(items: Sequence[dict[str, Any]]) -> str:
     lines = []
     for r in items:
         lines.append(
-            f"{r['served']} / {r['baseline']}: latency p50 x{_fmt(r['latency_p50'], 3)}, "
-            f"mean x{_fmt(r['latency_mean'], 3)}, p99 x{_fmt(r['latency_p99'], 3)}, "
-            f"throughput x{_fmt(r['throughput'], 3)}, p50 overhead {_fmt(r['overhead_ms_p50'], 2)} ms"
+            f"{r['served']} / {r['baseline']}: latency p50 x{fmt(r['latency_p50'], 3)}, "
+            f"mean x{fmt(r['latency_mean'], 3)}, p99 x{fmt(r['latency_p99'], 3)}, "
+            f"throughput x{fmt(r['throughput'], 3)}, p50 overhead {fmt(r['overhead_ms_p50'], 2)} ms"
         )
     return "\n".join(lines)
 

@@ -142,6 +142,13 @@ async def run_async(op: Op[T], execute: Callable[[Sequence[Call]], Awaitable[lis
     return result
 
 
+def observe(config: ClientConfig, call: Call, response: Message | None) -> None:
+    """Report one RPC attempt (``response`` None: it failed) to ``config.rpc_observer``, if any."""
+    if config.rpc_observer is not None:
+        received = 0 if response is None else response.ByteSize()
+        config.rpc_observer(call.method, call.request.ByteSize(), received)
+
+
 class Attempts:
     """Deadline and retry bookkeeping for one SDK call (shared by all of its RPCs).
 
@@ -399,10 +406,11 @@ def _session_step(config: ClientConfig, calls: list[Call]) -> Op[list[Any]]:
 
 
 def _session_handle(
-    rgb: npt.NDArray[np.uint8], session_id: str, keep: npt.NDArray[np.uint8] | None
+    rgb: npt.NDArray[np.uint8], session_id: str, keep: npt.NDArray[np.uint8] | None, from_cache: bool
 ) -> ImageEmbedding:
     height, width = int(rgb.shape[0]), int(rgb.shape[1])
-    return ImageEmbedding(None, (height, width), preprocess_shape(height, width), session_id, _image=keep)
+    size = preprocess_shape(height, width)
+    return ImageEmbedding(None, (height, width), size, session_id, from_cache=from_cache, _image=keep)
 
 
 def session_lookup_op(config: ClientConfig, session_id: str) -> Op[bool]:
@@ -438,9 +446,9 @@ def _session_embed_op(
     if session_id is None:
         session_id = content_id(rgb)
         if (yield from session_lookup_op(config, session_id)):
-            return _session_handle(rgb, session_id, keep)
+            return _session_handle(rgb, session_id, keep, from_cache=True)
     yield from _session_upload_op(config, session_id, rgb)
-    return _session_handle(rgb, session_id, keep)
+    return _session_handle(rgb, session_id, keep, from_cache=False)
 
 
 def _recovering(config: ClientConfig, embedding: ImageEmbedding, calls: list[Call]) -> Op[list[Any]]:

@@ -75,9 +75,13 @@ class AsyncSamClient(ClientConstruction):
             try:
                 request, timeout = attempts.prepare(call)
                 metadata = (self._metadata + call.metadata) or None
-                return await method(request, timeout=timeout, metadata=metadata)
+                response = await method(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as exc:  # grpc.aio.AioRpcError derives from it
+                _core.observe(self.config, call, None)
                 await asyncio.sleep(attempts.on_error(exc, call.context))
+            else:
+                _core.observe(self.config, call, response)
+                return response
 
     async def _execute(self, calls: Sequence[Call], attempts: Attempts) -> list[Any]:
         return list(await asyncio.gather(*(self._invoke(c, attempts) for c in calls)))

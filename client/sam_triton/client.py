@@ -74,9 +74,13 @@ class SamClient(ClientConstruction):
         while True:
             try:
                 request, timeout = attempts.prepare(call)
-                return method(request, timeout=timeout, metadata=self._call_metadata(call))
+                response = method(request, timeout=timeout, metadata=self._call_metadata(call))
             except grpc.RpcError as exc:
+                _core.observe(self.config, call, None)
                 time.sleep(attempts.on_error(exc, call.context))
+            else:
+                _core.observe(self.config, call, response)
+                return response
 
     def _execute(self, calls: Sequence[Call], attempts: Attempts) -> list[Any]:
         if len(calls) == 1:
@@ -93,8 +97,11 @@ class SamClient(ClientConstruction):
                 try:
                     results.append(future.result())
                 except grpc.RpcError as exc:
+                    _core.observe(self.config, call, None)
                     time.sleep(attempts.on_error(exc, call.context))
                     results.append(self._invoke(call, attempts))
+                else:
+                    _core.observe(self.config, call, results[-1])
             return results
         finally:
             for future in futures:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -22,6 +23,12 @@ from sam_triton_common import contract
 from .errors import SamTritonError, ServerOverloadedError, ServerUnavailableError
 
 Compression = Literal["gzip", "deflate"]
+
+RpcObserver = Callable[[str, int, int], None]
+"""Told of every RPC attempt: (method, request bytes, response bytes; 0 when it failed).
+
+Sizes are the protobuf payloads (``ByteSize``), before compression and without gRPC framing
+or headers; a load test sums them into bytes on the wire."""
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """gRPC's default receive limit (4 MiB) is smaller than one embedding (4 MiB + framing) and
@@ -146,6 +153,8 @@ class ClientConfig:
         server_embeddings: ``embed`` leaves the embedding on the server (``sam_session``) and
             returns a handle naming it, so each ``predict`` uploads the prompts only (default).
             False: the embedding comes back and travels with every ``predict`` (stateless).
+        rpc_observer: called after every RPC attempt with its payload sizes (None: nothing
+            is measured, and nothing is paid for it).
     """
 
     url: str = "localhost:8001"
@@ -162,6 +171,7 @@ class ClientConfig:
     metadata: tuple[tuple[str, str], ...] = ()
     channel_options: tuple[tuple[str, Any], ...] = ()
     server_embeddings: bool = True
+    rpc_observer: RpcObserver | None = None
 
     def __post_init__(self) -> None:
         if not self.url or self.url.startswith(("http://", "https://")):
@@ -217,6 +227,7 @@ class ClientOptions(TypedDict, total=False):
     metadata: dict[str, str] | None
     channel_options: dict[str, Any] | None
     server_embeddings: bool
+    rpc_observer: RpcObserver | None
 
 
 def make_config(
@@ -237,6 +248,7 @@ def make_config(
     metadata: dict[str, str] | None = None,
     channel_options: dict[str, Any] | None = None,
     server_embeddings: bool = True,
+    rpc_observer: RpcObserver | None = None,
 ) -> ClientConfig:
     """The keyword arguments of both clients, as one :class:`ClientConfig`.
 
@@ -258,6 +270,7 @@ def make_config(
         metadata=tuple((metadata or {}).items()),
         channel_options=tuple((channel_options or {}).items()),
         server_embeddings=server_embeddings,
+        rpc_observer=rpc_observer,
     )
 
 

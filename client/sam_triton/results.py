@@ -25,12 +25,15 @@ class ImageEmbedding:
         original_size: (H, W) of the image given by the user.
         input_size: (h, w) of the resized image inside the 1024x1024 encoder input.
         session_id: server-side id of the embedding, or None.
+        from_cache: True when the server already held this image (nothing was uploaded or
+            encoded), False when it encoded it now, None for a stateless embedding.
     """
 
     embedding: npt.NDArray[np.float32] | None
     original_size: tuple[int, int]
     input_size: tuple[int, int]
     session_id: str | None = None
+    from_cache: bool | None = field(default=None, kw_only=True)
     _image: npt.NDArray[np.uint8] | None = field(default=None, repr=False, kw_only=True)
     """The RGB image, for re-embedding after a cache miss (server-held handles only)."""
 
