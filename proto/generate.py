@@ -1,4 +1,7 @@
-"""Compile the .proto files into client/sam_triton/proto/ (messages, .pyi stubs, gRPC stubs).
+"""Compile the .proto files into client/sam_triton/proto/ (messages and their .pyi stubs).
+
+The gRPC service stub is hand-written (sam_triton/proto/inference_pb2_grpc.py; see
+inference.proto for why), so protoc generates messages only.
 
 The generated files are committed so a plain ``pip install .`` needs no protoc;
 tests/test_proto.py regenerates them into a temporary folder and fails on any drift.
@@ -34,11 +37,10 @@ def generate(out_dir: Path = DEFAULT_OUT) -> list[Path]:
             f"--pyi_out={out_dir}",
             str(proto.relative_to(PROTO_ROOT)),
         ]
-        if "\nservice " in proto.read_text():
-            args.insert(-1, f"--grpc_python_out={out_dir}")
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed on {proto}")
-    return sorted(p for p in target.iterdir() if p.name.endswith((".py", ".pyi")) and p.name != "__init__.py")
+    stems = [proto.stem for proto in proto_files()]
+    return sorted(target / f"{stem}_pb2{suffix}" for stem in stems for suffix in (".py", ".pyi"))
 
 
 if __name__ == "__main__":

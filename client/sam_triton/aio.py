@@ -64,7 +64,7 @@ class AsyncSamClient(ClientConstruction):
     def _get_stub(self) -> GRPCInferenceServiceStub:
         if self._stub is None:
             self._channel = open_aio_channel(self.config)
-            self._stub = GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated, untyped
+            self._stub = GRPCInferenceServiceStub(self._channel)
         return self._stub
 
     async def _invoke(self, call: Call, attempts: Attempts) -> Any:

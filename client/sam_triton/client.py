@@ -59,7 +59,7 @@ class SamClient(ClientConstruction):
     def _setup(self, config: ClientConfig) -> None:
         self.config = config
         self._channel = open_channel(config)
-        self._stub = GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated, untyped
+        self._stub = GRPCInferenceServiceStub(self._channel)
         self._metadata = config.metadata
 
     # -- plumbing ---------------------------------------------------------------------------
