@@ -16,6 +16,7 @@ from .aio import AsyncSamClient
 from .client import SamClient
 from .config import ClientConfig, KeepAliveConfig, ModelNames, RetryPolicy, TlsConfig
 from .errors import (
+    AuthenticationError,
     DeadlineExceededError,
     EmbeddingNotFoundError,
     InvalidInputError,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncSamClient",
+    "AuthenticationError",
     "ClientConfig",
     "DeadlineExceededError",
     "EmbeddingNotFoundError",

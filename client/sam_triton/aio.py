@@ -57,7 +57,7 @@ class AsyncSamClient(ClientConstruction):
         self.config = config
         self._channel: grpc.aio.Channel | None = None
         self._stub: GRPCInferenceServiceStub | None = None
-        self._metadata = config.metadata
+        self._metadata = config.call_metadata()
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Client configuration: connection, TLS, keepalive, retries, limits and model names.
+"""Client configuration: connection, TLS, API key, keepalive, retries, limits and model names.
 
 Plain dataclasses shared by the sync and asyncio clients; turning them into gRPC channel
 arguments happens here too, so both clients build identical channels.
@@ -24,6 +24,14 @@ Compression = Literal["gzip", "deflate"]
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """gRPC's default receive limit (4 MiB) is smaller than one embedding (4 MiB + framing) and
 than a multi-prompt answer (0.8 MiB per prompt), so the SDK raises it on both ends."""
+
+API_KEY_HEADER = "sam-api-key"
+"""The header a server started with an API key checks (``sam-triton serve --api-key``); the
+HTTP endpoint reads it under this name."""
+API_KEY_METADATA = f"triton-grpc-protocol-{API_KEY_HEADER}"
+"""The same header on gRPC: Triton prefixes the headers of its restricted protocols."""
+API_KEY_ENV = "SAM_TRITON_API_KEY"
+"""The API key of clients built from keyword arguments when none is passed."""
 
 
 def _read(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
@@ -121,6 +129,7 @@ class ClientConfig:
         max_prompts: most prompts one SDK call accepts; more is an InvalidInputError.
         max_pixels: images above this many pixels are rejected (None: no limit).
         metadata: extra gRPC headers for every call (auth tokens, routing keys).
+        api_key: the server's API key, sent on every call (None: none); never printed.
         channel_options: extra raw gRPC channel arguments, appended last.
         server_embeddings: ``embed`` leaves the embedding on the server (``sam_session``) and
             returns a handle naming it, so each ``predict`` uploads the prompts only (default).
@@ -141,6 +150,7 @@ class ClientConfig:
     metadata: tuple[tuple[str, str], ...] = ()
     channel_options: tuple[tuple[str, Any], ...] = ()
     server_embeddings: bool = True
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.url or self.url.startswith(("http://", "https://")):
@@ -172,6 +182,11 @@ class ClientConfig:
         options.extend(self.channel_options)
         return options
 
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The headers every call carries: the API key, then ``metadata``."""
+        key = ((API_KEY_METADATA, self.api_key),) if self.api_key is not None else ()
+        return key + self.metadata
+
     def grpc_compression(self) -> grpc.Compression | None:
         if self.compression is None:
             return None
@@ -196,6 +211,7 @@ class ClientOptions(TypedDict, total=False):
     metadata: dict[str, str] | None
     channel_options: dict[str, Any] | None
     server_embeddings: bool
+    api_key: str | None
 
 
 def make_config(
@@ -216,11 +232,13 @@ def make_config(
     metadata: dict[str, str] | None = None,
     channel_options: dict[str, Any] | None = None,
     server_embeddings: bool = True,
+    api_key: str | None = None,
 ) -> ClientConfig:
     """The keyword arguments of both clients, as one :class:`ClientConfig`.
 
     ``retries``/``backoff``/``max_backoff`` configure :class:`RetryPolicy` (UNAVAILABLE only);
-    ``metadata`` keys must be lower-case (a gRPC rule).
+    ``metadata`` keys must be lower-case (a gRPC rule). ``api_key`` defaults to the
+    ``SAM_TRITON_API_KEY`` environment variable.
     """
     return ClientConfig(
         url=url,
@@ -237,6 +255,7 @@ def make_config(
         metadata=tuple((metadata or {}).items()),
         channel_options=tuple((channel_options or {}).items()),
         server_embeddings=server_embeddings,
+        api_key=api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None,
     )
 
 

@@ -38,6 +38,14 @@ class ServerUnavailableError(SamTritonError, ConnectionError):
     """The server cannot be reached (UNAVAILABLE), after the configured retries."""
 
 
+class AuthenticationError(SamTritonError):
+    """The server wants a valid API key for this call (``api_key=`` / ``SAM_TRITON_API_KEY``).
+
+    Triton answers a restricted call without the right key with UNAVAILABLE; this class
+    is not a ServerUnavailableError, so it is never retried: the same key fails again.
+    """
+
+
 class DeadlineExceededError(SamTritonError, TimeoutError):
     """The call did not finish within its deadline (DEADLINE_EXCEEDED)."""
 
@@ -66,6 +74,8 @@ class ServerError(SamTritonError):
 # INVALID_ARGUMENT or NOT_FOUND depending on the path, and a model without loaded versions
 # with UNAVAILABLE, so the text decides before the code does. Lower-case substrings.
 _MESSAGE_RULES: tuple[tuple[str, type[SamTritonError]], ...] = (
+    # Triton's restricted protocols: "This protocol is restricted, expecting header '...'".
+    ("protocol is restricted", AuthenticationError),
     ("embedding not found", EmbeddingNotFoundError),
     ("unknown session", EmbeddingNotFoundError),
     # "Request for unknown model: 'x' has no available versions": known, but not loaded.
@@ -80,6 +90,8 @@ _CODE_RULES: dict[str, type[SamTritonError]] = {
     "OUT_OF_RANGE": InvalidInputError,
     "FAILED_PRECONDITION": InvalidInputError,
     "UNAVAILABLE": ServerUnavailableError,
+    "UNAUTHENTICATED": AuthenticationError,  # a proxy in front of Triton (Envoy ext_authz ...)
+    "PERMISSION_DENIED": AuthenticationError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
     "NOT_FOUND": ModelNotFoundError,
     "RESOURCE_EXHAUSTED": ResourceExhaustedError,
