@@ -72,6 +72,14 @@ class Security:
             args += [f"--grpc-restricted-protocol={rule}", f"--http-restricted-api={rule}"]
         return args
 
+    def describe(self) -> str:
+        """E.g. ``"mutual TLS, API key"``, for the start-up line."""
+        if self.tls is None:
+            transport = "plaintext"
+        else:
+            transport = "mutual TLS" if self.tls.client_ca is not None else "TLS"
+        return f"{transport}, API key" if self.api_key is not None else transport
+
     def exposure_warning(self, host: str) -> str | None:
         """Why listening on ``host`` is unsafe, or None (loopback, or TLS and a key)."""
         if is_loopback(host) or (self.tls is not None and self.api_key is not None):
