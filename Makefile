@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Export (only when the repository does not already hold this model and these weights),
-# then run Triton in the foreground until Ctrl-C.
+# then run Triton in the foreground until Ctrl-C (the serve line is not echoed: it may hold the API key).
 serve: venv
 	$(CLI) export --model-type $(MODEL) $(WEIGHTS) --repository $(REPOSITORY) --if-changed
 	@$(if $(API_KEY),SAM_TRITON_API_KEY='$(API_KEY)') exec $(CLI) serve --repository $(REPOSITORY) \
