@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import trustme
+from PIL import Image
 from sam_triton import (
     AuthenticationError,
     Prompt,
@@ -279,3 +280,31 @@ def test_server_options_keep_http_local_under_tls_and_model_control_off(pki: Pki
     assert ServerOptions(Path("repo")).host == "127.0.0.1"
     with pytest.raises(SecurityConfigError):
         Security(api_key="has:colon-0123456789").arguments()
+
+
+# -- the CLI's connection options ----------------------------------------------------------------
+
+
+def test_segment_cli_connects_with_ca_and_key(
+    secured: ServedTriton, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sam_triton.cli import main
+
+    image = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(image)
+    base = ["segment", str(image), "--url", secured.grpc_url, "--point", "10,10", "--tls-ca", str(pki.ca)]
+    assert main([*base, "--api-key", API_KEY, "--output", str(tmp_path / "ok.png")]) == 0
+    assert (tmp_path / "ok.png").is_file()
+    assert main([*base, "--api-key", "wrong-key-0123456789abcdef", "--output", str(tmp_path / "no.png")]) == 1
+    assert "restricted" in capsys.readouterr().err
+    assert not (tmp_path / "no.png").exists()
+
+
+def test_bench_reports_never_hold_the_key() -> None:
+    from sam_triton.cli.connection import REDACTED, redact_arguments, redact_argv
+
+    argv = ["bench", "--api-key", "k" * 20, "--url", "x"]
+    assert redact_argv(argv) == ["bench", "--api-key", REDACTED, "--url", "x"]
+    assert redact_argv(["bench", f"--api-key={'k' * 20}"]) == ["bench", f"--api-key={REDACTED}"]
+    assert redact_arguments({"api_key": "k" * 20, "url": "x"}) == {"api_key": REDACTED, "url": "x"}
+    assert redact_arguments({"api_key": None}) == {"api_key": None}
