@@ -14,9 +14,20 @@ REPOSITORY ?= model_repository
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
+# Who may connect (README "Security"): this machine only unless HOST says otherwise; another
+# HOST needs TLS_CERT + TLS_KEY and API_KEY (or ALLOW_INSECURE=1, with a warning).
+HOST ?= 127.0.0.1
+TLS_CERT ?=
+TLS_KEY ?=
+TLS_CLIENT_CA ?=
+API_KEY ?=
+ALLOW_INSECURE ?=
+EXIT_TIMEOUT ?= 30
 PYTEST_ARGS ?=
 
 WEIGHTS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--random-weights --seed $(SEED))
+SECURITY := $(if $(TLS_CERT),--tls-cert $(TLS_CERT)) $(if $(TLS_KEY),--tls-key $(TLS_KEY)) \
+	$(if $(TLS_CLIENT_CA),--tls-client-ca $(TLS_CLIENT_CA)) $(if $(ALLOW_INSECURE),--allow-insecure)
 
 .PHONY: venv serve test lint typecheck proto clean
 
@@ -30,11 +41,12 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Export (only when the repository does not already hold this model and these weights),
-# then run Triton in the foreground until Ctrl-C.
+# then run Triton in the foreground until Ctrl-C (the serve line is not echoed: it may hold the API key).
 serve: venv
 	$(CLI) export --model-type $(MODEL) $(WEIGHTS) --repository $(REPOSITORY) --if-changed
-	exec $(CLI) serve --repository $(REPOSITORY) \
-		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+	@$(if $(API_KEY),SAM_TRITON_API_KEY='$(API_KEY)') exec $(CLI) serve --repository $(REPOSITORY) \
+		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) \
+		--host $(HOST) --exit-timeout $(EXIT_TIMEOUT) $(SECURITY)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

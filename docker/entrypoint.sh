@@ -19,5 +19,23 @@ sam-triton export \
     --if-changed \
     "${verify_flag[@]}"
 
-# Extra arguments to the container go to tritonserver (e.g. --log-verbose=1).
-exec tritonserver --model-repository="${REPOSITORY}" "$@"
+# Serve through `sam-triton serve` (the NGC tritonserver on PATH): its TLS, API-key and
+# drain settings, and its refusal to expose plaintext without a key.
+# TLS_CERT/TLS_KEY[/TLS_CLIENT_CA]: PEM paths inside the container (mount them read-only);
+# API_KEY (or SAM_TRITON_API_KEY): clients send it as the `sam-api-key` header.
+serve_args=(--repository "${REPOSITORY}" --host 0.0.0.0 --exit-timeout "${EXIT_TIMEOUT}")
+if [[ -n "${TLS_CERT:-}" || -n "${TLS_KEY:-}" ]]; then
+    serve_args+=(--tls-cert "${TLS_CERT:?TLS_CERT and TLS_KEY go together}" --tls-key "${TLS_KEY:?TLS_CERT and TLS_KEY go together}")
+fi
+[[ -n "${TLS_CLIENT_CA:-}" ]] && serve_args+=(--tls-client-ca "${TLS_CLIENT_CA}")
+export SAM_TRITON_API_KEY="${API_KEY:-${SAM_TRITON_API_KEY:-}}"
+# Inside the container 0.0.0.0 is the only useful address; the published ports decide who
+# can connect. Plaintext without a key is allowed when they are published on this machine
+# only (PUBLISHED_HOST, compose's HOST) or on explicit request (ALLOW_INSECURE=1).
+case "${PUBLISHED_HOST:-}" in
+    127.* | localhost | ::1) serve_args+=(--allow-insecure) ;;
+    *) [[ "${ALLOW_INSECURE}" == "1" ]] && serve_args+=(--allow-insecure) ;;
+esac
+
+# Extra arguments to the container go to `sam-triton serve` (e.g. --log-verbose 1).
+exec sam-triton serve "${serve_args[@]}" "$@"

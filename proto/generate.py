@@ -1,6 +1,9 @@
-"""Compile the .proto files into each package's proto/ folder (messages, .pyi stubs, gRPC stubs):
+"""Compile the .proto files into each package's proto/ folder (messages and .pyi stubs):
 proto/<package>/proto/x.proto becomes <folder>/<package>/proto/x_pb2.py, where <folder> is the
 package's top-level folder (the KServe protocol is the SDK's, the automask messages are shared).
+
+The gRPC service stub is hand-written (sam_triton/proto/inference_pb2_grpc.py; see
+inference.proto for why), so protoc generates messages only.
 
 The generated files are committed so a plain ``pip install .`` needs no protoc;
 tests/test_proto.py regenerates them into a temporary folder and fails on any drift.
@@ -26,11 +29,10 @@ def proto_files() -> list[Path]:
 def generate(out_dir: Path = DEFAULT_OUT) -> list[Path]:
     """Generate the Python modules under ``out_dir/<folder>/<package>/proto``; returns their paths."""
     grpc_include = Path(protoc.__file__).parent / "_proto"
-    targets = set()
+    generated: list[Path] = []
     for proto in proto_files():
         package = proto.relative_to(PROTO_ROOT).parts[0]
         root = out_dir / PACKAGE_FOLDERS[package]
-        targets.add(root / package / "proto")
         (root / package / "proto").mkdir(parents=True, exist_ok=True)
         args = [
             "grpc_tools.protoc",
@@ -40,16 +42,13 @@ def generate(out_dir: Path = DEFAULT_OUT) -> list[Path]:
             f"--pyi_out={root}",
             str(proto.relative_to(PROTO_ROOT)),
         ]
-        if "\nservice " in proto.read_text():
-            args.insert(-1, f"--grpc_python_out={root}")
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed on {proto}")
-    return sorted(
-        p
-        for target in targets
-        for p in target.iterdir()
-        if p.name.endswith((".py", ".pyi")) and p.name != "__init__.py"
-    )
+        generated.extend(
+            root / proto.relative_to(PROTO_ROOT).with_name(f"{proto.stem}_pb2{suffix}")
+            for suffix in (".py", ".pyi")
+        )
+    return sorted(generated)
 
 
 if __name__ == "__main__":

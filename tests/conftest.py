@@ -31,19 +31,21 @@ class ServedTriton:
         return f"127.0.0.1:{self.grpc_port}"
 
 
-def start_triton(repository: Path) -> ServedTriton:
-    """A ready tritonserver on ``repository``; the caller stops ``.process``."""
+def start_triton(repository: Path, **options: Any) -> ServedTriton:
+    """A ready tritonserver on ``repository`` (``options``: more ServerOptions fields); the
+    caller stops ``.process``."""
     from sam_triton_server.process import ServerOptions, TritonProcess
 
     grpc_port, http_port, metrics_port = free_ports(3)
-    options = ServerOptions(
+    server_options = ServerOptions(
         repository=repository,
         grpc_port=grpc_port,
         http_port=http_port,
         metrics_port=metrics_port,
         host="127.0.0.1",
+        **options,
     )
-    process = TritonProcess(options)
+    process = TritonProcess(server_options)
     process.start()
     try:
         process.wait_ready(timeout=600)

@@ -82,7 +82,7 @@ class Recorder(grpc.UnaryUnaryClientInterceptor):
 
 def recording(client: SamClient) -> Recorder:
     recorder = Recorder()
-    client._stub = GRPCInferenceServiceStub(grpc.intercept_channel(client._channel, recorder))  # type: ignore[no-untyped-call]
+    client._stub = GRPCInferenceServiceStub(grpc.intercept_channel(client._channel, recorder))
     return recorder
 
 
@@ -354,7 +354,7 @@ def test_bad_session_ids_are_invalid_input(client: SamClient, triton_server: Any
                 client.predict(ImageEmbedding(None, (64, 64), (1024, 1024), bad), Prompt([[5, 5]], [1]))
     # the server's own checks, bypassing the client's
     channel = grpc.insecure_channel(triton_server.grpc_url)
-    stub = GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+    stub = GRPCInferenceServiceStub(channel)
     try:
         for raw in [b"", b"y" * 300, np.array([[b"a", b"b"]], dtype=object)]:
             ids = raw if isinstance(raw, np.ndarray) else np.array([[raw]], dtype=object)

@@ -21,6 +21,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sam_triton.cli.connection import (
+    add_connection_arguments,
+    connection_options,
+    redact_arguments,
+    redact_argv,
+)
+
 from . import session_cli
 
 if TYPE_CHECKING:
@@ -203,6 +210,7 @@ def register(subparsers: Any) -> None:
         "(and the perf_analyzer commands to DIR/README.txt), then exit",
     )
     session_cli.add_arguments(parser)
+    add_connection_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -264,6 +272,7 @@ def _config(args: argparse.Namespace, baselines: list[BaselineSpec]) -> BenchCon
         baselines=baselines,
         progress=not args.no_progress,
         server_embeddings=not args.client_embeddings,
+        connection=connection_options(args),
     )
 
 
@@ -283,10 +292,10 @@ def _header(
         "tool": "sam-triton bench",
         "version": __version__,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": ["sam-triton", *sys.argv[1:]] if "bench" in sys.argv[1:2] else None,
-        "arguments": {
-            k: str(v) if isinstance(v, Path) else v for k, v in sorted(vars(args).items()) if k != "handler"
-        },
+        "command": ["sam-triton", *redact_argv(sys.argv[1:])] if "bench" in sys.argv[1:2] else None,
+        "arguments": redact_arguments(
+            {k: str(v) if isinstance(v, Path) else v for k, v in sorted(vars(args).items()) if k != "handler"}
+        ),
         "config": {
             "url": config.url,
             "scenario": config.scenario,

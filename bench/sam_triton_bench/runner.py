@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sam_triton.aio import AsyncSamClient
+from sam_triton.cli.connection import ConnectionOptions
 from sam_triton.config import ModelNames
 
 from .baselines import BaselineSpec, prepare_baseline
@@ -82,6 +83,10 @@ class BenchConfig:
     """The SDK default: embeddings stay on the server; False measures the stateless path."""
     rounds: int = 1
     """Interleaved rounds of ``duration / rounds`` seconds each (after its own warm-up)."""
+    connection: ConnectionOptions = field(
+        default_factory=lambda: ConnectionOptions(api_key=None, tls=None), repr=False
+    )
+    """API key and TLS of the served model's endpoint (never printed: it holds the key)."""
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -194,7 +199,9 @@ def _baseline_series(spec: BaselineSpec, config: BenchConfig, images: Sequence[B
 
 
 async def _run(config: BenchConfig, images: Sequence[BenchImage]) -> tuple[list[RunResult], list[RunResult]]:
-    client = AsyncSamClient(config.url, timeout=config.timeout, server_embeddings=config.server_embeddings)
+    client = AsyncSamClient(
+        config.url, timeout=config.timeout, server_embeddings=config.server_embeddings, **config.connection
+    )
     async with client:
         await client.wait_until_ready(
             config.ready_timeout, _models_needed(config.scenario, client.config.models)

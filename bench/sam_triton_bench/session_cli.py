@@ -124,6 +124,8 @@ def _options(args: argparse.Namespace) -> SessionOptions:
 
 def _config(args: argparse.Namespace, opts: SessionOptions) -> BenchConfig:
     """The shared run description (the results header is written from it)."""
+    from sam_triton.cli.connection import connection_options
+
     from .runner import BenchConfig
     from .scenarios import ScenarioOptions
 
@@ -145,6 +147,7 @@ def _config(args: argparse.Namespace, opts: SessionOptions) -> BenchConfig:
         ),
         progress=not args.no_progress,
         server_embeddings=not args.client_embeddings,
+        connection=connection_options(args),
     )
 
 
@@ -159,6 +162,7 @@ async def _measure(config: BenchConfig, opts: SessionOptions, images: Sequence[B
         timeout=config.timeout,
         server_embeddings=config.server_embeddings,
         rpc_observer=count_rpc,
+        **config.connection,
     )
     async with client:
         await client.wait_until_ready(config.ready_timeout)

@@ -18,6 +18,7 @@ from .amg import AmgParams
 from .client import SamClient
 from .config import ClientConfig, KeepAliveConfig, ModelNames, Priority, RetryPolicy, TlsConfig
 from .errors import (
+    AuthenticationError,
     DeadlineExceededError,
     EmbeddingNotFoundError,
     InvalidInputError,
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AmgParams",
     "AsyncSamClient",
+    "AuthenticationError",
     "AutomaskOutput",
     "ClientConfig",
     "DeadlineExceededError",

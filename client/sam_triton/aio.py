@@ -59,14 +59,14 @@ class AsyncSamClient(ClientConstruction):
         self.config = config
         self._channel: grpc.aio.Channel | None = None
         self._stub: GRPCInferenceServiceStub | None = None
-        self._metadata = config.metadata
+        self._metadata = config.call_metadata()
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _get_stub(self) -> GRPCInferenceServiceStub:
         if self._stub is None:
             self._channel = open_aio_channel(self.config)
-            self._stub = GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated, untyped
+            self._stub = GRPCInferenceServiceStub(self._channel)
         return self._stub
 
     async def _invoke(self, call: Call, attempts: Attempts) -> Any:

@@ -55,14 +55,15 @@ class SamClient(ClientConstruction):
     call, retries included), ``retries``/``backoff`` (UNAVAILABLE only), ``tls``
     (:class:`~sam_triton.TlsConfig`, mTLS with a client cert/key), ``compression``
     (``"gzip"``/``"deflate"``), ``max_message_bytes``, ``keepalive``, ``models``,
-    ``max_prompts_per_request``, ``max_prompts``, ``max_pixels``, ``metadata``, ``channel_options``.
+    ``max_prompts_per_request``, ``max_prompts``, ``max_pixels``, ``metadata``, ``channel_options``,
+    ``api_key`` (sent on every call; default: the ``SAM_TRITON_API_KEY`` environment variable).
     """
 
     def _setup(self, config: ClientConfig) -> None:
         self.config = config
         self._channel = open_channel(config)
-        self._stub = GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]  # generated, untyped
-        self._metadata = config.metadata
+        self._stub = GRPCInferenceServiceStub(self._channel)
+        self._metadata = config.call_metadata()
 
     # -- plumbing ---------------------------------------------------------------------------
 

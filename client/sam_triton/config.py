@@ -1,4 +1,4 @@
-"""Client configuration: connection, TLS, keepalive, retries, limits and model names.
+"""Client configuration: connection, TLS, API key, keepalive, retries, limits and model names.
 
 Plain dataclasses shared by the sync and asyncio clients; turning them into gRPC channel
 arguments happens here too, so both clients build identical channels.
@@ -33,6 +33,7 @@ or headers; a load test sums them into bytes on the wire."""
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """gRPC's default receive limit (4 MiB) is smaller than one embedding (4 MiB + framing) and
 than a multi-prompt answer (0.8 MiB per prompt), so the SDK raises it on both ends."""
+
 
 
 def _read(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
@@ -149,6 +150,7 @@ class ClientConfig:
         max_prompts: most prompts one SDK call accepts; more is an InvalidInputError.
         max_pixels: images above this many pixels are rejected (None: no limit).
         metadata: extra gRPC headers for every call (auth tokens, routing keys).
+        api_key: the server's API key, sent on every call (None: none); never printed.
         channel_options: extra raw gRPC channel arguments, appended last.
         server_embeddings: ``embed`` leaves the embedding on the server (``sam_session``) and
             returns a handle naming it, so each ``predict`` uploads the prompts only (default).
@@ -172,6 +174,7 @@ class ClientConfig:
     channel_options: tuple[tuple[str, Any], ...] = ()
     server_embeddings: bool = True
     rpc_observer: RpcObserver | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.url or self.url.startswith(("http://", "https://")):
@@ -203,6 +206,11 @@ class ClientConfig:
         options.extend(self.channel_options)
         return options
 
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The headers every call carries: the API key, then ``metadata``."""
+        key = ((contract.API_KEY_METADATA, self.api_key),) if self.api_key is not None else ()
+        return key + self.metadata
+
     def grpc_compression(self) -> grpc.Compression | None:
         if self.compression is None:
             return None
@@ -228,6 +236,7 @@ class ClientOptions(TypedDict, total=False):
     channel_options: dict[str, Any] | None
     server_embeddings: bool
     rpc_observer: RpcObserver | None
+    api_key: str | None
 
 
 def make_config(
@@ -249,11 +258,13 @@ def make_config(
     channel_options: dict[str, Any] | None = None,
     server_embeddings: bool = True,
     rpc_observer: RpcObserver | None = None,
+    api_key: str | None = None,
 ) -> ClientConfig:
     """The keyword arguments of both clients, as one :class:`ClientConfig`.
 
     ``retries``/``backoff``/``max_backoff`` configure :class:`RetryPolicy` (UNAVAILABLE only);
-    ``metadata`` keys must be lower-case (a gRPC rule).
+    ``metadata`` keys must be lower-case (a gRPC rule). ``api_key`` defaults to the
+    ``SAM_TRITON_API_KEY`` environment variable.
     """
     return ClientConfig(
         url=url,
@@ -271,6 +282,7 @@ def make_config(
         channel_options=tuple((channel_options or {}).items()),
         server_embeddings=server_embeddings,
         rpc_observer=rpc_observer,
+        api_key=api_key if api_key is not None else os.environ.get(contract.API_KEY_ENV) or None,
     )
 
 

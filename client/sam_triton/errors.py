@@ -20,6 +20,14 @@ class ServerUnavailableError(SamTritonError, ConnectionError):
     """The server cannot be reached (UNAVAILABLE), after the configured retries."""
 
 
+class AuthenticationError(SamTritonError):
+    """The server wants a valid API key for this call (``api_key=`` / ``SAM_TRITON_API_KEY``).
+
+    Triton answers a restricted call without the right key with UNAVAILABLE; this class
+    is not a ServerUnavailableError, so it is never retried: the same key fails again.
+    """
+
+
 class DeadlineExceededError(SamTritonError, TimeoutError):
     """The call did not finish within its deadline (DEADLINE_EXCEEDED)."""
 
@@ -48,7 +56,6 @@ class EmbeddingNotFoundError(SamTritonError, LookupError):
     """A server-held embedding (session id) is not, or no longer, in the server's cache."""
 
 
-
 # Server messages that refine a status code. Triton reports an unknown model with
 # INVALID_ARGUMENT or NOT_FOUND depending on the path, and a model without loaded versions
 # with UNAVAILABLE, so the text decides before the code does. Lower-case substrings.
@@ -58,6 +65,8 @@ _MESSAGE_RULES: tuple[tuple[str, type[SamTritonError]], ...] = (
     ("sam_session overloaded", ServerOverloadedError),
     # A request whose KServe "timeout" ran out in a queue was dropped, never computed.
     ("request timeout expired", DeadlineExceededError),
+    # Triton's restricted protocols: "This protocol is restricted, expecting header '...'".
+    ("protocol is restricted", AuthenticationError),
     ("embedding not found", EmbeddingNotFoundError),
     ("unknown session", EmbeddingNotFoundError),
     # "Request for unknown model: 'x' has no available versions": known, but not loaded.
@@ -72,6 +81,8 @@ _CODE_RULES: dict[str, type[SamTritonError]] = {
     "OUT_OF_RANGE": InvalidInputError,
     "FAILED_PRECONDITION": InvalidInputError,
     "UNAVAILABLE": ServerUnavailableError,
+    "UNAUTHENTICATED": AuthenticationError,  # a proxy in front of Triton (Envoy ext_authz ...)
+    "PERMISSION_DENIED": AuthenticationError,
     "DEADLINE_EXCEEDED": DeadlineExceededError,
     "NOT_FOUND": ModelNotFoundError,
     "RESOURCE_EXHAUSTED": ResourceExhaustedError,

@@ -104,6 +104,16 @@ MAX_SESSION_ID_BYTES = 256
 EMBEDDING_NOT_FOUND = "embedding not found"
 """How ``sam_session``'s NOT_FOUND message for an unknown session id starts."""
 
+# --------------------------------------------------------------------------- authentication
+
+API_KEY_HEADER = "sam-api-key"
+"""The header a server started with an API key checks (``sam-triton serve --api-key``); the
+HTTP endpoint reads it under this name."""
+API_KEY_METADATA = f"triton-grpc-protocol-{API_KEY_HEADER}"
+"""The same header on gRPC: Triton prefixes the headers of its restricted protocols."""
+API_KEY_ENV = "SAM_TRITON_API_KEY"
+"""Where clients and ``sam-triton serve`` read the API key when none is passed."""
+
 # --------------------------------------------------------------------------- export.json
 
 EXPORT_INFO_FILE = "export.json"

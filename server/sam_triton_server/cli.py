@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sam_triton_common.contract import DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL, read_export_info
+if TYPE_CHECKING:
+    from sam_triton_server.security import Security
+
+from sam_triton_common.contract import (
+    API_KEY_ENV,
+    DECODER_MODEL,
+    ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    read_export_info,
+)
 
 _BANNER_WIDTH = 78
 
@@ -27,7 +37,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address gRPC and metrics listen on (default %(default)s: this machine only; 0.0.0.0: all)",
+    )
     parser.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for all models")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="do not echo Triton's log")
@@ -40,7 +54,49 @@ def register(subparsers: Any) -> None:
         "sam_encoder, sam_decoder, sam_session or sam_automask = requests waiting per priority "
         "level; embed_workers / embed_queue = sam_session's encodes at once / running or waiting",
     )
+    parser.add_argument(
+        "--exit-timeout",
+        type=int,
+        default=30,
+        help="seconds in-flight requests may take to finish after SIGTERM (default %(default)s)",
+    )
+    security = parser.add_argument_group(
+        "security", "TLS covers gRPC; with TLS on, Triton's HTTP endpoint (no TLS) listens on 127.0.0.1 only."
+    )
+    security.add_argument("--tls-cert", type=Path, metavar="PEM", help="server certificate (chain): gRPC TLS")
+    security.add_argument("--tls-key", type=Path, metavar="PEM", help="server private key")
+    security.add_argument(
+        "--tls-client-ca", type=Path, metavar="PEM", help="mutual TLS: accept only clients signed by this CA"
+    )
+    security.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV) or None,
+        help="require this key (header sam-api-key) on every call but health "
+        "(default: the SAM_TRITON_API_KEY environment variable)",
+    )
+    security.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="listen on a non-loopback --host without TLS and an API key (prints a warning)",
+    )
     parser.set_defaults(handler=run)
+
+
+def server_security(args: argparse.Namespace) -> Security:
+    """The TLS and API-key settings of the command line; SecurityConfigError when incomplete."""
+    from sam_triton_server.security import Security, SecurityConfigError, ServerTls
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SecurityConfigError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise SecurityConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+    tls = None
+    if args.tls_cert is not None:
+        client_ca = args.tls_client_ca.resolve() if args.tls_client_ca is not None else None
+        tls = ServerTls(args.tls_cert.resolve(), args.tls_key.resolve(), client_ca)
+    security = Security(tls=tls, api_key=args.api_key)
+    security.arguments()  # validates the files and the key now, with a message of ours
+    return security
 
 
 def random_seed(manifest: dict[str, Any] | None) -> int | None:
@@ -68,12 +124,25 @@ def _say(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam_triton_server.security import SecurityConfigError
+
     repository = args.repository.resolve()
     if not repository.is_dir():
         _say(f"model repository {repository} does not exist; run `sam-triton export` first")
         return 2
+    try:
+        security = server_security(args)
+    except SecurityConfigError as error:
+        _say(str(error))
+        return 2
+    exposure = security.exposure_warning(args.host)
+    if exposure is not None:
+        if not args.allow_insecure:
+            _say(f"refusing to start: {exposure}; add --tls-cert/--tls-key and --api-key or --allow-insecure")
+            return 2
+        _say(f"WARNING: {exposure} (--allow-insecure)")
     if not args.queue:
-        return _serve(args, repository, repository)
+        return _serve(args, repository, repository, security)
     from sam_triton_server.queues import overlay_repository, parse_queue_overrides
 
     with tempfile.TemporaryDirectory(prefix="sam-triton-overlay-") as scratch:
@@ -83,10 +152,10 @@ def run(args: argparse.Namespace) -> int:
             _say(str(error))
             return 2
         _say(f"queue overrides {', '.join(args.queue)}: serving an overlay of {repository}")
-        return _serve(args, repository, served)
+        return _serve(args, repository, served, security)
 
 
-def _serve(args: argparse.Namespace, repository: Path, served: Path) -> int:
+def _serve(args: argparse.Namespace, repository: Path, served: Path, security: Security) -> int:
     from sam_triton_server.installation import TritonNotFoundError
     from sam_triton_server.process import ServerOptions, TritonProcess, TritonStartError, echo
 
@@ -103,13 +172,18 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path) -> int:
         metrics_port=args.metrics_port,
         host=args.host,
         log_verbose=args.log_verbose,
+        security=security,
+        exit_timeout=args.exit_timeout,
     )
     try:
         server = TritonProcess(options, log_sink=None if args.quiet else echo)
     except TritonNotFoundError as error:
         _say(str(error))
         return 2
-    _say(f"starting {server.installation.binary} on gRPC :{args.grpc_port}, HTTP :{args.http_port}")
+    _say(
+        f"starting {server.installation.binary}: gRPC {args.host}:{args.grpc_port} ({security.describe()}), "
+        f"HTTP {options.http_host}:{args.http_port}, metrics {args.host}:{args.metrics_port}"
+    )
 
     stopping = False
 
@@ -119,7 +193,10 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path) -> int:
             server.send_signal(signal.SIGKILL)
             return
         stopping = True
-        _say(f"{signal.Signals(signum).name} received, stopping tritonserver")
+        _say(
+            f"{signal.Signals(signum).name} received, stopping tritonserver: in-flight requests finish "
+            f"(up to {args.exit_timeout} s), new ones are refused"
+        )
         server.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGINT, forward)
@@ -139,7 +216,7 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path) -> int:
     if stopping:
         return server.stop() or 0
     models = f"{ENCODER_MODEL}, {DECODER_MODEL}, {ENSEMBLE_MODEL}, ..."
-    _say(f"READY: gRPC 127.0.0.1:{args.grpc_port} (models: {models})")
+    _say(f"READY: gRPC {args.host}:{args.grpc_port} (models: {models})")
     if banner:  # again after Triton's long start-up log, where it cannot be missed
         print(banner, file=sys.stderr, flush=True)
     code = server.wait()

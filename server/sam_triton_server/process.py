@@ -23,6 +23,7 @@ from sam_triton_server.installation import (
     prepare_backend_directory,
     server_environment,
 )
+from sam_triton_server.security import Security
 
 _PR_SET_PDEATHSIG = 1
 
@@ -43,8 +44,11 @@ class ServerOptions:
     grpc_port: int = 8001
     http_port: int = 8000
     metrics_port: int = 8002
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     log_verbose: int = 0
+    security: Security = field(default_factory=Security)
+    exit_timeout: int = 30
+    """Seconds Triton waits for in-flight requests after SIGTERM before it exits anyway."""
     # The Python backend grows its shared-memory pool in steps; a 3 MB image per request
     # would otherwise start with several growths.
     python_shm_bytes: int = 64 * 1024 * 1024
@@ -57,16 +61,30 @@ class ServerOptions:
             f"--http-port={self.http_port}",
             f"--metrics-port={self.metrics_port}",
             f"--grpc-address={self.host}",
-            f"--http-address={self.host}",
+            f"--http-address={self.http_host}",
+            f"--metrics-address={self.host}",
             f"--log-verbose={self.log_verbose}",
             "--exit-on-error=true",
             "--strict-readiness=true",
+            # Explicit although it is Triton's default: nobody loads or unloads models via the API.
+            "--model-control-mode=none",
+            f"--exit-timeout-secs={self.exit_timeout}",
             f"--backend-config=python,shm-default-byte-size={self.python_shm_bytes}",
             f"--backend-config=python,shm-growth-byte-size={self.python_shm_bytes // 4}",
         ]
         if backend_directory is not None:
             args.append(f"--backend-directory={backend_directory}")
-        return [*args, *self.extra_args]
+        return [*args, *self.security.arguments(), *self.extra_args]
+
+    @property
+    def http_host(self) -> str:
+        """Triton's HTTP endpoint has no TLS: with TLS on it only serves this machine."""
+        return "127.0.0.1" if self.security.tls is not None else self.host
+
+    @property
+    def probe_host(self) -> str:
+        """Where this machine reaches the HTTP endpoint (readiness probes)."""
+        return "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
 
 
 def _die_with_parent() -> None:
@@ -138,7 +156,8 @@ class TritonProcess:
                 self._log_sink(line)
 
     def is_ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.options.http_port}/v2/health/ready"
+        host = self.options.probe_host
+        url = f"http://{f'[{host}]' if ':' in host else host}:{self.options.http_port}/v2/health/ready"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return bool(response.status == 200)
@@ -174,14 +193,15 @@ class TritonProcess:
         self._join_reader()
         return code
 
-    def stop(self, grace: float = 15.0) -> int | None:
-        """SIGTERM (Triton unloads models and exits), then SIGKILL after ``grace`` seconds."""
+    def stop(self, grace: float | None = None) -> int | None:
+        """SIGTERM (Triton drains and unloads models, then exits), then SIGKILL after ``grace``
+        seconds (default: the exit timeout plus 15 s to unload)."""
         if self._process is None:
             return None
         if self._process.poll() is None:
             self._process.terminate()
             try:
-                self._process.wait(grace)
+                self._process.wait(self.options.exit_timeout + 15.0 if grace is None else grace)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .connection import add_connection_arguments, connection_options
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -58,6 +60,7 @@ def register(subparsers: Any) -> None:
     amg.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
     amg.add_argument("--crop-n-points-downscale-factor", type=int, default=1)
     amg.add_argument("--min-mask-region-area", type=int, default=0)
+    add_connection_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -88,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 # large photo would not fit in memory at once.
                 output_mode="uncompressed_rle",
                 timeout=args.timeout,
+                **connection_options(args),
             ) as generator,
             _waiting(f"generating masks on {args.url}", progress),
         ):

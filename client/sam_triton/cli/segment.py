@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .connection import add_connection_arguments, connection_options
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -83,6 +85,7 @@ def register(subparsers: Any) -> None:
         "--all-masks", action="store_true", help="draw every returned mask, not only the best"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default %(default)s)")
+    add_connection_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         coords = [[x, y] for x, y, _ in args.point] if args.point else None
         labels = [label for _, _, label in args.point] if args.point else None
         prompt = Prompt(point_coords=coords, point_labels=labels, box=args.box)
-        with SamClient(args.url, timeout=args.timeout) as client:
+        with SamClient(args.url, timeout=args.timeout, **connection_options(args)) as client:
             pred = client.segment(image, prompt, multimask_output=args.multimask)
     except InvalidInputError as exc:
         print(f"sam-triton segment: invalid input: {exc}", file=sys.stderr)

@@ -1,0 +1,123 @@
+"""Graceful drain: SIGTERM to `sam-triton serve` while a click is in flight.
+
+The click must be in flight for certain when the signal arrives, so this copy of the tiny
+repository gives sam_decoder's dynamic batcher a long queue delay: a lone click waits there
+(received, not answered) for seconds. Triton's metrics show when it is queued; then SIGTERM.
+Readiness must be gone, a new click refused with a clean error, the queued click answered
+exactly as before, and the server must exit 0.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sam_triton import (
+    ImageEmbedding,
+    ModelNotReadyError,
+    Prediction,
+    Prompt,
+    SamClient,
+    SamTritonError,
+    ServerUnavailableError,
+)
+
+from tests.helpers import pid_alive, wait_until
+from tests.test_serve import read_until, start_serve, tritonserver_children
+
+READY = "[sam-triton] READY"
+QUEUE_DELAY_US = 8_000_000
+
+
+def slow_batching_repository(tiny_repository: Path, target: Path) -> Path:
+    shutil.copytree(tiny_repository, target)
+    config = target / "sam_decoder" / "config.pbtxt"
+    delay = f"max_queue_delay_microseconds: {QUEUE_DELAY_US}"
+    text, count = re.subn(r"max_queue_delay_microseconds: \d+", delay, config.read_text())
+    assert count == 1
+    config.write_text(text)
+    return target
+
+
+def pending_decoder_requests(metrics_url: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+        text = reply.read().decode()
+    pattern = r'^nv_inference_pending_request_count\{model="sam_decoder",version="1"\} (\S+)$'
+    match = re.search(pattern, text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def http_ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def test_click_in_flight_at_sigterm_completes(tiny_repository: Path, tmp_path: Path) -> None:
+    repository = slow_batching_repository(tiny_repository, tmp_path / "repo")
+    process, grpc_port = start_serve(repository, "--exit-timeout", "60")
+    try:
+        output = read_until(process, READY, timeout=300)
+        assert READY in output, output
+        http_port = int(re.search(r"HTTP 127\.0\.0\.1:(\d+)", output).group(1))  # type: ignore[union-attr]
+        metrics_port = int(re.search(r"metrics 127\.0\.0\.1:(\d+)", output).group(1))  # type: ignore[union-attr]
+        (triton_pid,) = tritonserver_children(process.pid)
+        image = np.random.default_rng(9).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+        prompt = Prompt(point_coords=[[12, 30]], point_labels=[1])
+
+        with SamClient(f"127.0.0.1:{grpc_port}", server_embeddings=False, timeout=120, retries=0) as client:
+            embedding = client.embed(image)
+            expected = client.predict(embedding, prompt)  # the answer before any signal
+            answers: list[Prediction | list[Prediction] | BaseException] = []
+
+            def click(target: ImageEmbedding) -> None:
+                try:
+                    answers.append(client.predict(target, prompt))
+                except BaseException as error:  # reported by the assertions below
+                    answers.append(error)
+
+            in_flight = threading.Thread(target=click, args=(embedding,))
+            in_flight.start()
+            metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+            deadline = time.monotonic() + 30
+            while pending_decoder_requests(metrics) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert pending_decoder_requests(metrics) >= 1, "the click never reached sam_decoder's queue"
+
+            process.send_signal(signal.SIGTERM)
+            # Draining (as soon as the launcher has forwarded the signal): not ready for probes
+            # or the SDK, and new clicks are refused cleanly.
+            assert wait_until(lambda: not http_ready(http_port), timeout=5)
+            with pytest.raises(SamTritonError):
+                client.server_ready()
+            with pytest.raises(SamTritonError) as refused:
+                client.predict(embedding, prompt)
+            # "Server is stopping, scheduler ... stopped accepting new inference requests"
+            # (UNAVAILABLE: retried, so a client behind a balancer lands on another replica);
+            # once models unload, "... has no available versions".
+            assert isinstance(refused.value, ServerUnavailableError | ModelNotReadyError), refused.value
+            assert in_flight.is_alive(), "the queued click was answered before the drain was observed"
+
+            in_flight.join(timeout=120)
+        (answer,) = answers
+        assert isinstance(answer, Prediction), answer
+        assert isinstance(expected, Prediction)
+        np.testing.assert_array_equal(answer.masks, expected.masks)
+        np.testing.assert_array_equal(answer.scores, expected.scores)
+        assert process.wait(timeout=120) == 0
+        assert "in-flight requests finish (up to 60 s)" in (process.stdout.read() if process.stdout else "")
+        assert wait_until(lambda: not pid_alive(triton_pid), timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
