@@ -29,6 +29,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for all models")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="do not echo Triton's log")
+    from sam_triton_server.replicas_cli import register_options
+
+    register_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -88,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         log_verbose=args.log_verbose,
     )
+    if args.replicas > 1:
+        from sam_triton_server.replicas_cli import run_replicas
+
+        return run_replicas(args, options)
     try:
         server = TritonProcess(options, log_sink=None if args.quiet else echo)
     except TritonNotFoundError as error:
