@@ -14,6 +14,8 @@ REPOSITORY ?= model_repository
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
+# REPLICAS=N (N > 1): N tritonserver replicas behind a local Envoy on GRPC_PORT (deploy/README.md).
+REPLICAS ?= 1
 PYTEST_ARGS ?=
 
 WEIGHTS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--random-weights --seed $(SEED))
@@ -33,7 +35,7 @@ venv: $(STAMP)
 # then run Triton in the foreground until Ctrl-C.
 serve: venv
 	$(CLI) export --model-type $(MODEL) $(WEIGHTS) --repository $(REPOSITORY) --if-changed
-	exec $(CLI) serve --repository $(REPOSITORY) \
+	exec $(CLI) serve --repository $(REPOSITORY) --replicas $(REPLICAS) \
 		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
 
 test: venv
