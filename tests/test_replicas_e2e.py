@@ -174,6 +174,12 @@ def test_replica_loss_costs_one_reembed_and_a_restart_rejoins(replica_set: Repli
         # Exactly one encode per moved session; the survivor's own sessions were not touched.
         assert success_count(cluster.ports[1].http, "sam_encoder") - encodes == len(moved)
         assert all(holders(cluster, e.session_id or "") == [1] for e in embeddings)
+        # The stateless models and automatic mask generation carry on on the survivor.
+        with SamClient(cluster.url, server_embeddings=False) as stateless:
+            assert_same_prediction(click(stateless, stateless.embed(image(200))), before[0])
+        assert RemoteAutomaticMaskGenerator(
+            client, points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0
+        ).generate(image(1))
 
         cluster.restart(0)
         cluster.wait_routed(2, timeout=10)

@@ -22,6 +22,7 @@ from typing import Any
 SESSION_HEADER = "sam-session-id"  # sam_triton._core.SESSION_HEADER; the SDK sends it
 SESSION_CLUSTER = "triton_sessions"
 STATELESS_CLUSTER = "triton_stateless"
+HEALTH_PATH = "/healthz"  # Envoy's own liveness on the gRPC port (HTTP/1.1 or 2)
 # Envoy's default; the simulation in deploy/README.md ("Scaling") uses the same size.
 MIN_RING_SIZE = 1024
 
@@ -177,12 +178,22 @@ def render(settings: EnvoySettings) -> dict[str, Any]:
             "virtual_hosts": [{"name": "triton", "domains": ["*"], "routes": _routes()}],
         },
         "http_filters": [
+            # Answers the kubelet's probe on the traffic port, so the admin interface
+            # (which can stop Envoy) never has to listen beyond localhost.
+            {
+                "name": "envoy.filters.http.health_check",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+                    "pass_through_mode": False,
+                    "headers": [{"name": ":path", "string_match": {"exact": HEALTH_PATH}}],
+                },
+            },
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
                 },
-            }
+            },
         ],
     }
     listener = {
@@ -222,12 +233,7 @@ def render_json(settings: EnvoySettings) -> str:
 
 
 # The Kubernetes ConfigMap: the headless Service's name resolves to every ready Triton pod.
-# The admin port listens on the pod IP for the kubelet's /ready probe; the Service does not
-# expose it.
-KUBERNETES = EnvoySettings(
-    upstreams=(Upstream("sam-triton-replicas"),),
-    admin_address="0.0.0.0",
-)
+KUBERNETES = EnvoySettings(upstreams=(Upstream("sam-triton-replicas"),))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
