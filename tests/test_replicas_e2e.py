@@ -56,6 +56,13 @@ def success_count(http_port: int, model: str) -> int:
     return int(stats["inference_stats"]["success"]["count"])
 
 
+def settled_count(http_port: int, model: str, expected: int) -> int:
+    """The count once it reaches ``expected`` (or after 5 s), so a shortfall or an excess shows."""
+    wait_until(lambda: success_count(http_port, model) >= expected, timeout=5)
+    time.sleep(0.2)  # and anything beyond it, recorded just after
+    return success_count(http_port, model)
+
+
 def counts(cluster: ReplicaSet, model: str) -> list[int]:
     return [success_count(p.http, model) for p in cluster.ports]
 
@@ -96,19 +103,23 @@ def assert_same_prediction(a: Prediction, b: Prediction) -> None:
 
 def test_each_session_stays_on_one_replica(replica_set: ReplicaSet) -> None:
     owners = []
+    # Every sam_session call this test makes, counted, so each reading waits for all of them.
+    total = sum(counts(replica_set, "sam_session"))
     with SamClient(replica_set.url) as client:
         for seed in range(N_SESSIONS):
-            before = counts(replica_set, "sam_session")
+            before = settled_counts(replica_set, "sam_session", total)
             embedding = client.embed(image(seed))
             for _ in range(CLICKS):
                 click(client, embedding)
             # embed = a lookup and an upload, then one call per click: all on one replica.
-            after = settled_counts(replica_set, "sam_session", sum(before) + 2 + CLICKS)
+            total += 2 + CLICKS
+            after = settled_counts(replica_set, "sam_session", total)
             deltas = [a - b for a, b in zip(after, before, strict=True)]
             assert sorted(deltas) == [0, 2 + CLICKS], (seed, before, after)
             owner = deltas.index(2 + CLICKS)
             assert embedding.session_id is not None
             assert holders(replica_set, embedding.session_id) == [owner]
+            total += len(replica_set.ports)  # holders() asked each replica once
             owners.append(owner)
     # Eight content ids spread over both replicas (fixed images, so a fixed outcome).
     assert set(owners) == {0, 1}, owners
@@ -172,7 +183,9 @@ def test_replica_loss_costs_one_reembed_and_a_restart_rejoins(replica_set: Repli
         for old, new in zip(before, after, strict=True):
             assert_same_prediction(old, new)
         # Exactly one encode per moved session; the survivor's own sessions were not touched.
-        assert success_count(cluster.ports[1].http, "sam_encoder") - encodes == len(moved)
+        assert settled_count(cluster.ports[1].http, "sam_encoder", encodes + len(moved)) == encodes + len(
+            moved
+        )
         assert all(holders(cluster, e.session_id or "") == [1] for e in embeddings)
         # The stateless models and automatic mask generation carry on on the survivor.
         with SamClient(cluster.url, server_embeddings=False) as stateless:
@@ -189,5 +202,7 @@ def test_replica_loss_costs_one_reembed_and_a_restart_rejoins(replica_set: Repli
         again = [click(client, e) for e in embeddings]
         for old, new in zip(before, again, strict=True):
             assert_same_prediction(old, new)
-        assert success_count(cluster.ports[0].http, "sam_encoder") - encodes == len(moved)
+        assert settled_count(cluster.ports[0].http, "sam_encoder", encodes + len(moved)) == encodes + len(
+            moved
+        )
         assert all(0 in holders(cluster, e.session_id or "") for e in moved)
