@@ -19,7 +19,8 @@ def register_options(parser: Any) -> None:
         type=int,
         default=1,
         help="run N tritonserver replicas behind a local Envoy that listens on --grpc-port and "
-        "routes sam_session by the sam-session-id header (the Kubernetes routing); default 1 (no Envoy)",
+        "routes sam_session by the sam-session-id header (the Kubernetes routing; --http-port and "
+        "--metrics-port are then unused, each replica has its own); default 1 (no Envoy)",
     )
     parser.add_argument(
         "--replica-base-port",
