@@ -208,8 +208,13 @@ class ReplicaSet:
         ports = self.ports[index]
         sink = self._log_sink
         tagged = None if sink is None else (lambda line: sink(f"[replica {index}] {line}"))
+        # Replicas listen on loopback only: Envoy, on the caller's address, is the one way in.
         options = replace(
-            self.options, grpc_port=ports.grpc, http_port=ports.http, metrics_port=ports.metrics
+            self.options,
+            host="127.0.0.1",
+            grpc_port=ports.grpc,
+            http_port=ports.http,
+            metrics_port=ports.metrics,
         )
         return TritonProcess(options, log_sink=tagged)
 
