@@ -64,7 +64,8 @@ def _cluster(name: str, settings: EnvoySettings, lb_policy: str) -> dict[str, An
         "type": "STRICT_DNS",
         "dns_lookup_family": "V4_ONLY",
         "dns_refresh_rate": _seconds(settings.dns_refresh_s),
-        # Hosts that DNS drops (a deleted pod) leave at once rather than after health checks.
+        # Re-resolve every dns_refresh_rate, whatever the record's TTL: a new pod joins (and a
+        # deleted one leaves) the ring within seconds.
         "respect_dns_ttl": False,
         "lb_policy": lb_policy,
         "connect_timeout": "1s",
