@@ -125,3 +125,13 @@ def test_killed_launcher_leaves_no_replica_and_no_envoy(launched: tuple[subproce
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=15)
+
+
+def test_zero_replicas_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sam_triton", "serve", "--replicas", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "needs at least one replica" in result.stderr

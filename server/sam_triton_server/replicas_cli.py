@@ -13,10 +13,17 @@ from sam_triton_server.process import ServerOptions, TritonStartError, echo
 from sam_triton_server.replicas import EnvoyNotFoundError, EnvoyStartError, ReplicaSet, allocate_ports
 
 
+def _replica_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"needs at least one replica, got {count}")
+    return count
+
+
 def register_options(parser: Any) -> None:
     parser.add_argument(
         "--replicas",
-        type=int,
+        type=_replica_count,
         default=1,
         help="run N tritonserver replicas behind a local Envoy that listens on --grpc-port and "
         "routes sam_session by the sam-session-id header (the Kubernetes routing; --http-port and "
