@@ -23,6 +23,8 @@ TLS_CLIENT_CA ?=
 API_KEY ?=
 ALLOW_INSECURE ?=
 EXIT_TIMEOUT ?= 30
+# REPLICAS=N (N > 1): N tritonserver replicas behind a local Envoy on GRPC_PORT (deploy/README.md).
+REPLICAS ?= 1
 PYTEST_ARGS ?=
 
 WEIGHTS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--random-weights --seed $(SEED))
@@ -44,7 +46,7 @@ venv: $(STAMP)
 # then run Triton in the foreground until Ctrl-C (the serve line is not echoed: it may hold the API key).
 serve: venv
 	$(CLI) export --model-type $(MODEL) $(WEIGHTS) --repository $(REPOSITORY) --if-changed
-	@$(if $(API_KEY),SAM_TRITON_API_KEY='$(API_KEY)') exec $(CLI) serve --repository $(REPOSITORY) \
+	@$(if $(API_KEY),SAM_TRITON_API_KEY='$(API_KEY)') exec $(CLI) serve --repository $(REPOSITORY) --replicas $(REPLICAS) \
 		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) \
 		--host $(HOST) --exit-timeout $(EXIT_TIMEOUT) $(SECURITY)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Build (or reuse) the model repository from the mounted checkpoint, then become tritonserver.
+# With --export-only it stops after the export (the Kubernetes init container, deploy/).
 set -euo pipefail
 
 if [[ ! -f "${CHECKPOINT}" ]]; then
@@ -18,6 +19,8 @@ sam-triton export \
     --precision "${PRECISION}" \
     --if-changed \
     "${verify_flag[@]}"
+
+[[ "${1:-}" == "--export-only" ]] && exit 0
 
 # Serve through `sam-triton serve` (the NGC tritonserver on PATH): its TLS, API-key and
 # drain settings, and its refusal to expose plaintext without a key.

@@ -79,6 +79,9 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="listen on a non-loopback --host without TLS and an API key (prints a warning)",
     )
+    from sam_triton_server.replicas_cli import register_options
+
+    register_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -175,6 +178,14 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path, security: S
         security=security,
         exit_timeout=args.exit_timeout,
     )
+    if args.replicas > 1:
+        from sam_triton_server.replicas_cli import run_replicas
+
+        if security.tls is not None:
+            # Envoy would have to terminate TLS and the replicas speak plaintext behind it.
+            _say("--replicas with --tls-cert is not supported locally: terminate TLS at the proxy")
+            return 2
+        return run_replicas(args, options)
     try:
         server = TritonProcess(options, log_sink=None if args.quiet else echo)
     except TritonNotFoundError as error:

@@ -1,0 +1,250 @@
+"""The Envoy routing configuration in front of Triton replicas: one renderer, two users.
+
+``sam-triton serve --replicas N`` renders it with one endpoint per local replica;
+``deploy/base/envoy.json`` (the Kubernetes ConfigMap) is the same renderer's output for the
+headless Service, and a test fails when the committed file drifts from it.
+
+Routing: every KServe call is the same gRPC method, so the route is chosen by the
+``sam-session-id`` header that the SDK sends on each ``sam_session`` call (and only there).
+Calls that carry it go to a ring-hash cluster keyed on it, so a session's clicks reach the
+replica holding its embedding; everything else is balanced round-robin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+SESSION_HEADER = "sam-session-id"  # sam_triton._core.SESSION_HEADER; the SDK sends it
+SESSION_CLUSTER = "triton_sessions"
+STATELESS_CLUSTER = "triton_stateless"
+HEALTH_PATH = "/healthz"  # Envoy's own liveness on the gRPC port (HTTP/1.1 or 2)
+# Envoy's default; the simulation in deploy/README.md ("Scaling") uses the same size.
+MIN_RING_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A Triton address: gRPC for traffic, HTTP for the readiness health check.
+
+    ``host`` may be a DNS name resolving to several pods (a headless Service): with
+    STRICT_DNS every A record becomes its own host in the ring.
+    """
+
+    host: str
+    grpc_port: int = 8001
+    http_port: int = 8000
+
+
+@dataclass(frozen=True)
+class EnvoySettings:
+    upstreams: Sequence[Upstream]
+    listen_address: str = "0.0.0.0"
+    listen_port: int = 8001
+    admin_address: str = "127.0.0.1"
+    admin_port: int = 9901
+    # A dead replica leaves rotation after unhealthy_threshold failed checks, i.e. within
+    # ~2 intervals plus a timeout; a restarted one rejoins after one good check.
+    health_interval_s: float = 1.0
+    health_timeout_s: float = 1.0
+    dns_refresh_s: float = 5.0
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _cluster(name: str, settings: EnvoySettings, lb_policy: str) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_ONLY",
+        "dns_refresh_rate": _seconds(settings.dns_refresh_s),
+        # Re-resolve every dns_refresh_rate, whatever the record's TTL: a new pod joins (and a
+        # deleted one leaves) the ring within seconds.
+        "respect_dns_ttl": False,
+        "lb_policy": lb_policy,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": up.host, "port_value": up.grpc_port}
+                                },
+                                # Triton implements no gRPC health service; its HTTP port
+                                # answers /v2/health/ready only when every model is loaded.
+                                "health_check_config": {"port_value": up.http_port},
+                            }
+                        }
+                        for up in settings.upstreams
+                    ]
+                }
+            ],
+        },
+        "health_checks": [
+            {
+                "timeout": _seconds(settings.health_timeout_s),
+                "interval": _seconds(settings.health_interval_s),
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "no_traffic_interval": _seconds(settings.health_interval_s),
+                "http_health_check": {"path": "/v2/health/ready", "codec_client_type": "HTTP1"},
+            }
+        ],
+        # Passive ejection covers the seconds before the next active check: a replica whose
+        # connections fail is skipped; never more than half the hosts are ejected.
+        "outlier_detection": {
+            "consecutive_gateway_failure": 2,
+            "consecutive_5xx": 5,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 50,
+        },
+        # Without it a cluster whose hosts are all unhealthy still routes to them; with it,
+        # only healthy hosts count when computing the ring.
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+    }
+    if lb_policy == "RING_HASH":
+        cluster["ring_hash_lb_config"] = {"minimum_ring_size": MIN_RING_SIZE}
+    return cluster
+
+
+def _routes() -> list[dict[str, Any]]:
+    # No route timeout: the client's gRPC deadline (grpc-timeout header) bounds each call,
+    # and automatic mask generation on a large model legitimately takes many seconds.
+    timing = {"timeout": "0s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
+    return [
+        {
+            "name": "sam_session",
+            "match": {"prefix": "/", "headers": [{"name": SESSION_HEADER, "present_match": True}]},
+            "route": {
+                "cluster": SESSION_CLUSTER,
+                "hash_policy": [{"header": {"header_name": SESSION_HEADER}}],
+                **timing,
+                # A call that never reached its replica (it just died) goes to the next host
+                # on the ring: that replica answers NOT_FOUND and the SDK re-embeds once.
+                "retry_policy": {
+                    "retry_on": "connect-failure",
+                    "num_retries": 2,
+                    "retry_host_predicate": [
+                        {
+                            "name": "envoy.retry_host_predicates.previous_hosts",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/"
+                                "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                            },
+                        }
+                    ],
+                    "host_selection_retry_max_attempts": 3,
+                },
+            },
+        },
+        {
+            "name": "stateless",
+            "match": {"prefix": "/"},
+            "route": {
+                "cluster": STATELESS_CLUSTER,
+                **timing,
+                # Stateless models are pure functions of the request: retrying a reset or an
+                # UNAVAILABLE on another replica is safe. Nothing else is retried.
+                "retry_policy": {"retry_on": "connect-failure,reset,unavailable", "num_retries": 2},
+            },
+        },
+    ]
+
+
+def render(settings: EnvoySettings) -> dict[str, Any]:
+    """The bootstrap configuration as a dict (Envoy reads it as JSON)."""
+    connection_manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "sam_triton",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "sam_triton",
+            "virtual_hosts": [{"name": "triton", "domains": ["*"], "routes": _routes()}],
+        },
+        "http_filters": [
+            # Answers the kubelet's probe on the traffic port, so the admin interface
+            # (which can stop Envoy) never has to listen beyond localhost.
+            {
+                "name": "envoy.filters.http.health_check",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+                    "pass_through_mode": False,
+                    "headers": [{"name": ":path", "string_match": {"exact": HEALTH_PATH}}],
+                },
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            },
+        ],
+    }
+    listener = {
+        "name": "grpc",
+        "address": {
+            "socket_address": {"address": settings.listen_address, "port_value": settings.listen_port}
+        },
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": connection_manager,
+                    }
+                ]
+            }
+        ],
+    }
+    return {
+        "admin": {
+            "address": {
+                "socket_address": {"address": settings.admin_address, "port_value": settings.admin_port}
+            }
+        },
+        "static_resources": {
+            "listeners": [listener],
+            "clusters": [
+                _cluster(SESSION_CLUSTER, settings, "RING_HASH"),
+                _cluster(STATELESS_CLUSTER, settings, "ROUND_ROBIN"),
+            ],
+        },
+    }
+
+
+def render_json(settings: EnvoySettings) -> str:
+    return json.dumps(render(settings), indent=2) + "\n"
+
+
+# The Kubernetes ConfigMap: the headless Service's name resolves to every ready Triton pod.
+KUBERNETES = EnvoySettings(upstreams=(Upstream("sam-triton-replicas"),))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Print the Envoy configuration of deploy/base/envoy.json (the Kubernetes one)"
+    )
+    parser.parse_args(argv)
+    sys.stdout.write(render_json(KUBERNETES))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
