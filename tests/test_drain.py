@@ -98,8 +98,13 @@ def test_click_in_flight_at_sigterm_completes(tiny_repository: Path, tmp_path: P
             # Draining (as soon as the launcher has forwarded the signal): not ready for probes
             # or the SDK, and new clicks are refused cleanly.
             assert wait_until(lambda: not http_ready(http_port), timeout=5)
-            with pytest.raises(SamTritonError):
-                client.server_ready()
+            # Triton answers ServerReady with ready=false or UNAVAILABLE "Server exiting",
+            # depending on how far its shutdown has got; either way it is not ready.
+            try:
+                ready = client.server_ready()
+            except SamTritonError:
+                ready = False
+            assert not ready
             with pytest.raises(SamTritonError) as refused:
                 client.predict(embedding, prompt)
             # "Server is stopping, scheduler ... stopped accepting new inference requests"

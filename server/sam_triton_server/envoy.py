@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-SESSION_HEADER = "sam-session-id"  # sam_triton._core.SESSION_HEADER; the SDK sends it
+from sam_triton_common.contract import SESSION_HEADER, SESSION_MODEL
+
 SESSION_CLUSTER = "triton_sessions"
 STATELESS_CLUSTER = "triton_stateless"
 HEALTH_PATH = "/healthz"  # Envoy's own liveness on the gRPC port (HTTP/1.1 or 2)
@@ -129,7 +130,7 @@ def _routes() -> list[dict[str, Any]]:
     timing = {"timeout": "0s", "max_stream_duration": {"grpc_timeout_header_max": "0s"}}
     return [
         {
-            "name": "sam_session",
+            "name": SESSION_MODEL,
             "match": {"prefix": "/", "headers": [{"name": SESSION_HEADER, "present_match": True}]},
             "route": {
                 "cluster": SESSION_CLUSTER,
