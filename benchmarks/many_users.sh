@@ -39,7 +39,7 @@ bench click-idle "${clicker[@]}"
 bench click-2-embedders "${clicker[@]}" --background-embedders 2
 bench click-automask "${clicker[@]}" --background-automask 1 --points-per-side 16
 
-for users in 1 4 16; do
+for users in ${SESSION_USERS:-1 4 16}; do
     bench "session-$users-users" --users "$users" --clicks 8 --think-time 0.5 --refine-fraction 0.25
 done
 
@@ -52,13 +52,23 @@ rng = np.random.default_rng(0)
 for i in range(4):
     Image.fromarray(rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8)).save(f'{sys.argv[1]}/flood-{i}.png')
 " "$flood_images"
-$py benchmarks/process_rss.py --pid "$triton_pid" --duration $((seconds + 30)) \
+$py benchmarks/process_rss.py --pid "$triton_pid" --duration $((seconds + 40)) \
     --output "$out/flood-rss.csv" > "$out/flood-rss.txt" &
 rss_pid=$!
-# A 30 s deadline: an upload the server keeps refusing ends as a counted rejection.
-bench flood-64 "${clicker[@]}" --background-embedders 64 --images "$flood_images" --timeout 30
+# The clicking user holds its embedding before the flood starts (its warm-up), then clicks
+# through it; the flood is a second client process: 64 uploads in flight, each with a 30 s
+# deadline, so an upload the server keeps refusing ends as a counted rejection.
+bench flood-64-clicks "${clicker[@]}" --clicks 100000 --warmup 20 &
+click_pid=$!
+sleep 15
+echo "== flood-64-uploads"
+$cli bench --url "$url" --scenario encode --concurrency 64 --duration "$seconds" --warmup 0 \
+    --images "$flood_images" --timeout 30 --no-progress --output "$out/flood-64-uploads" \
+    > "$out/flood-64-uploads.txt" 2>&1 || cat "$out/flood-64-uploads.txt"
+wait $click_pid
 wait $rss_pid
 cat "$out/flood-rss.txt"
+sed -n '/^run /,$p' "$out/flood-64-uploads.txt" | head -5
 kill -0 "$triton_pid" && echo "tritonserver still up after the flood"
 
 $py - "$out" <<'EOF'
@@ -67,7 +77,10 @@ from pathlib import Path
 out = Path(sys.argv[1])
 print(f"{'run':22} {'stage':17} {'ok':>5} {'rej':>5} {'fail':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'max ms':>9}")
 for run in sorted(p for p in out.iterdir() if (p / "results.json").exists()):
-    session = json.loads((run / "results.json").read_text())["session"]
+    results = json.loads((run / "results.json").read_text())
+    if "session" not in results:
+        continue
+    session = results["session"]
     for stage, r in session["stages"].items():
         lat = r["latency_ms"]
         cells = [f"{lat[k]:9.0f}" if lat[k] is not None else f"{'-':>9}" for k in ("p50", "p90", "p99", "max")]

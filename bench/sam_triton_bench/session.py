@@ -2,8 +2,8 @@
 
 A user opens an image (``embed`` of fresh content, so a real encode) and makes ``clicks`` clicks
 on it, each after a random think time. Every click adds a point to the object (the first one
-foreground, later ones foreground or background); a ``refine_fraction`` of the clicks after
-the first also send the previous answer's best low-res logits as ``mask_input`` (SAM's
+foreground, later ones foreground or background; after ``POINTS_PER_OBJECT`` points the user
+starts the next object); a ``refine_fraction`` of the clicks after the first also send the previous answer's best low-res logits as ``mask_input`` (SAM's
 interactive refinement: the server runs the full decoder for those), and are reported as the
 ``refine`` stage. Then the user opens the next image.
 
@@ -51,6 +51,10 @@ ThinkDistribution = Literal["exponential", "uniform"]
 
 FOREGROUND_SHARE = 0.75
 """Later clicks are foreground points this often, background points otherwise."""
+
+POINTS_PER_OBJECT = 10
+"""An annotator adds a handful of points to an object, then starts the next one (a fresh
+first point, no mask): a long click run never grows past the server's points limit."""
 
 
 @dataclass(frozen=True)
@@ -220,13 +224,15 @@ class _Session:
         points: list[tuple[float, float]] = []
         labels: list[int] = []
         previous: Prediction | None = None
-        for k in range(self.opts.clicks):
+        for _ in range(self.opts.clicks):
             think = self._think(rng)
             if self.now() + think >= self.stop_at:
                 return
             await asyncio.sleep(think)
+            if len(points) == POINTS_PER_OBJECT:
+                points, labels, previous = [], [], None
             points.append(click_point(int(rng.integers(1 << 30)), source.size))
-            labels.append(1 if k == 0 or rng.random() < FOREGROUND_SHARE else 0)
+            labels.append(1 if not labels or rng.random() < FOREGROUND_SHARE else 0)
             refine = previous is not None and rng.random() < self.opts.refine_fraction
             mask = previous.low_res_logits[previous.best()][None] if refine and previous else None
             prompt = Prompt(point_coords=points, point_labels=labels, mask_input=mask)
