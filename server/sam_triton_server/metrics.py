@@ -134,7 +134,8 @@ class SessionMetrics:
         )
         self._embed = families.metric(
             EMBED_DURATION,
-            "Embed requests answered, seconds from arrival (pool wait included) to the answer",
+            "Embed requests answered through the embed pool (an image already held by content id is "
+            "answered at once, as a cache hit), seconds from arrival (pool wait included) to the answer",
             "HISTOGRAM",
             buckets=REQUEST_BUCKETS,
         )
