@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from sam_triton_server.embedding_cache import EmbeddingCache
+from sam_triton_server.embedding_cache import CacheStats, EmbeddingCache
 
 EMBEDDING = np.zeros((256, 64, 64), np.float32)  # 4 MiB, the size of every SAM embedding
 
@@ -98,3 +98,31 @@ def test_derived_features_count_against_the_budget() -> None:
     cache.put("c", EMBEDDING, (1, 1))  # a plain embedding still displaces the oldest entry
     assert cache.get("b") is None and cache.nbytes == entry_bytes + EMBEDDING.nbytes
     assert not EmbeddingCache(max_bytes=entry_bytes - 1, ttl_seconds=60).put("x", EMBEDDING, (1, 1), features)
+
+
+def test_holds_neither_counts_nor_refreshes() -> None:
+    clock = FakeClock()
+    cache = EmbeddingCache(max_bytes=2 * EMBEDDING.nbytes, ttl_seconds=10, clock=clock)
+    cache.put("a", EMBEDDING, (1, 1))
+    cache.put("b", EMBEDDING, (1, 1))
+    assert cache.holds("a") and not cache.holds("c")
+    cache.put("c", EMBEDDING, (1, 1))  # "a" is still the least recently used
+    assert not cache.holds("a") and cache.holds("b")
+    clock.now += 11
+    assert not cache.holds("b")
+    assert cache.snapshot() == (CacheStats(evictions=1, expirations=1), 1, EMBEDDING.nbytes)
+
+
+def test_snapshot_counts_every_event() -> None:
+    clock = FakeClock()
+    cache = EmbeddingCache(max_bytes=2 * EMBEDDING.nbytes, ttl_seconds=10, clock=clock)
+    for key in "abc":  # "a" evicted
+        cache.put(key, EMBEDDING, (1, 1))
+    assert cache.get("b") is not None and cache.get("a") is None
+    clock.now += 11
+    assert cache.get("c") is None  # expired: an expiration and a miss
+    stats, entries, nbytes = cache.snapshot()
+    assert stats == CacheStats(hits=1, misses=2, evictions=1, expirations=1)
+    assert (entries, nbytes) == (1, EMBEDDING.nbytes)
+    cache.get("b")
+    assert stats.misses == 2  # a snapshot is a copy

@@ -5,7 +5,7 @@
 - wire cost: a click uploads the prompts only (bytes measured per request), a second embed of
   the same image uploads no image;
 - cache misses: an id never embedded, and eviction on a second server whose cache holds two
-  embeddings: the SDK re-embeds transparently and the server stays healthy;
+  embeddings (its metrics count it): the SDK re-embeds transparently and the server stays healthy;
 - concurrency: three processes and several threads, each with its own images, same results as
   one client doing the same work sequentially;
 - bad session ids are typed errors, from the client and from the server.
@@ -41,6 +41,7 @@ from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 
 from tests import session_worker
+from tests.test_metrics_e2e import scrape, value
 from tests.test_predictor_e2e import PROMPTS, assert_same, make_scene, mask_iou, ref_predict, scaled
 
 torch = pytest.importorskip("torch")
@@ -263,6 +264,10 @@ def test_eviction_reembeds_and_server_stays_healthy(small_cache_server: Any, tri
         client.wait_until_ready(timeout=300)
         handles = [client.embed(im) for im in images]
         # two fit: the least recently used (the first) was evicted
+        scraped = scrape(small_cache_server.metrics_port)
+        cache = {name: value(scraped, name) for name in ("sam_cache_evictions_total", "sam_cache_entries")}
+        assert cache == {"sam_cache_evictions_total": 1, "sam_cache_entries": 2}
+        assert value(scraped, "sam_cache_bytes") == 2 * CACHE_ENTRY_BYTES
         assert [client.has_embedding(h.session_id or "") for h in handles] == [False, True, True]
         rec = recording(client)
         got = client.predict(handles[0], prompt)  # miss -> re-embed -> answer

@@ -29,7 +29,14 @@ class PoolFull(RuntimeError):
 
 
 class EmbedPool:
-    def __init__(self, workers: int, max_pending: int, name: str = "sam-embed") -> None:
+    def __init__(
+        self,
+        workers: int,
+        max_pending: int,
+        name: str = "sam-embed",
+        on_pending: Callable[[int], None] = lambda pending: None,
+    ) -> None:
+        """``on_pending`` hears every change of :attr:`pending` (under the pool's lock, so in order)."""
         if workers < 1 or max_pending < 1:
             raise ValueError("workers and max_pending must be >= 1")
         self.workers = workers
@@ -38,6 +45,7 @@ class EmbedPool:
         self._lock = threading.Condition()
         self._in_flight: dict[str, Future[None]] = {}
         self._pending = 0
+        self._on_pending = on_pending
 
     @property
     def pending(self) -> int:
@@ -65,6 +73,7 @@ class EmbedPool:
                 f"(limit {self.max_pending}, {self.workers} at a time)"
             )
         self._pending += 1
+        self._on_pending(self._pending)
 
     def _start_locked(self, key: str, job: Job) -> None:
         ahead = self._in_flight.get(key)
@@ -110,6 +119,7 @@ class EmbedPool:
 
     def _done_one(self) -> None:
         self._pending -= 1
+        self._on_pending(self._pending)
         if not self._pending:
             self._lock.notify_all()
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,8 @@ class CachedEmbedding:
 
 @dataclass
 class CacheStats:
+    """Counts since the cache was created (the metrics publish their increments)."""
+
     hits: int = 0
     misses: int = 0
     evictions: int = 0
@@ -71,8 +73,8 @@ class EmbeddingCache:
         embedding: npt.NDArray[np.float32],
         input_size: tuple[int, int],
         features: tuple[npt.NDArray[np.float32], ...] = (),
-    ) -> bool:
-        """Store (or replace) ``key``; False when the entry alone exceeds the budget."""
+    ) -> CachedEmbedding | None:
+        """Store (or replace) ``key``: the new entry, or None when it alone exceeds the budget."""
         # A private copy: a BLS output array may be a view into the Python backend's shared
         # memory pool, which must not be pinned (or reused) for as long as the entry lives.
         entry = CachedEmbedding(
@@ -82,7 +84,7 @@ class EmbeddingCache:
             tuple(np.ascontiguousarray(f, dtype=np.float32) for f in features),
         )
         if entry.nbytes > self.max_bytes:
-            return False
+            return None
         with self._lock:
             self._drop(key)
             self._entries[key] = entry
@@ -91,24 +93,39 @@ class EmbeddingCache:
                 oldest = next(iter(self._entries))
                 self._drop(oldest)
                 self.stats.evictions += 1
-        return True
+        return entry
 
     def get(self, key: str) -> CachedEmbedding | None:
-        """The entry for ``key`` (refreshing its LRU position), or None when absent or expired."""
+        """The entry for ``key`` (refreshing its LRU position), or None when absent or expired;
+        counted as a hit or a miss."""
         with self._lock:
-            entry = self._entries.get(key)
-            now = self._clock()
-            if entry is not None and now - entry.last_used > self.ttl_seconds:
-                self._drop(key)
-                self.stats.expirations += 1
-                entry = None
+            entry = self._live(key)
             if entry is None:
                 self.stats.misses += 1
                 return None
-            entry.last_used = now
+            entry.last_used = self._clock()
             self._entries.move_to_end(key)
             self.stats.hits += 1
             return entry
+
+    def holds(self, key: str) -> bool:
+        """Whether ``key`` is held and unexpired, without counting a lookup or touching its LRU
+        position (a request that then uses the entry does, with :meth:`get`)."""
+        with self._lock:
+            return self._live(key) is not None
+
+    def snapshot(self) -> tuple[CacheStats, int, int]:
+        """The counts, the number of entries and their bytes, read together."""
+        with self._lock:
+            return replace(self.stats), len(self._entries), self._bytes
+
+    def _live(self, key: str) -> CachedEmbedding | None:
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() - entry.last_used > self.ttl_seconds:
+            self._drop(key)
+            self.stats.expirations += 1
+            return None
+        return entry
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)

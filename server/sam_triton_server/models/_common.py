@@ -19,6 +19,7 @@ import numpy.typing as npt
 from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, INPUT_SIZE, MODEL_FILE
 from sam_triton_common.errors import InvalidInputError
 
+from sam_triton_server.metrics import Rejections
 from sam_triton_server.ort import Session, create_session
 
 Array = npt.NDArray[Any]
@@ -30,7 +31,9 @@ class InvalidInput(ValueError):
 
 class Unavailable(RuntimeError):
     """This model cannot take the request now (overloaded, or its deadline passed): UNAVAILABLE,
-    which the client may retry; the message says which."""
+    which the client may retry; the message says which (and ``reason``, the metrics' label)."""
+
+    reason = "overloaded"
 
 
 class NotFound(LookupError):
@@ -102,6 +105,7 @@ class OnnxModelBase:
             self.logger.addHandler(_PbLogHandler(pb))
         self.logger.setLevel(logging.INFO)
         self.device_id = int(args.get("model_instance_device_id", 0) or 0)
+        self.rejections = Rejections(pb, self.name)
         lower_cpu_priority(int_parameter(self.params, "nice", 0))  # before any runtime thread exists
         for attribute, parameter in self.GRAPHS.items():
             setattr(self, attribute, self.create_session(self._graph_file(parameter)))
@@ -142,15 +146,20 @@ class OnnxModelBase:
     def error_for(self, exc: Exception) -> Any:
         """The error response for an exception raised while answering a request: bad input ->
         INVALID_ARG, something this model does not hold -> NOT_FOUND (the message unchanged:
-        clients match its text), no capacity or time left -> UNAVAILABLE, anything else -> INTERNAL."""
+        clients match its text), no capacity or time left -> UNAVAILABLE, anything else -> INTERNAL.
+        Each is counted in ``sam_rejections_total`` by reason."""
         if isinstance(exc, InvalidInput | InvalidInputError):
+            self.rejections.count("invalid")
             return self.error_response(f"{self.name}: {exc}")
         if isinstance(exc, NotFound):
+            self.rejections.count("not_found")
             return self._error(str(exc), "NOT_FOUND")
         if isinstance(exc, Unavailable):
+            self.rejections.count(exc.reason)
             message = str(exc)
             named = message if message.startswith(self.name) else f"{self.name}: {message}"
             return self._error(named, "UNAVAILABLE")
+        self.rejections.count("internal")
         return self.error_response(f"{self.name} failed: {exc}", invalid=False)
 
     def error_response(self, message: str, invalid: bool = True) -> Any:

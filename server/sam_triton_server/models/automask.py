@@ -9,6 +9,7 @@ small-region clean-up run here too (:mod:`sam_triton_server.automask` explains t
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -17,6 +18,7 @@ from sam_triton_common.amg.wire import decode_params
 from sam_triton_common.contract import AUTOMASK_PARAMS, AUTOMASK_RESULT, ENCODER_MODEL, IMAGE
 
 from sam_triton_server.automask import AutomaskLimits, run_automask, warm_up
+from sam_triton_server.metrics import AutomaskMetrics
 from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
 from sam_triton_server.ort import Session
 from sam_triton_server.prompt_decoder import PromptDecoder
@@ -38,12 +40,14 @@ class TritonPythonModel(OnnxModelBase):
         )
         self.encoder_model = self.params.get("encoder_model", ENCODER_MODEL)
         self.encoder_max_batch = int_parameter(self.params, "encoder_max_batch", 8)
+        self.metrics = AutomaskMetrics(self.pb, self.name)
         warm_up(self.decoder)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return self.execute_each(requests, self._handle)
 
     def _handle(self, request: Any) -> Any:
+        started = time.monotonic()
         image = self.input(request, IMAGE)
         raw_params = self.input(request, AUTOMASK_PARAMS).reshape(-1)
         if image.ndim != 4 or image.shape[0] != 1:
@@ -61,6 +65,7 @@ class TritonPythonModel(OnnxModelBase):
             limits=self.limits,
         )
         payload = np.array([[result.SerializeToString()]], dtype=np.object_)
+        self.metrics.ran(time.monotonic() - started, len(result.records))
         return self.respond({AUTOMASK_RESULT: payload})
 
     def _encode_batch(self, images: Array, sizes: Array) -> Array:

@@ -63,7 +63,8 @@ from sam_triton_common.contract import (
 )
 
 from sam_triton_server.embed_pool import EmbedPool, PoolFull
-from sam_triton_server.embedding_cache import EmbeddingCache
+from sam_triton_server.embedding_cache import CachedEmbedding, EmbeddingCache
+from sam_triton_server.metrics import SessionMetrics
 from sam_triton_server.models._common import (
     Array,
     InvalidInput,
@@ -86,7 +87,7 @@ class EmbeddingNotFound(NotFound):
 
 
 class DeadlinePassed(Unavailable):
-    pass
+    reason = "expired"
 
 
 class TritonPythonModel(OnnxModelBase):
@@ -111,9 +112,11 @@ class TritonPythonModel(OnnxModelBase):
             max_bytes=int_parameter(self.params, "cache_bytes", 1 << 30),
             ttl_seconds=float(int_parameter(self.params, "cache_ttl_seconds", 3600)),
         )
+        self.metrics = SessionMetrics(self.pb, self.name)
         self.pool = EmbedPool(
             workers=int_parameter(self.params, "embed_workers", 2),
             max_pending=int_parameter(self.params, "embed_queue_size", 16),
+            on_pending=self.metrics.embed_pending,
         )
         self.expired_embeds = 0  # dropped unencoded: the caller's deadline passed first
         self._warm_up()
@@ -144,8 +147,8 @@ class TritonPythonModel(OnnxModelBase):
                 session_id = self._session_id(request)
                 if self._needs_encode(request, session_id):
                     self.pool.submit(session_id, partial(self._embed_job, request, session_id, arrived))
-                elif not self.pool.follow(session_id, partial(self._answer, request, session_id)):
-                    self._answer(request, session_id)
+                elif not self.pool.follow(session_id, partial(self._answer, request, session_id, arrived)):
+                    self._answer(request, session_id, arrived)
             except PoolFull as e:
                 self._send(request, self.error_for(Unavailable(f"{OVERLOADED_PREFIX}: {e}; retry later")))
             except Exception as e:  # an unreadable session id; never take the server down
@@ -163,43 +166,57 @@ class TritonPythonModel(OnnxModelBase):
             return False
         if not session_id.startswith(CONTENT_ID_PREFIX):
             return True
-        return self.pool.in_flight(session_id) or self.cache.get(session_id) is None
+        return self.pool.in_flight(session_id) or not self.cache.holds(session_id)
+
+    # Each request looks its session up in the cache once (a hit or a miss in the metrics) and
+    # keeps that entry: an eviction in between cannot turn its own click into a miss.
 
     def _embed_job(self, request: Any, session_id: str, arrived: float) -> None:
         """On a pool worker: encode (unless the deadline passed or a joined encode filled the
         cache), then answer the rest of the request."""
         try:
-            hit = self.cache.get(session_id) is not None
-            if not (hit and session_id.startswith(CONTENT_ID_PREFIX)):
-                self._embed(session_id, request, arrived)
-            response = self._handle(request, session_id, hit)
+            entry = self.cache.get(session_id)
+            hit = entry is not None
+            if entry is None or not session_id.startswith(CONTENT_ID_PREFIX):
+                entry = self._embed(session_id, request, arrived)
+            response = self._handle(request, session_id, entry, hit)
+            self.metrics.embedded(time.monotonic() - arrived)
         except Exception as e:
             response = self.error_for(e)
         self._send(request, response)
 
-    def _answer(self, request: Any, session_id: str) -> None:
+    def _answer(self, request: Any, session_id: str, arrived: float) -> None:
         try:
-            response = self._handle(request, session_id, self.cache.get(session_id) is not None)
+            entry = self.cache.get(session_id)
+            response = self._handle(request, session_id, entry, entry is not None)
+            if self._is_click(request):
+                self.metrics.clicked(time.monotonic() - arrived)
         except Exception as e:
             response = self.error_for(e)
         self._send(request, response)
 
     def _send(self, request: Any, response: Any) -> None:
+        self.metrics.publish_cache(self.cache)  # before the answer: a client that then scrapes sees it
         request.get_response_sender().send(response, flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
-    def _handle(self, request: Any, session_id: str, hit: bool) -> Any:
+    def _is_click(self, request: Any) -> bool:
+        return self.pb.get_input_tensor_by_name(request, "point_coords") is not None
+
+    def _handle(self, request: Any, session_id: str, entry: CachedEmbedding | None, hit: bool) -> Any:
         """Decode and collect the outputs; any encode has already happened."""
         wanted = set(request.requested_output_names())
         outputs: dict[str, Array] = {}
-        if self.pb.get_input_tensor_by_name(request, "point_coords") is not None:
-            outputs.update(self._decode(session_id, request))
+        if self._is_click(request):
+            outputs.update(self._decode(self._held(entry, session_id), request))
         if IMAGE_EMBEDDINGS in wanted:
-            entry = self.cache.get(session_id)
-            if entry is None:
-                raise EmbeddingNotFound(self._miss_message(session_id))
-            outputs[IMAGE_EMBEDDINGS] = entry.embedding[None]
+            outputs[IMAGE_EMBEDDINGS] = self._held(entry, session_id).embedding[None]
         outputs[CACHE_HIT] = np.array([[hit]], dtype=np.bool_)
         return self.respond({name: value for name, value in outputs.items() if name in wanted})
+
+    def _held(self, entry: CachedEmbedding | None, session_id: str) -> CachedEmbedding:
+        if entry is None:
+            raise EmbeddingNotFound(self._miss_message(session_id))
+        return entry
 
     def _session_id(self, request: Any) -> str:
         raw = self.input(request, SESSION_ID).reshape(-1)
@@ -211,7 +228,7 @@ class TritonPythonModel(OnnxModelBase):
             raise InvalidInput(f"session_id must be 1..{MAX_SESSION_ID_BYTES} bytes")
         return text
 
-    def _embed(self, session_id: str, request: Any, arrived: float) -> None:
+    def _embed(self, session_id: str, request: Any, arrived: float) -> CachedEmbedding:
         image, input_size = self.input(request, IMAGE), self.input(request, INPUT_SIZE)
         validate_encoder_inputs(image, input_size)
         if image.shape[0] != 1:
@@ -227,8 +244,10 @@ class TritonPythonModel(OnnxModelBase):
         embedding = self.encode_via_bls(self.encoder_model, image, input_size, timeout_us=left_us)[0]
         height, width = (int(v) for v in input_size[0])
         features = self.prompt_decoder.image_features(embedding)
-        if not self.cache.put(session_id, embedding, (height, width), features):
+        entry = self.cache.put(session_id, embedding, (height, width), features)
+        if entry is None:
             raise RuntimeError("the embedding cache is smaller than one embedding; raise cache_bytes")
+        return entry
 
     def _prompt_arrays(self, request: Any) -> dict[str, Array]:
         """The decoder's prompt inputs; an absent mask_input means "no mask" for every prompt
@@ -255,11 +274,8 @@ class TritonPythonModel(OnnxModelBase):
             raise InvalidInput(f"missing input tensor {missing[0]!r}")
         return arrays
 
-    def _decode(self, session_id: str, request: Any) -> dict[str, Array]:
+    def _decode(self, entry: CachedEmbedding, request: Any) -> dict[str, Array]:
         arrays = self._prompt_arrays(request)
-        entry = self.cache.get(session_id)
-        if entry is None:
-            raise EmbeddingNotFound(self._miss_message(session_id))
         arrays[IMAGE_EMBEDDINGS] = entry.embedding[None]
         validate_decoder_inputs(
             arrays, max_prompts=self.max_prompts, max_points=self.max_points, embedding_is_trusted=True
