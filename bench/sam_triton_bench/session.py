@@ -3,8 +3,9 @@
 A user opens an image (``embed`` of fresh content, so a real encode) and makes ``clicks`` clicks
 on it, each after a random think time. Every click adds a point to the object (the first one
 foreground, later ones foreground or background; after ``POINTS_PER_OBJECT`` points the user
-starts the next object); a ``refine_fraction`` of the clicks after the first also send the previous answer's best low-res logits as ``mask_input`` (SAM's
-interactive refinement: the server runs the full decoder for those), and are reported as the
+starts the next object); a ``refine_fraction`` of the clicks after the first also send the
+previous answer's best low-res logits as ``mask_input`` (SAM's interactive refinement: the
+server runs the full decoder for those), and are reported as the
 ``refine`` stage. Then the user opens the next image.
 
 Users are a fixed number looping (``users``; closed loop: that many users at all times), or
