@@ -353,6 +353,9 @@ def check_answer(request: Request, reply: pb.ModelInferResponse) -> None:
         decode_result(automask_pb2.AutomaskResult.FromString(outputs[AUTOMASK_RESULT][1][4:]))
         return
     coords = request.tensor("point_coords")
+    prompted = any(request.tensor(name) is not None for name in PROMPT_NAMES)
+    if request.model == SESSION_MODEL and prompted and LOW_RES_MASKS in (request.outputs or [LOW_RES_MASKS]):
+        assert LOW_RES_MASKS in outputs, "sam_session ignored the prompt inputs it was given"
     if LOW_RES_MASKS in outputs and coords is not None:
         multimask = request.tensor("multimask_output")
         k = 3 if multimask is not None and as_array(multimask).reshape(-1)[0] else 1
@@ -368,7 +371,7 @@ def check_answer(request: Request, reply: pb.ModelInferResponse) -> None:
 # --------------------------------------------------------------------------- raw gRPC, every model
 
 MODELS = [ENCODER_MODEL, DECODER_MODEL, ENSEMBLE_MODEL, SESSION_MODEL, AUTOMASK_MODEL]
-BUDGET = {ENCODER_MODEL: 25, DECODER_MODEL: 40, ENSEMBLE_MODEL: 20, SESSION_MODEL: 40, AUTOMASK_MODEL: 15}
+BUDGET = {ENCODER_MODEL: 25, DECODER_MODEL: 30, ENSEMBLE_MODEL: 20, SESSION_MODEL: 30, AUTOMASK_MODEL: 15}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -437,7 +440,7 @@ FLOATS = st.one_of(st.floats(-2, 2), st.sampled_from([np.nan, np.inf, -np.inf, 1
 GRID = st.builds(automask_pb2.PointGrid, xy=st.lists(FLOATS, max_size=9))
 
 
-@fuzz(40)
+@fuzz(25)
 @given(
     params=st.one_of(
         st.binary(max_size=64),
@@ -468,6 +471,45 @@ def test_automask_params(params: bytes, height: int, width: int, fuzzing: Fuzzin
     if reply is not None:
         check_answer(request, reply)
     fuzzing.assert_healthy(AUTOMASK_MODEL)
+
+
+def session_request(session_id: bytes, *inputs: tuple[str, Tensor]) -> Request:
+    return Request(
+        SESSION_MODEL, [(SESSION_ID, tensor(np.array([[session_id]], np.object_))), *inputs], [CACHE_HIT]
+    )
+
+
+def automask_request(**fields: Any) -> Request:
+    params = automask_pb2.AutomaskParams(points_per_batch=64, crop_n_points_downscale_factor=1, **fields)
+    return Request(
+        AUTOMASK_MODEL, automask_tensors(np.zeros((16, 16, 3), np.uint8), params.SerializeToString())
+    )
+
+
+PROMPTS = dict(prompt_tensors(1, 2, True, False, 0))
+IMAGE_INPUTS = dict(image_tensors(8, 8, 0))
+FOUND = [  # what the fuzzers found: (request, the message the server must answer with)
+    # an unbounded crop pyramid hung the stub until Triton killed it: every later request failed
+    (automask_request(points_per_side=2, crop_n_layers=2**31 - 1), "crop_n_layers must be <= 16"),
+    (automask_request(points_per_side=2, crop_n_layers=4), "crop_n_layers=4 means 341 crops"),
+    # the point grid was allocated before the prompt limit was checked: INTERNAL (out of memory)
+    (automask_request(points_per_side=10**9), "this server allows at most 16384"),
+    # undecodable ids were decoded with replacement characters: b"\xff" and b"\xfe" shared an embedding
+    (session_request(b"\xff"), "session_id must be UTF-8"),
+    (session_request(b"ok\xfe"), "session_id must be UTF-8"),
+    # half-given inputs were ignored and the request answered as a plain lookup
+    (session_request(b"s", (INPUT_SIZE, IMAGE_INPUTS[INPUT_SIZE])), "input_size given without image"),
+    (session_request(b"s", ("point_labels", PROMPTS["point_labels"])), "given without point_coords"),
+    (session_request(b"s", ("multimask_output", PROMPTS["multimask_output"])), "given without point_coords"),
+]
+
+
+@pytest.mark.parametrize(("request_", "message"), FOUND, ids=[m for _, m in FOUND])
+def test_found_by_fuzzing(request_: Request, message: str, fuzzing: Fuzzing) -> None:
+    outcome = fuzzing.infer(request_)
+    assert isinstance(outcome, grpc.RpcError)
+    assert outcome.code() == grpc.StatusCode.INVALID_ARGUMENT and message in (outcome.details() or "")
+    fuzzing.assert_healthy(request_.model)
 
 
 # --------------------------------------------------------------------------- the SDK's public calls
