@@ -49,6 +49,8 @@ from sam_triton_common.contract import (
     LOW_RES_MASKS,
     LOW_RES_SIZE,
     MAX_SESSION_ID_BYTES,
+    MODEL_FILE,
+    MODEL_VERSION,
     POINT_LABELS,
     SESSION_ID,
     SESSION_MODEL,
@@ -272,6 +274,8 @@ class Fuzzing:
     served: Any
     stub: GRPCInferenceServiceStub
     good: dict[str, tuple[Request, dict[str, bytes]]] = field(default_factory=dict)
+    session_embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    decoder: Any = None  # onnxruntime session of sam_decoder's graph, made on first use
 
     def infer(self, request: Request) -> pb.ModelInferResponse | grpc.RpcError:
         try:
@@ -301,6 +305,43 @@ class Fuzzing:
             result = automask_pb2.AutomaskResult.FromString(outputs[AUTOMASK_RESULT][4:])
             outputs[AUTOMASK_RESULT] = b"".join(r.SerializeToString() for r in result.records)
         return outputs
+
+    def reference_masks(self, request: Request) -> dict[str, np.ndarray]:
+        """What a valid mask request must answer, computed another way: sam_decoder's own ONNX
+        graph in this process (sam_decoder), sam_encoder then sam_decoder (the ensemble), or
+        sam_decoder on the session's embedding (sam_session's split graphs)."""
+        feed = {name: as_array(t) for name, t in request.inputs if name in DECODER_INPUTS}
+        if request.model == DECODER_MODEL:
+            if self.decoder is None:
+                onnxruntime = pytest.importorskip("onnxruntime")
+                path = self.served.repository / DECODER_MODEL / MODEL_VERSION / MODEL_FILE
+                self.decoder = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            return dict(zip(DECODER_OUTPUTS, self.decoder.run(list(DECODER_OUTPUTS), feed), strict=True))
+        if request.model == ENSEMBLE_MODEL:
+            encoded = self.answer(
+                Request(ENCODER_MODEL, [(n, t) for n, t in request.inputs if n in (IMAGE, INPUT_SIZE)])
+            )
+            embedding = np.frombuffer(encoded[IMAGE_EMBEDDINGS], np.float32).reshape(1, *EMBEDDING_SHAPE)
+        else:
+            embedding = self.session_embedding
+        if "mask_input" not in feed:
+            prompts = feed["point_coords"].shape[1]
+            feed["mask_input"] = np.zeros((1, prompts, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
+            feed["has_mask_input"] = np.zeros((1, prompts), np.float32)
+        feed[IMAGE_EMBEDDINGS] = embedding
+        decoded = self.answer(
+            Request(DECODER_MODEL, [(name, tensor(np.ascontiguousarray(a))) for name, a in feed.items()])
+        )
+        return {name: np.frombuffer(decoded[name], np.float32) for name in DECODER_OUTPUTS}
+
+    def assert_correct(self, request: Request, reply: pb.ModelInferResponse) -> None:
+        expected = self.reference_masks(request)
+        outputs = dict(zip([o.name for o in reply.outputs], reply.raw_output_contents, strict=True))
+        for name in DECODER_OUTPUTS:
+            got = np.frombuffer(outputs[name], np.float32)
+            np.testing.assert_allclose(
+                got, np.reshape(expected[name], -1), rtol=1e-4, atol=1e-4, err_msg=name
+            )
 
     def assert_healthy(self, model: str) -> None:
         """Up, ready, and the model's good request still answered bit-exactly."""
@@ -338,6 +379,10 @@ def fuzzing(triton_server: Any) -> Iterator[Fuzzing]:
             *image_tensors(300, 400, GOOD_SEED),
         ], [CACHE_HIT])  # fmt: skip
         state.answer(embed)
+        fetched = state.answer(Request(SESSION_MODEL, embed.inputs[:1], [IMAGE_EMBEDDINGS]))
+        state.session_embedding = np.frombuffer(fetched[IMAGE_EMBEDDINGS], np.float32).reshape(
+            1, *EMBEDDING_SHAPE
+        )
         state.good = {model: (request, state.answer(request)) for model, request in good_requests().items()}
         yield state
         for model in state.good:  # nothing the fuzzers sent changed any model's answers
@@ -362,7 +407,8 @@ def check_answer(request: Request, reply: pb.ModelInferResponse) -> None:
         batch, prompts = coords.shape[:2]
         shape, raw = outputs[LOW_RES_MASKS]
         assert shape == [batch, prompts, k, LOW_RES_SIZE, LOW_RES_SIZE] and len(raw) == 4 * np.prod(shape)
-        assert outputs[IOU_PREDICTIONS][0] == [batch, prompts, k]
+        if IOU_PREDICTIONS in outputs:
+            assert outputs[IOU_PREDICTIONS][0] == [batch, prompts, k]
     if IMAGE_EMBEDDINGS in outputs:
         shape, raw = outputs[IMAGE_EMBEDDINGS]
         assert shape[1:] == list(EMBEDDING_SHAPE) and len(raw) == 4 * np.prod(shape)
@@ -382,6 +428,8 @@ def test_valid_requests_are_answered(model: str, fuzzing: Fuzzing) -> None:
         reply = fuzzing.expect_clean(request)
         assert reply is not None, f"{model} refused a valid request"
         check_answer(request, reply)
+        if model in (DECODER_MODEL, ENSEMBLE_MODEL, SESSION_MODEL):
+            fuzzing.assert_correct(request, reply)
 
     check()
     fuzzing.assert_healthy(model)
