@@ -218,7 +218,18 @@ def mutated_requests(draw: st.DrawFn, model: str) -> Request:
         name, t = request.inputs[index]
         kind = draw(
             st.sampled_from(
-                ["dtype", "raw", "shape", "reshape", "values", "drop", "extra", "duplicate", "outputs"]
+                [
+                    "dtype",
+                    "raw",
+                    "shape",
+                    "reshape",
+                    "values",
+                    "drop",
+                    "extra",
+                    "duplicate",
+                    "outputs",
+                    "crowd",
+                ]
             )
         )
         if kind == "dtype":
@@ -249,6 +260,11 @@ def mutated_requests(draw: st.DrawFn, model: str) -> Request:
                         info = np.iinfo(array.dtype)
                         flat[i] = draw(st.integers(int(info.min), int(info.max)))
             t = tensor(array)
+        elif kind == "crowd":  # prompts and points up to and past the server's limits (64 each)
+            many = st.sampled_from([1, 63, 64, 65, 1000])
+            crowd = dict(prompt_tensors(draw(many), draw(many), False, False, 0)[:2])
+            request.inputs = [(n, crowd.get(n, t)) for n, t in request.inputs]
+            continue
         elif kind == "drop":
             request.inputs.pop(index)
             continue
