@@ -101,6 +101,9 @@ def test_check_request_limits() -> None:
         (image, params, AutomaskLimits(max_crops=4), "crops"),
         (image, params, AutomaskLimits(max_prompts=127), "prompts"),
         (image, amg.AmgParams(points_per_batch=300), AutomaskLimits(), "points_per_batch"),
+        # Counted, not built: 4^16 crop boxes or a 10^9 x 10^9 point grid would never finish.
+        (image, amg.AmgParams(points_per_side=2, crop_n_layers=16), AutomaskLimits(), "crops"),
+        (image, amg.AmgParams(points_per_side=10**9), AutomaskLimits(), "prompts"),
         # 3 x 2000: a crop of layer 2 would be resized to 0 rows.
         (
             np.zeros((3, 2000, 3), np.uint8),
@@ -112,6 +115,8 @@ def test_check_request_limits() -> None:
     for img, p, limits, match in bad:
         with pytest.raises(InvalidInputError, match=match):
             check_request(img, p, limits)
+    with pytest.raises(InvalidInputError, match="crop_n_layers must be <= 16"):
+        amg.AmgParams(crop_n_layers=2**31 - 1)  # checking it layer by layer would not finish either
 
 
 # --------------------------------------------------------------------------- encoder and decoder adapters

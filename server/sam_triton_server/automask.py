@@ -66,26 +66,28 @@ def check_request(image: npt.NDArray[Any], params: amg.AmgParams, limits: Automa
             f"points_per_batch={params.points_per_batch}; this server allows at most "
             f"{limits.max_points_per_batch}"
         )
-    boxes, layers = amg.generate_crop_boxes((height, width), params.crop_n_layers, params.crop_overlap_ratio)
-    if len(boxes) > limits.max_crops:
+    # Counted before anything is built: crop boxes and point grids of absurd parameters would
+    # take unbounded time and memory (layer i has 4^i crops).
+    crops = sum(4**layer for layer in range(params.crop_n_layers + 1))
+    if crops > limits.max_crops:
         raise InvalidInputError(
-            f"crop_n_layers={params.crop_n_layers} means {len(boxes)} crops; this server allows at most "
+            f"crop_n_layers={params.crop_n_layers} means {crops} crops; this server allows at most "
             f"{limits.max_crops}"
         )
+    prompts = sum(size * 4**layer for layer, size in enumerate(params.layer_grid_sizes()))
+    if prompts > limits.max_prompts:
+        raise InvalidInputError(
+            f"these parameters send {prompts} prompts to the decoder; this server allows at most "
+            f"{limits.max_prompts} per request (lower points_per_side or crop_n_layers)"
+        )
+    boxes, _ = amg.generate_crop_boxes((height, width), params.crop_n_layers, params.crop_overlap_ratio)
     for x0, y0, x1, y1 in boxes:
         if x1 - x0 < 1 or y1 - y0 < 1 or min(preprocess_shape(y1 - y0, x1 - x0)) < 1:
             raise InvalidInputError(
                 f"image of {height}x{width} pixels is too small or too elongated for crop_n_layers="
                 f"{params.crop_n_layers} (crop {[x0, y0, x1, y1]} cannot be encoded)"
             )
-    grid_sizes = [len(g) for g in params.layer_grids()]
-    prompts = sum(grid_sizes[layer] for layer in layers)
-    if prompts > limits.max_prompts:
-        raise InvalidInputError(
-            f"these parameters send {prompts} prompts to the decoder; this server allows at most "
-            f"{limits.max_prompts} per request (lower points_per_side or crop_n_layers)"
-        )
-    return len(boxes), prompts
+    return crops, prompts
 
 
 class CropEncoder:

@@ -15,7 +15,11 @@ from .grids import build_all_layer_point_grids, layer_points_per_side
 
 Float64Array = npt.NDArray[np.float64]
 
-__all__ = ["AmgParams"]
+__all__ = ["AmgParams", "MAX_CROP_N_LAYERS"]
+
+MAX_CROP_N_LAYERS = 16
+"""A sanity bound, far beyond anything runnable (layer i has 4^i crops, each one encoder run):
+checking a larger value would itself take unbounded time and memory."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class AmgParams:
         for name in ("crop_n_layers", "min_mask_region_area"):
             if int(getattr(self, name)) < 0:
                 raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.crop_n_layers > MAX_CROP_N_LAYERS:
+            raise InvalidInputError(f"crop_n_layers must be <= {MAX_CROP_N_LAYERS}, got {self.crop_n_layers}")
         for name in (
             "pred_iou_thresh",
             "stability_score_thresh",
@@ -96,6 +102,16 @@ class AmgParams:
             if not np.isfinite(grid).all() or grid.min() < 0.0 or grid.max() > 1.0:
                 raise InvalidInputError(f"point_grids[{i}] must hold finite (x, y) values in [0, 1]")
         return grids
+
+    def layer_grid_sizes(self) -> list[int]:
+        """Points in the grid of every crop layer, counted without building the grids (so a
+        request can be refused before a huge ``points_per_side`` allocates them)."""
+        if self.points_per_side is None:
+            return [len(g) for g in self.layer_grids()]
+        return [
+            layer_points_per_side(self.points_per_side, layer, self.crop_n_points_downscale_factor) ** 2
+            for layer in range(self.crop_n_layers + 1)
+        ]
 
     def layer_grids(self) -> list[Float64Array]:
         """Normalised (n, 2) point grid of every crop layer 0..crop_n_layers."""

@@ -145,13 +145,14 @@ class TritonPythonModel(OnnxModelBase):
             arrived = time.monotonic()
             try:
                 session_id = self._session_id(request)
+                self._check_input_pairs(request)
                 if self._needs_encode(request, session_id):
                     self.pool.submit(session_id, partial(self._embed_job, request, session_id, arrived))
                 elif not self.pool.follow(session_id, partial(self._answer, request, session_id, arrived)):
                     self._answer(request, session_id, arrived)
             except PoolFull as e:
                 self._send(request, self.error_for(Unavailable(f"{OVERLOADED_PREFIX}: {e}; retry later")))
-            except Exception as e:  # an unreadable session id; never take the server down
+            except Exception as e:  # an unreadable session id or request; never take the server down
                 self._send(request, self.error_for(e))
         return None
 
@@ -223,10 +224,28 @@ class TritonPythonModel(OnnxModelBase):
         if raw.size != 1:
             raise InvalidInput(f"session_id must hold exactly one id, got {raw.size}")
         value = raw[0]
-        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        try:
+            # Strict: replacing undecodable bytes would map distinct ids onto one cache key.
+            text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        except UnicodeDecodeError:
+            raise InvalidInput("session_id must be UTF-8 text") from None
         if not text or len(text.encode()) > MAX_SESSION_ID_BYTES:
             raise InvalidInput(f"session_id must be 1..{MAX_SESSION_ID_BYTES} bytes")
         return text
+
+    def _check_input_pairs(self, request: Any) -> None:
+        """Inputs that mean nothing without their partner are refused, not silently ignored
+        (the request would otherwise be answered as a plain lookup)."""
+        has = {
+            name
+            for name in (IMAGE, INPUT_SIZE, *PROMPT_INPUTS)
+            if self.pb.get_input_tensor_by_name(request, name) is not None
+        }
+        if INPUT_SIZE in has and IMAGE not in has:
+            raise InvalidInput(f"{INPUT_SIZE} given without {IMAGE}")
+        prompt_parts = sorted(has.intersection(PROMPT_INPUTS[1:]))
+        if prompt_parts and "point_coords" not in has:
+            raise InvalidInput(f"{prompt_parts} given without point_coords")
 
     def _embed(self, session_id: str, request: Any, arrived: float) -> CachedEmbedding:
         image, input_size = self.input(request, IMAGE), self.input(request, INPUT_SIZE)
