@@ -93,6 +93,35 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def launch_child(
+    command: Sequence[str], on_line: Callable[[str], None], name: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], threading.Thread]:
+    """Start a server process of ours (tritonserver, Envoy) and a thread handing each line of
+    its combined output to ``on_line``. Own process group: a terminal's Ctrl-C reaches the
+    launcher, which forwards it once; the death signal covers a launcher killed outright."""
+    process = subprocess.Popen(
+        list(command),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            on_line(raw.rstrip("\n"))
+
+    reader = threading.Thread(target=pump, name=name, daemon=True)
+    reader.start()
+    return process, reader
+
+
 def _is_error_line(line: str) -> bool:
     # Triton's glog format: "E1128 03:40:00.123 ..." for errors; model load failures also
     # appear in the final status table as "UNAVAILABLE: ...".
@@ -128,32 +157,16 @@ class TritonProcess:
     def start(self) -> None:
         backend_dir = prepare_backend_directory(self.installation, Path(self._workdir.name))
         command = [str(self.installation.binary), *self.options.arguments(backend_dir)]
-        self._process = subprocess.Popen(
-            command,
-            env=server_environment(self.installation),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            bufsize=1,
-            # Own process group: a terminal's Ctrl-C reaches the launcher, which forwards it
-            # once; the death signal covers a launcher that is killed outright.
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
+        self._process, self._reader = launch_child(
+            command, self._on_log_line, "tritonserver-log", server_environment(self.installation)
         )
-        self._reader = threading.Thread(target=self._pump_log, name="tritonserver-log", daemon=True)
-        self._reader.start()
 
-    def _pump_log(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        for raw in self._process.stdout:
-            line = raw.rstrip("\n")
-            self.log_tail.append(line)
-            if _is_error_line(line):
-                self.error_lines.append(line)
-            if self._log_sink is not None:
-                self._log_sink(line)
+    def _on_log_line(self, line: str) -> None:
+        self.log_tail.append(line)
+        if _is_error_line(line):
+            self.error_lines.append(line)
+        if self._log_sink is not None:
+            self._log_sink(line)
 
     def is_ready(self) -> bool:
         host = self.options.probe_host

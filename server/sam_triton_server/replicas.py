@@ -28,7 +28,7 @@ from sam_triton_server.envoy import (
     Upstream,
     render_json,
 )
-from sam_triton_server.process import ServerOptions, TritonProcess, _die_with_parent
+from sam_triton_server.process import ServerOptions, TritonProcess, launch_child
 
 _RING_PROPAGATION_S = 1.0
 
@@ -91,27 +91,12 @@ class EnvoyProcess:
             "--log-level",
             "warning",
         ]
-        self._process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            bufsize=1,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        self._reader = threading.Thread(target=self._pump_log, name="envoy-log", daemon=True)
-        self._reader.start()
+        self._process, self._reader = launch_child(command, self._on_log_line, "envoy-log")
 
-    def _pump_log(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        for raw in self._process.stdout:
-            line = raw.rstrip("\n")
-            self.log_tail.append(line)
-            if self._log_sink is not None:
-                self._log_sink(line)
+    def _on_log_line(self, line: str) -> None:
+        self.log_tail.append(line)
+        if self._log_sink is not None:
+            self._log_sink(line)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
