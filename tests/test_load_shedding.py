@@ -11,11 +11,13 @@ import threading
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from sam_triton import ServerOverloadedError, errors
 from sam_triton._core import Attempts, infer_call
 from sam_triton._tensors import build_infer_request
 from sam_triton.config import ClientConfig, Priority, RetryPolicy
+from sam_triton_common.contract import ENCODER_MODEL
 from sam_triton_export.repository import (
     AUTOMASK,
     DECODER,
@@ -202,3 +204,45 @@ release.set(); thread.join()
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == [str(min(19, base + 7))] * 2
+
+
+def test_bls_calls_of_one_stub_never_overlap() -> None:
+    """Two threads of one stub in BLS at once crashed Triton 2.51 (see models/_common.py):
+    the embed workers' encoder calls take turns, whatever embed_workers says."""
+    import time
+    from types import SimpleNamespace
+
+    from sam_triton_server.models._common import OnnxModelBase
+
+    state = {"inside": 0, "most": 0}
+    guard = threading.Lock()
+
+    class Request:
+        def __init__(self, **_: object) -> None:
+            pass
+
+        def exec(self) -> object:
+            with guard:
+                state["inside"] += 1
+                state["most"] = max(state["most"], state["inside"])
+            time.sleep(0.05)
+            with guard:
+                state["inside"] -= 1
+            return SimpleNamespace(has_error=lambda: False)
+
+    embedding = np.zeros((1, 256, 64, 64), np.float32)
+    model = OnnxModelBase.__new__(OnnxModelBase)
+    model.pb = SimpleNamespace(
+        InferenceRequest=Request,
+        Tensor=lambda name, value: (name, value),
+        get_output_tensor_by_name=lambda reply, name: SimpleNamespace(as_numpy=lambda: embedding),
+    )
+    image, size = np.zeros((1, 1024, 1024, 3), np.uint8), np.array([[1024, 1024]], np.int32)
+    threads = [
+        threading.Thread(target=model.encode_via_bls, args=(ENCODER_MODEL, image, size)) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert state["most"] == 1

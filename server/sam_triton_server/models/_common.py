@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +24,12 @@ from sam_triton_server.metrics import Rejections
 from sam_triton_server.ort import Session, create_session
 
 Array = npt.NDArray[Any]
+
+_BLS_LOCK = threading.Lock()
+"""One BLS call at a time per stub process. Triton 2.51's Python backend corrupts its shared
+memory when two threads of one stub run BLS calls at once (the server aborted with
+boost::interprocess::lock_exception, std::bad_alloc or SIGSEGV within a minute of a 64-client
+upload flood with two embed workers; never with one)."""
 
 
 class InvalidInput(ValueError):
@@ -189,12 +196,14 @@ class OnnxModelBase:
         (0: none) lets the encoder's queue drop the request once its caller has given up."""
         pb = self.pb
         deadline = {"timeout": timeout_us} if timeout_us > 0 else {}
-        reply = pb.InferenceRequest(
+        request = pb.InferenceRequest(
             model_name=encoder_model,
             requested_output_names=[IMAGE_EMBEDDINGS],
             inputs=[pb.Tensor(IMAGE, images), pb.Tensor(INPUT_SIZE, input_sizes)],
             **deadline,
-        ).exec()
+        )
+        with _BLS_LOCK:
+            reply = request.exec()
         if reply.has_error():
             raise RuntimeError(f"{encoder_model}: {reply.error().message()}")
         embeddings: Array = pb.get_output_tensor_by_name(reply, IMAGE_EMBEDDINGS).as_numpy()
