@@ -48,10 +48,11 @@ class EnvoySettings:
     listen_port: int = 8001
     admin_address: str = "127.0.0.1"
     admin_port: int = 9901
-    # A dead replica leaves rotation after unhealthy_threshold failed checks, i.e. within
-    # ~2 intervals plus a timeout; a restarted one rejoins after one good check.
+    # A dead replica (connection refused at once) leaves rotation after unhealthy_threshold
+    # failed checks, ~3 intervals; a live one busy on two cores gets 2 s to answer, so a slow
+    # spell does not empty the cluster. A restarted one rejoins after one good check.
     health_interval_s: float = 1.0
-    health_timeout_s: float = 1.0
+    health_timeout_s: float = 2.0
     dns_refresh_s: float = 5.0
 
 
@@ -100,7 +101,7 @@ def _cluster(name: str, settings: EnvoySettings, lb_policy: str) -> dict[str, An
             {
                 "timeout": _seconds(settings.health_timeout_s),
                 "interval": _seconds(settings.health_interval_s),
-                "unhealthy_threshold": 2,
+                "unhealthy_threshold": 3,
                 "healthy_threshold": 1,
                 "no_traffic_interval": _seconds(settings.health_interval_s),
                 "http_health_check": {"path": "/v2/health/ready", "codec_client_type": "HTTP1"},
