@@ -206,11 +206,12 @@ class ReplicaSet:
     def start(self, ready_timeout: float = 600.0) -> None:
         """Start every replica and Envoy; return when all replicas are ready and routed to."""
         try:
+            # One replica loading at a time: on a small machine N servers loading their models
+            # at once compete for the cores (and once left both replicas stuck loading).
             for replica in self.replicas:
                 replica.start()
-            self.envoy.start()
-            for replica in self.replicas:
                 replica.wait_ready(ready_timeout)
+            self.envoy.start()
             self.envoy.wait_ready()
             self.wait_routed(len(self.replicas), timeout=30.0)
         except BaseException:
