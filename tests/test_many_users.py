@@ -4,20 +4,25 @@ are not computed, the newest click wins, and priorities order a shared queue.
 
 The server runs with small bounds (``serve --queue`` overrides through an overlay of the
 session's tiny repository): one embed worker, three embeds in the pool, eight requests per
-priority level in ``sam_encoder``'s queue. "Long work" is a batch of eight images sent
-straight to ``sam_encoder`` (one execution of its single instance). Assertions are about
-order and server-side counts (Triton's per-model statistics), never absolute timings.
+priority level in ``sam_encoder``'s queue. "Long work" is a few batches of eight images sent
+straight to ``sam_encoder`` (executions of its single instance), as many as keep it busy for
+``BUSY_SECONDS`` on this machine (measured once per module): a fixed amount of work was once
+over before a test had set up its scene on a faster machine. Assertions are about order and
+server-side counts (Triton's per-model statistics), never absolute timings; tests whose
+scene needs it check that the long work was still running when the scene was set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,10 @@ ENCODER_QUEUE = 8
 EMBED_QUEUE = 3
 OVERRIDES = {"sam_encoder": ENCODER_QUEUE, "embed_workers": 1, "embed_queue": EMBED_QUEUE}
 BIG = 1 << 28
+BATCH = 8  # sam_encoder's max_batch_size
+BUSY_SECONDS = 5.0
+# Long batches wait in the FOREGROUND queue beside a test's own embeds (at most two).
+MAX_LONG_BATCHES = ENCODER_QUEUE - 2
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +82,39 @@ def encoded(served: ServedTriton) -> int:
     return int(inference_stats(served, "sam_encoder")["inference_count"])
 
 
-class RawEncoder:
-    """Batches of images straight to sam_encoder: one long execution of its one instance."""
+@dataclass
+class LongWork:
+    """Batches sent to sam_encoder that keep its one instance busy for a while."""
 
-    def __init__(self, served: ServedTriton) -> None:
+    futures: list[Future[Any]]
+
+    @property
+    def images(self) -> int:
+        return BATCH * len(self.futures)
+
+    def running(self) -> bool:
+        return not self.futures[-1].done()
+
+    def result(self) -> None:
+        for future in self.futures:
+            future.result()
+
+
+class RawEncoder:
+    """Images straight to sam_encoder over raw gRPC, at a chosen priority."""
+
+    def __init__(self, served: ServedTriton, batch_seconds: float = 0.0) -> None:
         options = [("grpc.max_send_message_length", BIG), ("grpc.max_receive_message_length", BIG)]
         self.channel = grpc.insecure_channel(served.grpc_url, options=options)
         self.stub = GRPCInferenceServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.batch_seconds = batch_seconds
+
+    def occupy(self, seed: int) -> LongWork:
+        """Enough full batches to keep sam_encoder busy for about ``BUSY_SECONDS``."""
+        count = min(MAX_LONG_BATCHES, max(1, math.ceil(BUSY_SECONDS / self.batch_seconds)))
+        work = LongWork([self.send(BATCH, seed=seed + BATCH * i) for i in range(count)])
+        time.sleep(0.5)  # the first batch reaches the instance, the others its queue
+        return work
 
     def send(self, count: int, seed: int, priority: int = 0) -> Future[Any]:
         images = np.stack([image(seed + i) for i in range(count)])
@@ -96,9 +131,22 @@ class RawEncoder:
         self.channel.close()
 
 
-@pytest.fixture()
-def raw_encoder(busy_server: ServedTriton) -> Iterator[RawEncoder]:
+@pytest.fixture(scope="module")
+def batch_seconds(busy_server: ServedTriton) -> float:
+    """How long one full batch takes sam_encoder here (after a warm-up batch)."""
     encoder = RawEncoder(busy_server)
+    try:
+        encoder.send(BATCH, seed=0).result()
+        start = time.monotonic()
+        encoder.send(BATCH, seed=BATCH).result()
+        return time.monotonic() - start
+    finally:
+        encoder.close()
+
+
+@pytest.fixture()
+def raw_encoder(busy_server: ServedTriton, batch_seconds: float) -> Iterator[RawEncoder]:
+    encoder = RawEncoder(busy_server, batch_seconds)
     try:
         yield encoder
     finally:
@@ -112,12 +160,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def let_it_start() -> None:
-    """Set-up only: give the long work just sent time to reach sam_encoder's instance
-    (Triton's statistics count a request only once it has finished)."""
-    time.sleep(0.5)
-
-
 CLICK = Prompt(point_coords=[[200, 300]], point_labels=[1])
 
 
@@ -127,9 +169,8 @@ def test_click_is_answered_while_encodes_and_an_automask_run(
     done: dict[str, float] = {}
     with SamClient(busy_server.grpc_url, timeout=300) as client:
         held = client.embed(image(1, 640))
-        long_encode = raw_encoder.send(8, seed=100)
-        long_encode.add_done_callback(lambda _: done.setdefault("long encode", time.monotonic()))
-        let_it_start()
+        long_work = raw_encoder.occupy(seed=100)
+        long_work.futures[-1].add_done_callback(lambda _: done.setdefault("long work", time.monotonic()))
 
         def run(name: str, fn: Callable[[], object]) -> None:
             fn()
@@ -147,15 +188,14 @@ def test_click_is_answered_while_encodes_and_an_automask_run(
         done["click"] = time.monotonic()
         for job in jobs:
             job.join()
-        long_encode.result()
+        long_work.result()
     assert prediction.masks.shape[1:] == (640, 640)
     others = {name: t for name, t in done.items() if name != "click"}
     assert all(done["click"] < t for t in others.values()), f"click finished after other work: {done}"
 
 
 def test_a_full_embed_pool_refuses_at_once(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
-    long_encode = raw_encoder.send(8, seed=200)
-    let_it_start()
+    long_work = raw_encoder.occupy(seed=200)
     outcomes: list[tuple[str, float]] = []
     with SamClient(busy_server.grpc_url, timeout=300, retries=0) as client:
 
@@ -169,7 +209,7 @@ def test_a_full_embed_pool_refuses_at_once(busy_server: ServedTriton, raw_encode
 
         with ThreadPoolExecutor(EMBED_QUEUE + 3) as pool:
             list(pool.map(embed, range(300, 300 + EMBED_QUEUE + 3)))
-        long_encode.result()
+        long_work.result()
         # The server keeps serving: the pool drained, a new embed is accepted.
         client.embed(image(399))
     refused = [t for kind, t in outcomes if kind == "overloaded"]
@@ -179,15 +219,14 @@ def test_a_full_embed_pool_refuses_at_once(busy_server: ServedTriton, raw_encode
 
 
 def test_a_full_triton_queue_refuses_at_once(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
-    long_encode = raw_encoder.send(8, seed=400)
-    let_it_start()
+    long_work = raw_encoder.occupy(seed=400)
     with (
         SamClient(busy_server.grpc_url, timeout=300, retries=0, server_embeddings=False) as client,
         ThreadPoolExecutor(ENCODER_QUEUE + 4) as pool,
     ):
         futures = [pool.submit(client.embed, image(500 + i)) for i in range(ENCODER_QUEUE + 4)]
         errors = [f.exception() for f in futures]
-    long_encode.result()
+    long_work.result()
     overloaded = [e for e in errors if isinstance(e, ServerOverloadedError)]
     assert len(overloaded) >= 4, errors
     assert "Exceeds maximum queue size" in str(overloaded[0])
@@ -195,8 +234,7 @@ def test_a_full_triton_queue_refuses_at_once(busy_server: ServedTriton, raw_enco
 
 def test_expired_requests_are_not_executed(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
     before = encoded(busy_server)
-    long_work = [raw_encoder.send(8, seed=600), raw_encoder.send(8, seed=700)]
-    let_it_start()
+    long_work = raw_encoder.occupy(seed=600)
     with (
         SamClient(busy_server.grpc_url, timeout=300) as patient,
         SamClient(busy_server.grpc_url, timeout=0.5, retries=0, server_embeddings=False) as hasty_direct,
@@ -208,34 +246,35 @@ def test_expired_requests_are_not_executed(busy_server: ServedTriton, raw_encode
         # ... so these expire: one in sam_encoder's queue, one in sam_session's embed pool.
         with pytest.raises(DeadlineExceededError):
             hasty_direct.embed(image(801))
+        assert long_work.running(), "the long work ended too soon: raise BUSY_SECONDS"
         with pytest.raises(DeadlineExceededError):
             hasty_session.embed(image(802))
-        for future in long_work:
-            future.result()
+        long_work.result()
         occupying.join()
-        wait_for(lambda: encoded(busy_server) >= before + 17)
+        expected = before + long_work.images + 1  # the long work and the patient embed only
+        wait_for(lambda: encoded(busy_server) >= expected)
         time.sleep(1.0)  # anything still to run would have run by now
-    assert encoded(busy_server) == before + 17  # the long work and the patient embed only
+    assert encoded(busy_server) == expected
 
 
 def test_cancelling_an_async_call_cancels_the_rpc(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
     before = encoded(busy_server)
-    long_encode = raw_encoder.send(8, seed=900)
-    let_it_start()
+    long_work = raw_encoder.occupy(seed=900)
 
     async def cancel_queued_embed() -> None:
         async with AsyncSamClient(busy_server.grpc_url, server_embeddings=False) as client:
             task = asyncio.ensure_future(client.embed(image(901)))
             await asyncio.sleep(0.5)  # sent, and waiting in sam_encoder's queue
+            assert long_work.running(), "the long work ended too soon: raise BUSY_SECONDS"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert task.cancelled()
 
     asyncio.run(cancel_queued_embed())
-    long_encode.result()
+    long_work.result()
     time.sleep(1.0)  # a cancelled request that still ran would be counted by now
-    assert encoded(busy_server) == before + 8
+    assert encoded(busy_server) == before + long_work.images
 
 
 def test_latest_click_wins(busy_server: ServedTriton) -> None:
@@ -259,20 +298,23 @@ def test_latest_click_wins(busy_server: ServedTriton) -> None:
 
 
 def test_priorities_order_a_shared_queue(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
-    """Eight batch-priority encodes queue first, one interactive encode after them: it is in
-    the next batch (max 8) and finishes before the last batch-priority one."""
-    long_encode = raw_encoder.send(8, seed=1100)
-    let_it_start()
+    """Behind long work, eight BATCH-priority encodes queue first and one INTERACTIVE encode
+    after them: it runs as soon as the instance is free, before every BATCH one (in arrival
+    order it would run last)."""
+    long_work = raw_encoder.occupy(seed=1100)
     finished: dict[str, float] = {}
     low = [raw_encoder.send(1, seed=1200 + i, priority=Priority.BATCH) for i in range(ENCODER_QUEUE)]
     time.sleep(0.3)  # all queued before the urgent one is sent
     urgent = raw_encoder.send(1, seed=1300, priority=Priority.INTERACTIVE)
+    time.sleep(0.1)
+    assert long_work.running(), "the long work ended too soon: raise BUSY_SECONDS"
     for i, future in enumerate(low):
         future.add_done_callback(lambda _, i=i: finished.setdefault(f"low {i}", time.monotonic()))
     urgent.add_done_callback(lambda _: finished.setdefault("urgent", time.monotonic()))
-    for future in [long_encode, urgent, *low]:
+    for future in [urgent, *low]:
         future.result()
-    assert finished["urgent"] < max(t for name, t in finished.items() if name != "urgent"), finished
+    long_work.result()
+    assert finished["urgent"] < min(t for name, t in finished.items() if name != "urgent"), finished
 
 
 def test_latest_click_wins_for_the_blocking_client(busy_server: ServedTriton) -> None:

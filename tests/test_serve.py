@@ -22,6 +22,7 @@ import pytest
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto import inference_pb2_grpc as pb_grpc
 
+from tests.conftest import start_triton
 from tests.helpers import free_ports, pid_alive, wait_until
 
 READY = "[sam-triton] READY"
@@ -170,6 +171,23 @@ def test_killed_launcher_leaves_no_tritonserver(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_killed_server_leaves_no_shared_memory_behind(tmp_path: Path) -> None:
+    """The Python backend's regions (64 MiB and more each) outlive a server killed together
+    with its stubs (an OOM kill, a timeout killing the process group); left behind run after
+    run, they once filled /dev/shm and the machine's memory."""
+    server = start_triton(write_repository(tmp_path / "repo"))
+    regions = lambda: list(Path("/dev/shm").glob(f"{server.process.shm_prefix}*"))  # noqa: E731
+    try:
+        assert regions(), "the server's regions carry its own prefix"
+        assert server.process.pid is not None
+        os.killpg(server.process.pid, signal.SIGKILL)  # its own process group: server and stubs
+        assert server.process.wait(timeout=30) == -signal.SIGKILL
+        assert regions(), "SIGKILL leaves them behind ..."
+    finally:
+        server.process.stop()
+    assert not regions(), "... and stop() removes them"
 
 
 def test_random_weights_are_announced_loudly(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from sam_triton_server.installation import (
 from sam_triton_server.security import Security
 
 _PR_SET_PDEATHSIG = 1
+_SHM_DIRECTORY = "/dev/shm"
 
 
 class TritonStartError(RuntimeError):
@@ -54,7 +56,7 @@ class ServerOptions:
     python_shm_bytes: int = 64 * 1024 * 1024
     extra_args: Sequence[str] = field(default_factory=tuple)
 
-    def arguments(self, backend_directory: Path | None) -> list[str]:
+    def arguments(self, backend_directory: Path | None, shm_prefix: str | None = None) -> list[str]:
         args = [
             f"--model-repository={self.repository}",
             f"--grpc-port={self.grpc_port}",
@@ -74,6 +76,8 @@ class ServerOptions:
         ]
         if backend_directory is not None:
             args.append(f"--backend-directory={backend_directory}")
+        if shm_prefix is not None:
+            args.append(f"--backend-config=python,shm-region-prefix-name={shm_prefix}")
         return [*args, *self.security.arguments(), *self.extra_args]
 
     @property
@@ -145,6 +149,9 @@ class TritonProcess:
         self._reader: threading.Thread | None = None
         self.error_lines: deque[str] = deque(maxlen=50)
         self.log_tail: deque[str] = deque(maxlen=400)
+        # The Python backend's shared-memory regions (64 MiB and up per model instance) outlive
+        # a killed server; a prefix of our own lets stop() remove exactly this server's.
+        self.shm_prefix = f"sam_triton_{uuid.uuid4().hex[:12]}_"
 
     @property
     def pid(self) -> int | None:
@@ -156,7 +163,7 @@ class TritonProcess:
 
     def start(self) -> None:
         backend_dir = prepare_backend_directory(self.installation, Path(self._workdir.name))
-        command = [str(self.installation.binary), *self.options.arguments(backend_dir)]
+        command = [str(self.installation.binary), *self.options.arguments(backend_dir, self.shm_prefix)]
         self._process, self._reader = launch_child(
             command, self._on_log_line, "tritonserver-log", server_environment(self.installation)
         )
@@ -184,6 +191,7 @@ class TritonProcess:
             code = self.returncode
             if code is not None:
                 self._join_reader()
+                self._remove_shm_regions()
                 raise TritonStartError(
                     f"tritonserver exited with status {code} before it was ready",
                     list(self.error_lines),
@@ -220,7 +228,13 @@ class TritonProcess:
                 self._process.wait()
         self._join_reader()
         self._workdir.cleanup()
+        self._remove_shm_regions()
         return self._process.returncode
+
+    def _remove_shm_regions(self) -> None:
+        """Unlink this server's leftover regions (none after a clean exit; all after SIGKILL)."""
+        for region in Path(_SHM_DIRECTORY).glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
 
     def _join_reader(self) -> None:
         if self._reader is not None:
