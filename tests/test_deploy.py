@@ -9,6 +9,7 @@ Envoy accepts it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from functools import cache
@@ -155,6 +156,28 @@ def test_triton_pods_export_then_serve_with_health_probes(overlay: str) -> None:
     gpus = triton["resources"].get("limits", {}).get("nvidia.com/gpu")
     assert gpus == ("1" if overlay == "gpu" else None)
     assert model["data"]["TARGET"] == ("tensorrt" if overlay == "gpu" else "onnxruntime")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_triton_pods_serve_with_the_api_key_and_drain_within_the_grace_period(overlay: str) -> None:
+    from sam_triton_common.contract import API_KEY_ENV
+    from sam_triton_server.cli import register
+
+    pod = triton_pod(rendered(overlay))["spec"]
+    triton = pod["containers"][0]
+    assert triton["command"] == ["sam-triton", "serve"]
+    # The arguments are ones `sam-triton serve` accepts, and it listens where the pod is reached.
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["serve", *triton["args"]])
+    assert args.host == "0.0.0.0" and args.grpc_port == 8001 and args.http_port == 8000
+    assert args.metrics_port == 8002 and str(args.repository) == "/models"
+    # The key comes from a Secret the operator creates (no default key ships in the manifests).
+    (key,) = [e for e in triton["env"] if e["name"] == API_KEY_ENV]
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "sam-triton-api-key", "key": "api-key"}
+    # preStop, then Triton's drain, both before the kubelet's SIGKILL.
+    pre_stop = int(triton["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pre_stop + args.exit_timeout < pod["terminationGracePeriodSeconds"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -55,6 +55,13 @@ def pending_decoder_requests(metrics_url: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def grpc_ready(client: SamClient) -> bool:
+    try:
+        return client.server_ready()
+    except SamTritonError:
+        return False
+
+
 def http_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as reply:
@@ -98,13 +105,10 @@ def test_click_in_flight_at_sigterm_completes(tiny_repository: Path, tmp_path: P
             # Draining (as soon as the launcher has forwarded the signal): not ready for probes
             # or the SDK, and new clicks are refused cleanly.
             assert wait_until(lambda: not http_ready(http_port), timeout=5)
-            # Triton answers ServerReady with ready=false or UNAVAILABLE "Server exiting",
+            # Triton stops its HTTP endpoint a moment before the server itself (gRPC readiness);
+            # it then answers ServerReady with ready=false or UNAVAILABLE "Server exiting",
             # depending on how far its shutdown has got; either way it is not ready.
-            try:
-                ready = client.server_ready()
-            except SamTritonError:
-                ready = False
-            assert not ready
+            assert wait_until(lambda: not grpc_ready(client), timeout=5)
             with pytest.raises(SamTritonError) as refused:
                 client.predict(embedding, prompt)
             # "Server is stopping, scheduler ... stopped accepting new inference requests"

@@ -29,6 +29,7 @@ from sam_triton.cli.connection import (
 )
 
 from . import session_cli
+from .arguments import non_negative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
     from .baselines import BaselineSpec
@@ -37,27 +38,6 @@ if TYPE_CHECKING:
 
 SCENARIO_CHOICES = ("encode", "click", "oneshot", "automask", "session")
 BASELINE_CHOICES = ("reference", "onnxruntime")
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -82,34 +62,34 @@ def register(subparsers: Any) -> None:
     load = parser.add_mutually_exclusive_group()
     load.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="closed loop: N requests in flight, back to back (default 1)",
     )
     load.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         metavar="R",
         help="open loop: Poisson arrivals at R requests/s; latency counts from the "
         "scheduled arrival, so queueing is not hidden",
     )
     parser.add_argument(
         "--duration",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         metavar="S",
         help="measured seconds per load level (default %(default)s)",
     )
     parser.add_argument(
         "--warmup",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=2.0,
         metavar="S",
         help="unmeasured seconds first (default %(default)s)",
     )
     parser.add_argument(
         "--rounds",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="cut --duration into N rounds and run every series (load levels, baselines) once "
@@ -127,7 +107,7 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help="images to use (default: built-in synthetic images incl. 1411x1411)",
     )
-    parser.add_argument("--max-images", type=_positive_int, metavar="N", help="use the first N images only")
+    parser.add_argument("--max-images", type=positive_int, metavar="N", help="use the first N images only")
     parser.add_argument(
         "--output",
         type=Path,
@@ -137,20 +117,20 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=600.0,
         help="deadline per request in seconds (a full automask run on a CPU takes minutes; "
         "default %(default)s)",
     )
     parser.add_argument(
         "--ready-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         help="seconds to wait for the server and models to be ready (default %(default)s)",
     )
     parser.add_argument(
         "--max-outstanding",
-        type=_positive_int,
+        type=positive_int,
         default=1024,
         help="open loop: cap on requests in flight (waiting counts as latency)",
     )
@@ -163,10 +143,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--single-mask", action="store_true", help="multimask_output=False for clicks")
     parser.add_argument(
-        "--points-per-side", type=_positive_int, default=32, help="automask grid (default 32)"
+        "--points-per-side", type=positive_int, default=32, help="automask grid (default 32)"
     )
     parser.add_argument(
-        "--points-per-batch", type=_positive_int, default=64, help="automask batch (default 64)"
+        "--points-per-batch", type=positive_int, default=64, help="automask batch (default 64)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -17,26 +17,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .arguments import fraction, non_negative_int
+
 if TYPE_CHECKING:
     from .images import BenchImage
     from .runner import BenchConfig
     from .session import SessionOptions, SessionResult
 
 # Registering the arguments imports nothing heavy; the handler imports the rest.
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,28 +62,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--refine-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.25,
         metavar="P",
         help="share of clicks after the first that send the last mask as mask_input (default %(default)s)",
     )
     group.add_argument(
         "--reopen-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         metavar="P",
         help="share of images re-opened instead of fresh (measures the embedding cache; default %(default)s)",
     )
     group.add_argument(
         "--background-embedders",
-        type=_count,
+        type=non_negative_int,
         default=0,
         metavar="B",
         help="users embedding fresh images back to back",
     )
     group.add_argument(
         "--background-automask",
-        type=_count,
+        type=non_negative_int,
         default=0,
         metavar="A",
         help="automatic-mask jobs back to back (grid: --points-per-side)",
