@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto import inference_pb2_grpc as pb_grpc
+from sam_triton_server.process import SHM_DIRECTORY, remove_stale_shm_regions, shm_region_prefix
 
 from tests.conftest import start_triton
 from tests.helpers import free_ports, pid_alive, wait_until
@@ -168,6 +169,9 @@ def test_killed_launcher_leaves_no_tritonserver(tmp_path: Path) -> None:
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
         assert wait_until(lambda: not pid_alive(triton_pid), timeout=15)
+        # What the killed launcher could not remove, the next server's start does.
+        remove_stale_shm_regions()
+        assert not list(SHM_DIRECTORY.glob(f"sam_triton_*_{process.pid}_*"))
     finally:
         process.kill()
         process.wait()
@@ -188,6 +192,25 @@ def test_a_killed_server_leaves_no_shared_memory_behind(tmp_path: Path) -> None:
     finally:
         server.process.stop()
     assert not regions(), "... and stop() removes them"
+
+
+def test_only_regions_of_dead_launchers_in_this_pid_namespace_are_stale(tmp_path: Path) -> None:
+    dead_pid = subprocess.Popen(["true"])  # a pid that has just exited
+    dead_pid.wait()
+    ours = shm_region_prefix()  # this (live) process
+    namespace = ours.split("_")[2]
+    regions = {
+        "dead launcher": f"sam_triton_{namespace}_{dead_pid.pid}_0badc0de_1234",
+        "live launcher": f"{ours}5678",
+        "another pid namespace": f"sam_triton_{int(namespace) + 1}_{dead_pid.pid}_0badc0de_9",
+        "not ours": "triton_python_backend_shm_region_42",
+    }
+    for name in regions.values():
+        (tmp_path / name).write_bytes(b"")
+    assert remove_stale_shm_regions(tmp_path) == [tmp_path / regions["dead launcher"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        name for kind, name in regions.items() if kind != "dead launcher"
+    )
 
 
 def test_random_weights_are_announced_loudly(tmp_path: Path) -> None:

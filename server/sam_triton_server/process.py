@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -27,7 +28,8 @@ from sam_triton_server.installation import (
 from sam_triton_server.security import Security
 
 _PR_SET_PDEATHSIG = 1
-_SHM_DIRECTORY = "/dev/shm"
+SHM_DIRECTORY = Path("/dev/shm")
+_SHM_PREFIX = "sam_triton_"
 
 
 class TritonStartError(RuntimeError):
@@ -91,6 +93,42 @@ class ServerOptions:
         return "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
 
 
+def _pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def shm_region_prefix() -> str:
+    """A prefix for one server's Python-backend regions that names its launcher: this
+    process's pid and pid namespace (the same pid means another process in another one)."""
+    return f"{_SHM_PREFIX}{_pid_namespace()}_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+
+
+def remove_stale_shm_regions(directory: Path = SHM_DIRECTORY) -> list[Path]:
+    """Unlink the regions whose launcher has died (in this pid namespace): a launcher killed
+    outright takes its tritonserver along (PR_SET_PDEATHSIG) but cannot remove the regions."""
+    removed = []
+    namespace = str(_pid_namespace())
+    for region in directory.glob(f"{_SHM_PREFIX}*_*_*"):
+        owner_namespace, owner_pid = region.name[len(_SHM_PREFIX) :].split("_")[:2]
+        if owner_namespace == namespace and owner_pid.isdigit() and not _pid_alive(int(owner_pid)):
+            try:
+                region.unlink()
+            except OSError:  # removed meanwhile, or not ours to remove
+                continue
+            removed.append(region)
+    return removed
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: the kernel kills it when the launcher dies, however."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -150,8 +188,9 @@ class TritonProcess:
         self.error_lines: deque[str] = deque(maxlen=50)
         self.log_tail: deque[str] = deque(maxlen=400)
         # The Python backend's shared-memory regions (64 MiB and up per model instance) outlive
-        # a killed server; a prefix of our own lets stop() remove exactly this server's.
-        self.shm_prefix = f"sam_triton_{uuid.uuid4().hex[:12]}_"
+        # a killed server; a prefix of our own lets stop() remove exactly this server's, and a
+        # later start those of launchers that were killed themselves.
+        self.shm_prefix = shm_region_prefix()
 
     @property
     def pid(self) -> int | None:
@@ -162,6 +201,7 @@ class TritonProcess:
         return self._process.poll() if self._process else None
 
     def start(self) -> None:
+        remove_stale_shm_regions()
         backend_dir = prepare_backend_directory(self.installation, Path(self._workdir.name))
         command = [str(self.installation.binary), *self.options.arguments(backend_dir, self.shm_prefix)]
         self._process, self._reader = launch_child(
@@ -233,7 +273,7 @@ class TritonProcess:
 
     def _remove_shm_regions(self) -> None:
         """Unlink this server's leftover regions (none after a clean exit; all after SIGKILL)."""
-        for region in Path(_SHM_DIRECTORY).glob(f"{self.shm_prefix}*"):
+        for region in SHM_DIRECTORY.glob(f"{self.shm_prefix}*"):
             region.unlink(missing_ok=True)
 
     def _join_reader(self) -> None:
