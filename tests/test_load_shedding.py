@@ -26,7 +26,7 @@ from sam_triton_export.repository import (
     RepositoryOptions,
     repository_files,
 )
-from sam_triton_server.embed_pool import EmbedPool, PoolFull
+from sam_triton_server.embed_pool import EmbedPool, EncodeTimes, PoolFull
 from sam_triton_server.queues import QueueLimits, overlay_repository, parse_queue_overrides, queue_limits
 
 from tests.test_repository import parse
@@ -61,6 +61,33 @@ def test_pool_runs_one_job_per_key_and_followers_after_it() -> None:
     pool.shutdown()
     assert order[0] == "encode" and sorted(order[1:]) == ["click", "same image again"]
     assert not pool.in_flight("img") and pool.pending == 0
+
+
+def test_pool_refuses_an_encode_that_could_not_start_before_its_deadline() -> None:
+    pool = EmbedPool(workers=1, max_pending=8)
+    release = threading.Event()
+    ran: list[str] = []
+    pool.submit("a", lambda: (release.wait(10), ran.append("a")), time_left=0.001)  # nothing timed yet
+    pool.record_encode(2.0)
+    pool.submit("b", lambda: ran.append("b"), time_left=2.5)  # one encode ahead: starts in 2 s
+    ahead = r"about 4\.0 s of encodes ahead \(2 running or waiting, 2\.0 s each\)"
+    with pytest.raises(PoolFull, match=ahead):
+        pool.submit("c", lambda: ran.append("c"), time_left=3.0)
+    pool.submit("a", lambda: ran.append("a again"), time_left=0.001)  # joins the encode in flight
+    pool.submit("d", lambda: ran.append("d"))  # no deadline
+    release.set()
+    pool.shutdown()
+    assert ran[0] == "a" and sorted(ran[1:]) == ["a again", "b", "d"]
+
+
+def test_encode_times_weigh_the_newest_most() -> None:
+    times = EncodeTimes(weight=0.5)
+    assert times.mean is None
+    times.add(1.0)
+    times.add(3.0)
+    assert times.mean == 2.0
+    times.add(3.0)
+    assert times.mean == 2.5
 
 
 # --------------------------------------------------------------------------- configs

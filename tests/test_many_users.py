@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import threading
 import time
 import urllib.request
@@ -42,6 +43,7 @@ from sam_triton import (
 )
 from sam_triton._tensors import build_infer_request
 from sam_triton.proto.inference_pb2_grpc import GRPCInferenceServiceStub
+from sam_triton_server.metrics import EMBED_PENDING
 from sam_triton_server.queues import overlay_repository
 
 from tests.conftest import ServedTriton, start_triton
@@ -80,6 +82,15 @@ def inference_stats(served: ServedTriton, model: str) -> dict[str, Any]:
 def encoded(served: ServedTriton) -> int:
     """Images sam_encoder has computed so far (warm-up included)."""
     return int(inference_stats(served, "sam_encoder")["inference_count"])
+
+
+def embeds_pending(served: ServedTriton) -> float:
+    """Embeds running or waiting in sam_session's pool (its metrics gauge)."""
+    url = f"http://127.0.0.1:{served.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    match = re.search(rf'^{EMBED_PENDING}{{[^}}]*model="sam_session"[^}}]*}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 @dataclass
@@ -241,14 +252,17 @@ def test_expired_requests_are_not_executed(busy_server: ServedTriton, raw_encode
         SamClient(busy_server.grpc_url, timeout=1.0, retries=0) as hasty_session,
     ):
         # The one embed worker waits in sam_encoder's queue behind the long work ...
-        occupying = threading.Thread(target=patient.embed, args=(image(800),))
+        occupying = threading.Thread(target=patient.embed, args=(image(800),), kwargs={"session_id": "s800"})
         occupying.start()
-        # ... so these expire: one in sam_encoder's queue, one in sam_session's embed pool.
+        wait_for(lambda: embeds_pending(busy_server) >= 1)
+        # ... so these expire: one in sam_encoder's queue, one in sam_session's embed pool. That
+        # one rebinds the patient's session id, so it waits for the patient's encode whatever the
+        # pool expects of the backlog (a new image could be refused at once, see the last test).
         with pytest.raises(DeadlineExceededError):
             hasty_direct.embed(image(801))
         assert long_work.running(), "the long work ended too soon: raise BUSY_SECONDS"
         with pytest.raises(DeadlineExceededError):
-            hasty_session.embed(image(802))
+            hasty_session.embed(image(802), session_id="s800")
         long_work.result()
         occupying.join()
         expected = before + long_work.images + 1  # the long work and the patient embed only
@@ -329,3 +343,32 @@ def test_latest_click_wins_for_the_blocking_client(busy_server: ServedTriton) ->
         alone = client.predict(held, Prompt(point_coords=points[-1], point_labels=[1]))
     np.testing.assert_allclose(newest.scores, alone.scores, atol=1e-5)
     np.testing.assert_array_equal(newest.masks, alone.masks)
+
+
+def test_an_embed_that_could_not_start_before_its_deadline_is_refused_at_once(
+    busy_server: ServedTriton, raw_encoder: RawEncoder
+) -> None:
+    """Once sam_session has timed an encode held up behind long work, an embed whose deadline
+    is nearer than the encodes ahead of it is refused at once, not queued and then dropped."""
+    with (
+        SamClient(busy_server.grpc_url, timeout=300) as patient,
+        SamClient(busy_server.grpc_url, timeout=0.5, retries=0) as hasty,
+    ):
+        long_work = raw_encoder.occupy(seed=1400)
+        patient.embed(image(1450))  # its encode waits for the long work: a long one, timed
+        long_work.result()
+
+        before = encoded(busy_server)
+        long_work = raw_encoder.occupy(seed=1500)
+        occupying = threading.Thread(target=patient.embed, args=(image(1550),))
+        occupying.start()
+        wait_for(lambda: embeds_pending(busy_server) >= 1)
+        with pytest.raises(ServerOverloadedError, match="the caller's deadline leaves"):
+            hasty.embed(image(1551))
+        assert long_work.running(), "the long work ended too soon: raise BUSY_SECONDS"
+        long_work.result()
+        occupying.join()
+        expected = before + long_work.images + 1  # the long work and the patient embed only
+        wait_for(lambda: encoded(busy_server) >= expected)
+        time.sleep(1.0)  # anything still to run would have run by now
+    assert encoded(busy_server) == expected

@@ -142,9 +142,7 @@ def register(subparsers: Any) -> None:
         "(default: the server holds them and a click sends only its prompt)",
     )
     parser.add_argument("--single-mask", action="store_true", help="multimask_output=False for clicks")
-    parser.add_argument(
-        "--points-per-side", type=positive_int, default=32, help="automask grid (default 32)"
-    )
+    parser.add_argument("--points-per-side", type=positive_int, default=32, help="automask grid (default 32)")
     parser.add_argument(
         "--points-per-batch", type=positive_int, default=64, help="automask batch (default 64)"
     )

@@ -10,7 +10,10 @@ GIL while they work). The pool:
   :class:`PoolFull` at once instead of letting the backlog grow;
 - runs one job per key at a time: a request for a key whose encode is in flight (the same
   image embedded twice, a click that races its own embed) *follows* it, running once that
-  encode has landed, instead of encoding again or missing the cache.
+  encode has landed, instead of encoding again or missing the cache;
+- refuses at once a new encode that could not even start before its caller's deadline: the
+  backlog ahead of it times a running mean of recent encodes (:meth:`record_encode`) is
+  longer than the time it has left. Admitted, it would only wait and then be dropped.
 
 Plain threads and callbacks, no Triton imports: the unit tests drive it directly.
 """
@@ -25,7 +28,27 @@ Job = Callable[[], None]
 
 
 class PoolFull(RuntimeError):
-    """The backlog is at its bound; the request must be refused, not queued."""
+    """The backlog is at its bound, or too long for the request's deadline; the request
+    must be refused, not queued."""
+
+
+class EncodeTimes:
+    """Running mean of recent encode durations, weighted towards the newest; None before
+    the first. Updated from the pool's workers."""
+
+    def __init__(self, weight: float = 0.3) -> None:
+        self.weight = weight
+        self._mean: float | None = None
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            mean = self._mean
+            self._mean = seconds if mean is None else mean + self.weight * (seconds - mean)
+
+    @property
+    def mean(self) -> float | None:
+        return self._mean
 
 
 class EmbedPool:
@@ -46,6 +69,7 @@ class EmbedPool:
         self._in_flight: dict[str, Future[None]] = {}
         self._pending = 0
         self._on_pending = on_pending
+        self.encode_times = EncodeTimes()
 
     @property
     def pending(self) -> int:
@@ -56,15 +80,35 @@ class EmbedPool:
         with self._lock:
             return key in self._in_flight
 
-    def submit(self, key: str, job: Job) -> None:
+    def submit(self, key: str, job: Job, time_left: float | None = None) -> None:
         """Run ``job`` on a worker, after the job in flight for ``key`` if there is one.
 
-        Raises PoolFull when the backlog is at ``max_pending``. ``job`` handles its own
-        errors: nothing is raised back here.
+        Raises PoolFull when the backlog is at ``max_pending``, or when ``time_left`` (seconds
+        to the caller's deadline; None: no deadline) is shorter than the estimated wait for a
+        new encode. ``job`` handles its own errors: nothing is raised back here.
         """
         with self._lock:
+            if time_left is not None and key not in self._in_flight:
+                self._refuse_past_deadline(time_left)
             self._admit()
             self._start_locked(key, job)
+
+    def record_encode(self, seconds: float) -> None:
+        """How long one encode took, for the wait estimate."""
+        self.encode_times.add(seconds)
+
+    def _refuse_past_deadline(self, time_left: float) -> None:
+        # Every pending job is one encode at most, and a stub's encodes run one at a time
+        # (its BLS calls take turns), so this is when a new one would start.
+        each = self.encode_times.mean
+        if each is None:
+            return
+        wait = self._pending * each
+        if wait > time_left:
+            raise PoolFull(
+                f"about {wait:.1f} s of encodes ahead ({self._pending} running or waiting, "
+                f"{each:.1f} s each), longer than the {time_left:.1f} s the caller's deadline leaves"
+            )
 
     def _admit(self) -> None:
         if self._pending >= self.max_pending:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -189,11 +190,19 @@ class OnnxModelBase:
         return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor(k, v) for k, v in arrays.items()])
 
     def encode_via_bls(
-        self, encoder_model: str, images: Array, input_sizes: Array, *, timeout_us: int = 0
+        self,
+        encoder_model: str,
+        images: Array,
+        input_sizes: Array,
+        *,
+        timeout_us: int = 0,
+        on_duration: Callable[[float], None] | None = None,
     ) -> Array:
         """Image embeddings from the encoder model by a BLS call: requests from several models
         (and plain clients) share the encoder's dynamic batches and instances. ``timeout_us``
-        (0: none) lets the encoder's queue drop the request once its caller has given up."""
+        (0: none) lets the encoder's queue drop the request once its caller has given up.
+        ``on_duration`` hears how long the call held this stub's BLS turn (its own wait for
+        the turn excluded)."""
         pb = self.pb
         deadline = {"timeout": timeout_us} if timeout_us > 0 else {}
         request = pb.InferenceRequest(
@@ -203,7 +212,10 @@ class OnnxModelBase:
             **deadline,
         )
         with _BLS_LOCK:
+            started = time.monotonic()
             reply = request.exec()
+            if on_duration is not None:
+                on_duration(time.monotonic() - started)
         if reply.has_error():
             raise RuntimeError(f"{encoder_model}: {reply.error().message()}")
         embeddings: Array = pb.get_output_tensor_by_name(reply, IMAGE_EMBEDDINGS).as_numpy()

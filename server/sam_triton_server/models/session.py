@@ -32,9 +32,10 @@ answered at once, in ``execute``'s thread, so Triton hands this instance the nex
 while encodes are running. A request for a session whose encode is in flight waits for that
 encode instead of encoding again (or missing). The pool's backlog is bounded
 (``embed_queue_size``): beyond it an embed is refused at once with UNAVAILABLE and a message
-starting "sam_session overloaded", which the SDK raises as ServerOverloadedError. An embed
-whose caller's deadline (the request's KServe ``timeout``) passed while it waited for a
-worker is dropped unencoded, and the time left travels on as the BLS request's timeout.
+starting "sam_session overloaded", which the SDK raises as ServerOverloadedError; so is one
+whose caller's deadline (the request's KServe ``timeout``) is nearer than the time the encodes
+ahead of it are expected to take. An embed whose deadline passed while it waited for a
+worker anyway is dropped unencoded, and the time left travels on as the BLS request's timeout.
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ class TritonPythonModel(OnnxModelBase):
                 session_id = self._session_id(request)
                 self._check_input_pairs(request)
                 if self._needs_encode(request, session_id):
-                    self.pool.submit(session_id, partial(self._embed_job, request, session_id, arrived))
+                    timeout_us = int(request.timeout())  # the caller's deadline; 0: none
+                    job = partial(self._embed_job, request, session_id, arrived)
+                    self.pool.submit(session_id, job, timeout_us / 1e6 if timeout_us else None)
                 elif not self.pool.follow(session_id, partial(self._answer, request, session_id, arrived)):
                     self._answer(request, session_id, arrived)
             except PoolFull as e:
@@ -260,7 +263,9 @@ class TritonPythonModel(OnnxModelBase):
                 f"request timeout expired: the caller's deadline ({timeout_us} us) passed before "
                 f"the encode started ({self.expired_embeds} embeds dropped unencoded so far)"
             )
-        embedding = self.encode_via_bls(self.encoder_model, image, input_size, timeout_us=left_us)[0]
+        embedding = self.encode_via_bls(
+            self.encoder_model, image, input_size, timeout_us=left_us, on_duration=self.pool.record_encode
+        )[0]
         height, width = (int(v) for v in input_size[0])
         features = self.prompt_decoder.image_features(embedding)
         entry = self.cache.put(session_id, embedding, (height, width), features)
