@@ -5,13 +5,14 @@
 #   2. the session scenario (embed a fresh image, then clicks, some refined) at 1, 4, 16 users;
 #   3. a flood: 64 clients uploading 1024x1024 images while one user clicks, with the
 #      server's resident memory (tritonserver + stubs) sampled throughout.
-# Usage, from the repository root:
-#   benchmarks/many_users.sh REPOSITORY OUT_DIR [GRPC_PORT] [SECONDS]
+# Usage, from the repository root (PHASES: a subset of "clicker sessions flood" to run):
+#   [PHASES=flood] benchmarks/many_users.sh REPOSITORY OUT_DIR [GRPC_PORT] [SECONDS]
 set -euo pipefail
 repository=${1:?repository}
 out=${2:?output folder}
 port=${3:-18801}
 seconds=${4:-60}
+phases=" ${PHASES:-clicker sessions flood} "
 cli=.venv/bin/sam-triton
 py=.venv/bin/python
 url=127.0.0.1:${port}
@@ -35,41 +36,47 @@ bench() {  # NAME ARGS...: one session-scenario run into $out/NAME
 }
 
 clicker=(--users 1 --clicks 40 --think-time 0.2 --refine-fraction 0)
-bench click-idle "${clicker[@]}"
-bench click-2-embedders "${clicker[@]}" --background-embedders 2
-bench click-automask "${clicker[@]}" --background-automask 1 --points-per-side 16
+if [[ $phases == *" clicker "* ]]; then
+    bench click-idle "${clicker[@]}"
+    bench click-2-embedders "${clicker[@]}" --background-embedders 2
+    bench click-automask "${clicker[@]}" --background-automask 1 --points-per-side 16
+fi
 
-for users in ${SESSION_USERS:-1 4 16}; do
-    bench "session-$users-users" --users "$users" --clicks 8 --think-time 0.5 --refine-fraction 0.25
-done
+if [[ $phases == *" sessions "* ]]; then
+    for users in ${SESSION_USERS:-1 4 16}; do
+        bench "session-$users-users" --users "$users" --clicks 8 --think-time 0.5 --refine-fraction 0.25
+    done
+fi
 
-flood_images="$out/flood-images"
-mkdir -p "$flood_images"
-$py -c "
+if [[ $phases == *" flood "* ]]; then
+    flood_images="$out/flood-images"
+    mkdir -p "$flood_images"
+    $py -c "
 import numpy as np, sys
 from PIL import Image
 rng = np.random.default_rng(0)
 for i in range(4):
     Image.fromarray(rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8)).save(f'{sys.argv[1]}/flood-{i}.png')
 " "$flood_images"
-$py benchmarks/process_rss.py --pid "$triton_pid" --duration $((seconds + 40)) \
-    --output "$out/flood-rss.csv" > "$out/flood-rss.txt" &
-rss_pid=$!
-# The clicking user holds its embedding before the flood starts (its warm-up), then clicks
-# through it; the flood is a second client process: 64 uploads in flight, each with a 30 s
-# deadline, so an upload the server keeps refusing ends as a counted rejection.
-bench flood-64-clicks "${clicker[@]}" --clicks 100000 --warmup 20 &
-click_pid=$!
-sleep 15
-echo "== flood-64-uploads"
-$cli bench --url "$url" --scenario encode --concurrency 64 --duration "$seconds" --warmup 0 \
-    --images "$flood_images" --timeout 30 --no-progress --output "$out/flood-64-uploads" \
-    > "$out/flood-64-uploads.txt" 2>&1 || cat "$out/flood-64-uploads.txt"
-wait $click_pid
-wait $rss_pid
-cat "$out/flood-rss.txt"
-sed -n '/^run /,$p' "$out/flood-64-uploads.txt" | head -5
-kill -0 "$triton_pid" && echo "tritonserver still up after the flood"
+    $py benchmarks/process_rss.py --pid "$triton_pid" --duration $((seconds + 40)) \
+        --output "$out/flood-rss.csv" > "$out/flood-rss.txt" &
+    rss_pid=$!
+    # The clicking user holds its embedding before the flood starts (its warm-up), then clicks
+    # through it; the flood is a second client process: 64 uploads in flight, each with a 30 s
+    # deadline, so an upload the server keeps refusing ends as a counted rejection.
+    bench flood-64-clicks "${clicker[@]}" --clicks 100000 --warmup 20 &
+    click_pid=$!
+    sleep 15
+    echo "== flood-64-uploads"
+    $cli bench --url "$url" --scenario encode --concurrency 64 --duration "$seconds" --warmup 0 \
+        --images "$flood_images" --timeout 30 --no-progress --output "$out/flood-64-uploads" \
+        > "$out/flood-64-uploads.txt" 2>&1 || cat "$out/flood-64-uploads.txt"
+    wait $click_pid
+    wait $rss_pid
+    cat "$out/flood-rss.txt"
+    sed -n '/^run /,$p' "$out/flood-64-uploads.txt" | head -5
+    kill -0 "$triton_pid" && echo "tritonserver still up after the flood"
+fi
 
 $py - "$out" <<'EOF'
 import json, sys

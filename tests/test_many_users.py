@@ -84,6 +84,14 @@ def encoded(served: ServedTriton) -> int:
     return int(inference_stats(served, "sam_encoder")["inference_count"])
 
 
+def assert_encoded_exactly(served: ServedTriton, expected: int) -> None:
+    """sam_encoder's count reaches ``expected`` and stays there: a request that was to be
+    dropped but ran after all would be counted a moment later."""
+    wait_for(lambda: encoded(served) >= expected)
+    time.sleep(1.0)
+    assert encoded(served) == expected
+
+
 def embeds_pending(served: ServedTriton) -> float:
     """Embeds running or waiting in sam_session's pool (its metrics gauge)."""
     url = f"http://127.0.0.1:{served.metrics_port}/metrics"
@@ -265,10 +273,7 @@ def test_expired_requests_are_not_executed(busy_server: ServedTriton, raw_encode
             hasty_session.embed(image(802), session_id="s800")
         long_work.result()
         occupying.join()
-        expected = before + long_work.images + 1  # the long work and the patient embed only
-        wait_for(lambda: encoded(busy_server) >= expected)
-        time.sleep(1.0)  # anything still to run would have run by now
-    assert encoded(busy_server) == expected
+    assert_encoded_exactly(busy_server, before + long_work.images + 1)  # the long work and the patient embed
 
 
 def test_cancelling_an_async_call_cancels_the_rpc(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
@@ -287,8 +292,7 @@ def test_cancelling_an_async_call_cancels_the_rpc(busy_server: ServedTriton, raw
 
     asyncio.run(cancel_queued_embed())
     long_work.result()
-    time.sleep(1.0)  # a cancelled request that still ran would be counted by now
-    assert encoded(busy_server) == before + long_work.images
+    assert_encoded_exactly(busy_server, before + long_work.images)
 
 
 def test_latest_click_wins(busy_server: ServedTriton) -> None:
@@ -368,7 +372,4 @@ def test_an_embed_that_could_not_start_before_its_deadline_is_refused_at_once(
         assert long_work.running(), "the long work ended too soon: raise BUSY_SECONDS"
         long_work.result()
         occupying.join()
-        expected = before + long_work.images + 1  # the long work and the patient embed only
-        wait_for(lambda: encoded(busy_server) >= expected)
-        time.sleep(1.0)  # anything still to run would have run by now
-    assert encoded(busy_server) == expected
+    assert_encoded_exactly(busy_server, before + long_work.images + 1)  # the long work and the patient embed
