@@ -201,8 +201,8 @@ class OnnxModelBase:
         """Image embeddings from the encoder model by a BLS call: requests from several models
         (and plain clients) share the encoder's dynamic batches and instances. ``timeout_us``
         (0: none) lets the encoder's queue drop the request once its caller has given up.
-        ``on_duration`` hears how long the call held this stub's BLS turn (its own wait for
-        the turn excluded)."""
+        ``on_duration`` hears how long a successful call held this stub's BLS turn (its own
+        wait for the turn excluded)."""
         pb = self.pb
         deadline = {"timeout": timeout_us} if timeout_us > 0 else {}
         request = pb.InferenceRequest(
@@ -214,10 +214,11 @@ class OnnxModelBase:
         with _BLS_LOCK:
             started = time.monotonic()
             reply = request.exec()
-            if on_duration is not None:
-                on_duration(time.monotonic() - started)
+            took = time.monotonic() - started
         if reply.has_error():
             raise RuntimeError(f"{encoder_model}: {reply.error().message()}")
+        if on_duration is not None:  # encodes only: a refusal or an expiry says nothing of one
+            on_duration(took)
         embeddings: Array = pb.get_output_tensor_by_name(reply, IMAGE_EMBEDDINGS).as_numpy()
         return embeddings
 
