@@ -69,7 +69,7 @@ class EmbedPool:
         self._in_flight: dict[str, Future[None]] = {}
         self._pending = 0
         self._on_pending = on_pending
-        self.encode_times = EncodeTimes()
+        self._encode_times = EncodeTimes()
 
     @property
     def pending(self) -> int:
@@ -95,12 +95,12 @@ class EmbedPool:
 
     def record_encode(self, seconds: float) -> None:
         """How long one encode took, for the wait estimate."""
-        self.encode_times.add(seconds)
+        self._encode_times.add(seconds)
 
     def _refuse_past_deadline(self, time_left: float) -> None:
         # Every pending job is one encode at most, and a stub's encodes run one at a time
         # (its BLS calls take turns), so this is when a new one would start.
-        each = self.encode_times.mean
+        each = self._encode_times.mean
         if each is None:
             return
         wait = self._pending * each
