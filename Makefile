@@ -34,10 +34,12 @@ SECURITY := $(if $(TLS_CERT),--tls-cert $(TLS_CERT)) $(if $(TLS_KEY),--tls-key $
 .PHONY: venv serve test lint typecheck proto clean
 
 # Reinstalled only when the project's dependency list changes, so a second run is fast.
+# No pip cache: the export extra's CUDA torch build is ~5.5 GB in the venv, and a cached copy
+# of its wheels would take as much again on the disk (a CI install once ran out of space).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade pip
+	$(PY) -m pip install --quiet --no-cache-dir -e '.[dev]'
 	@touch $@
 
 venv: $(STAMP)
