@@ -316,12 +316,13 @@ def test_latest_click_wins(busy_server: ServedTriton) -> None:
 
 
 def test_priorities_order_a_shared_queue(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:
-    """Behind long work, eight BATCH-priority encodes queue first and one INTERACTIVE encode
-    after them: it runs as soon as the instance is free, before every BATCH one (in arrival
-    order it would run last)."""
+    """Behind long work, two full BATCH-priority batches queue first and one INTERACTIVE encode
+    after them: it runs as soon as the instance is free, before both (in arrival order it
+    would run last). Full batches leave the batcher no room to put it in one of theirs, so
+    "before" is a whole execution earlier, not an order of replies within one batch."""
     long_work = raw_encoder.occupy(seed=1100)
     finished: dict[str, float] = {}
-    low = [raw_encoder.send(1, seed=1200 + i, priority=Priority.BATCH) for i in range(ENCODER_QUEUE)]
+    low = [raw_encoder.send(BATCH, seed=1200 + BATCH * i, priority=Priority.BATCH) for i in range(2)]
     time.sleep(0.3)  # all queued before the urgent one is sent
     urgent = raw_encoder.send(1, seed=1300, priority=Priority.INTERACTIVE)
     time.sleep(0.1)
