@@ -36,10 +36,15 @@ SECURITY := $(if $(TLS_CERT),--tls-cert $(TLS_CERT)) $(if $(TLS_KEY),--tls-key $
 # Reinstalled only when the project's dependency list changes, so a second run is fast.
 # No pip cache: the export extra's CUDA torch build is ~5.5 GB in the venv, and a cached copy
 # of its wheels would take as much again on the disk (a CI install once ran out of space).
-$(STAMP): pyproject.toml
+# sam2 (SAM 2's model code) is a source distribution that builds against the installed torch:
+# a second step, hash-pinned, with no build isolation and without its CUDA extension
+# (export/requirements-sam2.txt says why and what was checked).
+$(STAMP): pyproject.toml export/requirements-sam2.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-cache-dir --upgrade pip
 	$(PY) -m pip install --quiet --no-cache-dir -e '.[dev]'
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-cache-dir --no-build-isolation --no-deps \
+		--require-hashes -r export/requirements-sam2.txt
 	@touch $@
 
 venv: $(STAMP)
