@@ -1,4 +1,4 @@
-"""Fuzzed inputs against a real tritonserver (issue 14, point 6; SPEC section 6).
+"""Fuzzed inputs against a real tritonserver (issue 14, point 6: every bad input gets a clean status).
 
 Hypothesis builds requests for every input of every model over raw gRPC (valid requests with
 random prompts, then mutations: wrong datatypes, raw contents of the wrong size, other shapes

@@ -78,7 +78,7 @@ class KeepAliveConfig:
 
 
 class Priority(enum.IntEnum):
-    """Triton priority levels of the served models (1 is served first, SPEC 8).
+    """Triton priority levels of the served models (1 is served first; README "Many users at once").
 
     Each model's queue defaults to its usual class: ``sam_session`` and ``sam_decoder``
     INTERACTIVE (clicks), ``sam_encoder`` FOREGROUND, ``sam_automask`` BATCH; the SDK sends

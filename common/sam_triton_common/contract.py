@@ -1,5 +1,6 @@
 """The served contract: every name and size that the exporter writes, the server serves and
-the SDK calls, in one dependency-free module (SPEC sections 4, 6 and 8 describe it).
+the SDK calls, in one dependency-free module (README.md's "Architecture" and "Many users at
+once" describe it).
 
 Change a name here and the generated model repository, the server-side models and the SDK
 follow; nothing else spells these facts.

@@ -43,7 +43,9 @@ def register(subparsers: Any) -> None:
         help="python-onnxruntime runs everywhere (default); onnxruntime and tensorrt "
         "are Triton's native backends in the NGC container",
     )
-    export.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    export.add_argument(
+        "--precision", choices=("fp32", "fp16"), default="fp32", help="weights and compute of the graphs"
+    )
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     export.add_argument("--max-prompts", type=int, default=64, help="prompts per decoder request")
     export.add_argument("--max-points", type=int, default=64, help="points per prompt")
@@ -74,7 +76,7 @@ def register(subparsers: Any) -> None:
         "verify",
         help="compare an exported repository with the PyTorch reference",
         description="Run the repository's ONNX models and segment_anything's SamPredictor on sample "
-        "images and prompts; exit 1 beyond the tolerances of SPEC section 5.",
+        "images and prompts; exit 1 beyond the tolerances in README.md, section \"Fidelity\".",
     )
     _add_weights(verify)
     verify.add_argument(

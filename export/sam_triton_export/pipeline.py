@@ -128,7 +128,7 @@ def export_repository(
 
     Exactly one of ``checkpoint`` and ``random_seed`` must be given: random weights are never
     implicit. Raises CheckpointError (bad checkpoint), ExportError (refused, TensorRT missing)
-    or VerifyFailed (outputs beyond SPEC 5 tolerances; export.json is then not written).
+    or VerifyFailed (outputs beyond README "Fidelity" tolerances; export.json is then not written).
     """
     from sam_triton_export.tensorrt import tensorrt_unavailable_reason
 

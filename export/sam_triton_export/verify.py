@@ -2,9 +2,9 @@
 
 The exported encoder and decoder run on the runtimes the server runs them on (onnxruntime;
 the encoder on OpenVINO on CPU-only machines), end to end (the decoder gets the *exported*
-encoder's embedding), on synthetic images of two aspect ratios and the prompt kinds of SPEC
-section 5; ``sam_session``'s split decoder is held to the full decoder on the mask-free ones.
-Agreement is judged with SPEC 5's tolerances for fp32; fp16 is measured against its own,
+encoder's embedding), on synthetic images of two aspect ratios and the prompt kinds README.md's "Fidelity"
+section lists; ``sam_session``'s split decoder is held to the full decoder on the mask-free ones.
+Agreement is judged with that section's tolerances for fp32; fp16 is measured against its own,
 looser, documented tolerances.
 """
 
@@ -52,7 +52,7 @@ TOLERANCES: dict[str, Tolerances] = {
     "fp32": Tolerances(
         score_max_abs=1e-3, logits_rel_range=1e-3, iou_min=0.99, iou_mean=0.995, split_decoder_max_abs=1e-4
     ),
-    # Half-precision compute is not held to SPEC 5; these bounds flag a broken fp16 graph
+    # Half-precision compute is not held to the fp32 bounds; these flag a broken fp16 graph
     # (NaNs, overflow), while the report gives the measured loss.
     "fp16": Tolerances(
         score_max_abs=5e-2, logits_rel_range=5e-2, iou_min=0.8, iou_mean=0.95, split_decoder_max_abs=1e-2

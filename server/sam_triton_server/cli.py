@@ -33,17 +33,22 @@ def register(subparsers: Any) -> None:
         "bundled in the nvidia-pytriton wheel. Waits for readiness, forwards SIGINT/SIGTERM and exits "
         "with Triton's status.",
     )
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path("model_repository"),
+        help="the model repository `sam-triton export` wrote",
+    )
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (the SDK and CLI talk to it)")
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (health probes, REST)")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
     parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="address gRPC and metrics listen on (default %(default)s: this machine only; 0.0.0.0: all)",
     )
     parser.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for all models")
-    parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument("--log-verbose", type=int, default=0, help="Triton's log verbosity (0: info, errors)")
     parser.add_argument("--quiet", action="store_true", help="do not echo Triton's log")
     parser.add_argument(
         "--queue",

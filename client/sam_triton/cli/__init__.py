@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # (module, what to install when it is missing). Order is the order in --help.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -22,12 +23,44 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already names its default.
+
+    Flags (default off), repeatable options (default none) and options without a default
+    (absent means off) state nothing; every other option shows the value it runs with.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text.lower()
+            # Identity, not ==: a default of 0 is a value to state (0 == False).
+            or any(default is nothing for nothing in (None, False, argparse.SUPPRESS))
+            or default == []
+        ):
+            return action.help
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """Every subcommand's parser, with the formatter above (no subcommand has to ask for it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam-triton",
         description="Segment Anything on NVIDIA Triton: export, serve, segment, benchmark.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser
+    )
     for name in _SUBCOMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser

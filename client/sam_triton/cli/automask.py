@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,21 @@ METADATA_HEADER = (
 OVERVIEW = "overview.png"
 _OVERLAY_CHUNK = 32  # masks blended per pass: bounds memory at 32 full-size masks
 
+_GENERATOR_OPTIONS: tuple[tuple[str, Callable[[str], float], float, str], ...] = (
+    ("--points-per-side", int, 32, "point grid per side of the image"),
+    ("--points-per-batch", int, 64, "points decoded per batch"),
+    ("--pred-iou-thresh", float, 0.88, "keep masks the model scores at least this"),
+    ("--stability-score-thresh", float, 0.95, "keep masks at least this stable"),
+    ("--stability-score-offset", float, 1.0, "logit offset of the stability score"),
+    ("--box-nms-thresh", float, 0.7, "box IoU of duplicate masks"),
+    ("--crop-n-layers", int, 0, "layers of image crops (layer i: 4^i crops)"),
+    ("--crop-nms-thresh", float, 0.7, "box IoU of duplicates across crops"),
+    ("--crop-overlap-ratio", float, 512 / 1500, "overlap of neighbouring crops"),
+    ("--crop-n-points-downscale-factor", int, 1, "layer i's grid has points-per-side / factor^i per side"),
+    ("--min-mask-region-area", int, 0, "remove holes and islands smaller than this many pixels (0: off)"),
+)
+"""SamAutomaticMaskGenerator's parameters and defaults: (flag, type, default, help)."""
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -48,18 +63,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--output", type=Path, required=True, help="folder for the masks, CSV and overview")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
-    amg = parser.add_argument_group("generator parameters (SamAutomaticMaskGenerator's, same defaults)")
-    amg.add_argument("--points-per-side", type=int, default=32)
-    amg.add_argument("--points-per-batch", type=int, default=64)
-    amg.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    amg.add_argument("--stability-score-thresh", type=float, default=0.95)
-    amg.add_argument("--stability-score-offset", type=float, default=1.0)
-    amg.add_argument("--box-nms-thresh", type=float, default=0.7)
-    amg.add_argument("--crop-n-layers", type=int, default=0)
-    amg.add_argument("--crop-nms-thresh", type=float, default=0.7)
-    amg.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
-    amg.add_argument("--crop-n-points-downscale-factor", type=int, default=1)
-    amg.add_argument("--min-mask-region-area", type=int, default=0)
+    amg = parser.add_argument_group(
+        "generator parameters", "SamAutomaticMaskGenerator's parameters, with its defaults"
+    )
+    for flag, kind, default, meaning in _GENERATOR_OPTIONS:
+        amg.add_argument(flag, type=kind, default=default, help=meaning)
     add_connection_arguments(parser)
     parser.set_defaults(handler=run)
 
