@@ -11,6 +11,9 @@ fi
 verify_flag=()
 [[ "${VERIFY}" == "0" ]] && verify_flag=(--no-verify)
 
+# As PID 1 (a Kubernetes container has no init) bash gets no SIGTERM it has no handler for, and
+# it would not run one before a foreground child exits: the export (minutes) runs in the
+# background and a stop is passed on to it, so `docker stop` or a pod deletion stops it now.
 sam-triton export \
     --model-type "${MODEL_TYPE}" \
     --checkpoint "${CHECKPOINT}" \
@@ -18,7 +21,15 @@ sam-triton export \
     --target "${TARGET}" \
     --precision "${PRECISION}" \
     --if-changed \
-    "${verify_flag[@]}"
+    "${verify_flag[@]}" &
+export_pid=$!
+trap 'kill -TERM "${export_pid}" 2>/dev/null || true' TERM INT
+status=0
+wait "${export_pid}" || status=$?
+# A signal ends `wait` early (status > 128); the export may still be exiting.
+while kill -0 "${export_pid}" 2>/dev/null; do wait "${export_pid}" || status=$?; done
+trap - TERM INT
+(( status == 0 )) || exit "${status}"
 
 [[ "${1:-}" == "--export-only" ]] && exit 0
 
