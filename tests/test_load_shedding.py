@@ -273,3 +273,5 @@ def test_bls_calls_of_one_stub_never_overlap() -> None:
     for thread in threads:
         thread.join()
     assert state["most"] == 1
+        PreferredMemory=lambda kind, device: (kind, device),
+        TRITONSERVER_MEMORY_CPU="cpu",

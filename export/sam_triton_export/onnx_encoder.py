@@ -40,7 +40,9 @@ def _encoder_module(sam: Sam) -> torch.nn.Module:
             self.register_buffer("grid", torch.arange(IMAGE_SIZE, dtype=torch.int32))
 
         def forward(self, image: torch.Tensor, input_size: torch.Tensor) -> torch.Tensor:
-            x = image.permute(0, 3, 1, 2).to(torch.float32)
+            # Cast first: TensorRT's ONNX parser accepts UINT8 only as a graph input or output,
+            # so a Transpose of the uint8 image would fail the plan build (the values are equal).
+            x = image.to(torch.float32).permute(0, 3, 1, 2)
             x = (x - self.pixel_mean) / self.pixel_std
             rows = self.grid.view(1, -1, 1) < input_size[:, 0].view(-1, 1, 1)
             cols = self.grid.view(1, 1, -1) < input_size[:, 1].view(-1, 1, 1)

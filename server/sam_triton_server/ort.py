@@ -30,6 +30,16 @@ CPU_RUNTIME_CHOICES: tuple[CpuRuntime, ...] = ("onnxruntime", "openvino")
 CPU_RUNTIMES: dict[str, CpuRuntime] = {"encoder": "openvino", "decoder": "onnxruntime"}
 # Overrides every graph's cpu_runtime, for A/B runs of one against the other.
 CPU_RUNTIME_ENV = "SAM_TRITON_CPU_RUNTIME"
+# Set (to 1) where a GPU is promised (the GPU container, the gpu overlay): a session that would
+# run on the CPU there fails the model's load instead of serving slowly with a log line.
+REQUIRE_GPU_ENV = "SAM_TRITON_REQUIRE_GPU"
+# Threads per session where a config says 0 ("the runtime's default"): both runtimes default to
+# every core of the machine, which in a container is the node's, not the pod's share.
+THREADS_ENV = "SAM_TRITON_INTRA_OP_THREADS"
+
+
+class GpuUnavailable(RuntimeError):
+    """A GPU was required (``SAM_TRITON_REQUIRE_GPU=1``) but onnxruntime cannot use one."""
 
 
 class Session(Protocol):
@@ -71,7 +81,8 @@ def create_session(
     cpu_runtime: str = "onnxruntime",
     logger: logging.Logger | None = None,
 ) -> Session:
-    """A session on the best providers; thread counts of 0 mean the runtime's default.
+    """A session on the best providers; thread counts of 0 mean ``SAM_TRITON_INTRA_OP_THREADS``,
+    else the runtime's default.
 
     ``SAM_TRITON_ORT_PROVIDERS`` (comma-separated) overrides the provider choice, e.g. to force
     CPU; ``SAM_TRITON_CPU_RUNTIME`` overrides ``cpu_runtime``, which only applies when no GPU
@@ -87,8 +98,12 @@ def create_session(
     if providers is None:
         providers = override.split(",") if override else choose_providers(ort.get_available_providers())
     cpu_runtime = os.environ.get(CPU_RUNTIME_ENV) or cpu_runtime
+    if intra_op_threads <= 0:
+        intra_op_threads = int(os.environ.get(THREADS_ENV) or 0)
     if cpu_runtime not in CPU_RUNTIME_CHOICES:
         raise ValueError(f"cpu_runtime must be one of {', '.join(CPU_RUNTIME_CHOICES)}, got {cpu_runtime!r}")
+    if not any(p in GPU_PROVIDERS for p in providers):
+        _check_gpu_not_required(model_path, providers[0])
     if cpu_runtime == "openvino" and not any(p in GPU_PROVIDERS for p in providers):
         openvino = _openvino_session(model_path, intra_op_threads, log)
         if openvino is not None:
@@ -104,9 +119,24 @@ def create_session(
     )
     active = session.get_providers()
     log.info("onnxruntime session for %s uses %s", model_path, ", ".join(active))
+    if active[0] not in GPU_PROVIDERS:  # a GPU provider that failed to load falls back silently
+        _check_gpu_not_required(model_path, active[0])
     if active[0] == "CPUExecutionProvider" and any(p != "CPUExecutionProvider" for p in providers):
         log.warning("GPU execution providers were requested but %s runs on the CPU", model_path)
     return session
+
+
+def _check_gpu_not_required(model_path: Path, provider: str) -> None:
+    if os.environ.get(REQUIRE_GPU_ENV, "0") in ("", "0"):
+        return
+    import onnxruntime as ort
+
+    raise GpuUnavailable(
+        f"{REQUIRE_GPU_ENV} is set but {model_path.name} would run on {provider} (onnxruntime "
+        f"{ort.__version__} offers {', '.join(ort.get_available_providers())}): install "
+        "onnxruntime-gpu in place of onnxruntime and check that CUDA and cuDNN load (README "
+        '"First run on a GPU node"), or unset it to serve on the CPU'
+    )
 
 
 def _openvino_session(model_path: Path, threads: int, log: logging.Logger) -> Session | None:

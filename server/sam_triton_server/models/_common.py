@@ -209,6 +209,9 @@ class OnnxModelBase:
             model_name=encoder_model,
             requested_output_names=[IMAGE_EMBEDDINGS],
             inputs=[pb.Tensor(IMAGE, images), pb.Tensor(INPUT_SIZE, input_sizes)],
+            # Without it the outputs stay where the encoder made them: on the GPU for the native
+            # KIND_GPU targets, where as_numpy() below raises "Tensor is stored in GPU".
+            preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0),
             **deadline,
         )
         with _BLS_LOCK:
