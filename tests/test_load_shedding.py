@@ -261,6 +261,8 @@ def test_bls_calls_of_one_stub_never_overlap() -> None:
     model = OnnxModelBase.__new__(OnnxModelBase)
     model.pb = SimpleNamespace(
         InferenceRequest=Request,
+        PreferredMemory=lambda kind, device: (kind, device),
+        TRITONSERVER_MEMORY_CPU="cpu",
         Tensor=lambda name, value: (name, value),
         get_output_tensor_by_name=lambda reply, name: SimpleNamespace(as_numpy=lambda: embedding),
     )
@@ -273,5 +275,3 @@ def test_bls_calls_of_one_stub_never_overlap() -> None:
     for thread in threads:
         thread.join()
     assert state["most"] == 1
-        PreferredMemory=lambda kind, device: (kind, device),
-        TRITONSERVER_MEMORY_CPU="cpu",
