@@ -17,6 +17,7 @@ from sam_triton_common.contract import (
     read_export_info,
     write_export_info,
 )
+from sam_triton_server.plans import PLAN_BUILD_KEY, current_build_environment, plans_mismatch
 from sam_triton_server.queues import QueueLimits
 
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
@@ -87,7 +88,12 @@ def is_up_to_date(repository: Path, wanted: dict[str, Any]) -> bool:
     if info is None or not all(p.is_file() for p in weight_files(repository, wanted["target"])):
         return False
     keys = ("format", "model_type", "precision", "target", "opset", "options")
-    return all(info.get(k) == wanted[k] for k in keys) and _same_weights(info["weights"], wanted["weights"])
+    if not all(info.get(k) == wanted[k] for k in keys):
+        return False
+    if not _same_weights(info["weights"], wanted["weights"]):
+        return False
+    # Plans of another TensorRT or GPU: Triton would refuse to load them.
+    return wanted["target"] != "tensorrt" or bool(info.get(PLAN_BUILD_KEY) == wanted[PLAN_BUILD_KEY])
 
 
 class _Steps:
@@ -160,6 +166,13 @@ def export_repository(
         "opset": opset,
         "options": options.to_dict(),
     }
+    if target == "tensorrt":  # what the plans are built for (sam_triton_server.plans)
+        wanted[PLAN_BUILD_KEY] = current_build_environment()
+        held = read_export_info(repository) if if_changed else None
+        if held is not None and held.get("target") == "tensorrt" and wanted[PLAN_BUILD_KEY] is not None:
+            mismatch = plans_mismatch(held.get(PLAN_BUILD_KEY), wanted[PLAN_BUILD_KEY])
+            if mismatch is not None:
+                log(f"{repository} holds {mismatch}: rebuilding them")
     if random_seed is not None:
         log(RANDOM_WEIGHTS_BANNER.format(seed=random_seed))
     result = ExportResult(repository=repository, info=wanted)

@@ -55,7 +55,8 @@ def decoder_profile(max_batch: int, max_prompts: int, max_points: int) -> Profil
             "multimask_output": (b, 1),
         }
 
-    lo, opt, hi = shapes(1, 1, 1), shapes(1, 1, 2), shapes(max_batch, max_prompts, max_points)
+    # No points is a real prompt: mask_input alone (SamPredictor accepts it; the SDK sends N = 0).
+    lo, opt, hi = shapes(1, 1, 0), shapes(1, 1, 2), shapes(max_batch, max_prompts, max_points)
     return {name: (lo[name], opt[name], hi[name]) for name in lo}
 
 
@@ -78,6 +79,8 @@ def build_plan(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    else:  # TensorRT enables TF32 by default (10-bit mantissa matmuls): fp32 means fp32 here
+        config.clear_flag(trt.BuilderFlag.TF32)
     optimization = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profile.items():
         optimization.set_shape(name, lo, opt, hi)

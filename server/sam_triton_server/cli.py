@@ -138,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
     if not repository.is_dir():
         _say(f"model repository {repository} does not exist; run `sam-triton export` first")
         return 2
+    from sam_triton_server.plans import stale_plans_reason
+
+    if (stale := stale_plans_reason(repository)) is not None:  # Triton would fail to load them
+        _say(stale)
+        return 2
     try:
         security = server_security(args)
     except SecurityConfigError as error:
