@@ -96,6 +96,9 @@ SPELLED_ONCE = {
     contract.IMAGE_FEATURES_FILE,
     contract.PROMPT_DECODER_FILE,
     contract.EXPORT_INFO_FILE,
+    *contract.HIGH_RES_FEATS,
+    contract.RESIZE_LONGEST_SIDE,
+    contract.RESIZE_SQUARE,
 }
 
 

@@ -90,6 +90,102 @@ IMAGE_FEATURE_NAMES = (
 )
 PROMPT_DECODER_INPUTS = (*IMAGE_FEATURE_NAMES, "point_coords", "point_labels", "multimask_output")
 
+# --------------------------------------------------------------------------- model families
+# One entry per family: what the encoder takes and gives, what the decoder needs beside the
+# prompts, and how a client prepares an image. The model names and the prompt tensors above
+# are the same for every family; a family adds tensors, never renames one.
+
+RESIZE_LONGEST_SIDE = "resize-longest-side-pad"
+"""SAM 1: longest side to 1024 (ResizeLongestSide), zero-pad bottom/right; the graph normalises."""
+RESIZE_SQUARE = "resize-square"
+"""SAM 2: the whole original image is sent; the graph resizes it to a 1024 square exactly as
+``SAM2Transforms`` does (antialiased bilinear on [0, 1] floats), then normalises."""
+
+HIGH_RES_FEATS = ("high_res_feats_0", "high_res_feats_1")
+"""SAM 2's high-resolution feature maps (``conv_s0``/``conv_s1`` already applied)."""
+
+
+class Family:
+    """The served facts of one model family (instances are constants; see FAMILIES)."""
+
+    def __init__(
+        self,
+        name: str,
+        preprocessing: str,
+        encoder_inputs: tuple[str, ...],
+        features: dict[str, tuple[int, ...]],
+        always_pad_prompts: bool,
+        split_decoder: bool,
+    ) -> None:
+        self.name = name
+        self.preprocessing = preprocessing
+        self.encoder_inputs = encoder_inputs
+        self.features = dict(features)
+        """Encoder outputs, each FP32 [B, *shape], all of them decoder inputs, embedding first."""
+        self.always_pad_prompts = always_pad_prompts
+        """Whether a -1 padding point follows the prompt even with a box (SAM 2's predictor
+        merges boxes into points and always pads; SAM 1 pads only without a box)."""
+        self.split_decoder = split_decoder
+        """Whether the decoder's image_features/prompt_decoder split graphs are exported."""
+
+    @property
+    def encoder_outputs(self) -> tuple[str, ...]:
+        return tuple(self.features)
+
+    @property
+    def decoder_inputs(self) -> tuple[str, ...]:
+        return (*self.features, *DECODER_INPUTS[1:])
+
+    @property
+    def feature_bytes(self) -> int:
+        """FP32 bytes of one image's encoder outputs (what a server-held session keeps)."""
+        total = 0
+        for shape in self.features.values():
+            size = 4
+            for dim in shape:
+                size *= dim
+            total += size
+        return total
+
+    def __repr__(self) -> str:
+        return f"Family({self.name!r})"
+
+
+SAM1 = Family(
+    "sam1",
+    RESIZE_LONGEST_SIDE,
+    ENCODER_INPUTS,
+    {IMAGE_EMBEDDINGS: EMBEDDING_SHAPE},
+    always_pad_prompts=False,
+    split_decoder=True,
+)
+SAM2 = Family(
+    "sam2",
+    RESIZE_SQUARE,
+    (IMAGE,),
+    {IMAGE_EMBEDDINGS: EMBEDDING_SHAPE, HIGH_RES_FEATS[0]: (32, 256, 256), HIGH_RES_FEATS[1]: (64, 128, 128)},
+    always_pad_prompts=True,
+    split_decoder=False,
+)
+FAMILIES = {family.name: family for family in (SAM1, SAM2)}
+
+
+def family_named(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def family_of_encoder(outputs: tuple[str, ...] | list[str]) -> Family:
+    """The family whose encoder has exactly these outputs: how a client learns, from the
+    served model's metadata, which family it talks to."""
+    for family in FAMILIES.values():
+        if sorted(family.encoder_outputs) == sorted(outputs):
+            return family
+    raise ValueError(f"no model family has encoder outputs {sorted(outputs)}")
+
+
 # --------------------------------------------------------------------------- session ids
 
 SESSION_HEADER = "sam-session-id"

@@ -5,6 +5,7 @@ back)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,27 +61,43 @@ def build_sam(
     return sam.eval()
 
 
-def random_state_dict(model_type: str, seed: int) -> dict[str, torch.Tensor]:
-    """The state dict of a freshly initialised ``model_type`` SAM, fully determined by ``seed``."""
+def seeded_state_dict(
+    build: Callable[[], torch.nn.Module], seed: int, noisy: Callable[[str, torch.Tensor], bool]
+) -> dict[str, torch.Tensor]:
+    """``build()``'s state dict under torch seed ``seed``, with the parameters ``noisy`` picks
+    (those a family initialises to zero) refilled with small seeded noise, so parity tests
+    exercise them too. Any family's models: the global RNG is restored afterwards."""
     import torch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        sam = instantiate_sam(model_type)
+        model = build()
         generator = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
-            for name, param in sam.named_parameters():
-                if name.endswith(_ZERO_INIT_SUFFIXES):
+            for name, param in model.named_parameters():
+                if noisy(name, param):
                     param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-    state: dict[str, torch.Tensor] = sam.state_dict()
+    state: dict[str, torch.Tensor] = model.state_dict()
     return state
 
 
-def save_random_checkpoint(model_type: str, path: Path | str, seed: int) -> Path:
-    """Write a seeded, randomly initialised ``model_type`` checkpoint in the official format."""
+def random_state_dict(model_type: str, seed: int) -> dict[str, torch.Tensor]:
+    """The state dict of a freshly initialised ``model_type`` SAM, fully determined by ``seed``."""
+    return seeded_state_dict(
+        lambda: instantiate_sam(model_type), seed, lambda name, _: name.endswith(_ZERO_INIT_SUFFIXES)
+    )
+
+
+def save_checkpoint(content: object, path: Path | str) -> Path:
+    """``torch.save`` to ``path``, creating its folder."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(random_state_dict(model_type, seed), path)
+    torch.save(content, path)
     return path
+
+
+def save_random_checkpoint(model_type: str, path: Path | str, seed: int) -> Path:
+    """Write a seeded, randomly initialised ``model_type`` checkpoint in the official format."""
+    return save_checkpoint(random_state_dict(model_type, seed), path)

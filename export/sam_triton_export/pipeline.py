@@ -13,13 +13,17 @@ from typing import Any
 from sam_triton_common.contract import (
     IMAGE_FEATURES_FILE,
     PROMPT_DECODER_FILE,
+    SAM1,
+    SAM2,
     export_info_path,
+    family_named,
     read_export_info,
     write_export_info,
 )
 from sam_triton_server.plans import PLAN_BUILD_KEY, current_build_environment, plans_mismatch
 from sam_triton_server.queues import QueueLimits
 
+from sam_triton_export import family_sam2
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
 from sam_triton_export.model_types import get_model_type
 from sam_triton_export.onnx_common import DEFAULT_OPSET, PRECISIONS, onnx_files
@@ -74,9 +78,11 @@ def _same_weights(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a.get("random_seed") == b.get("random_seed")
 
 
-def weight_files(repository: Path, target: str) -> list[Path]:
+def weight_files(repository: Path, target: str, family: str = SAM1.name) -> list[Path]:
     files = [f for m in (ENCODER, DECODER) for f in onnx_files(model_file(repository, m))]
-    files += [model_dir(repository, DECODER) / name for name in (IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE)]
+    if family_named(family).split_decoder:
+        split = (IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE)
+        files += [model_dir(repository, DECODER) / name for name in split]
     if target == "tensorrt":
         files += [model_file(repository, m, target) for m in (ENCODER, DECODER)]
     return files
@@ -85,7 +91,8 @@ def weight_files(repository: Path, target: str) -> list[Path]:
 def is_up_to_date(repository: Path, wanted: dict[str, Any]) -> bool:
     """True when export.json describes ``wanted`` exactly and the weight files are present."""
     info = read_export_info(repository)
-    if info is None or not all(p.is_file() for p in weight_files(repository, wanted["target"])):
+    family = wanted["options"].get("family", SAM1.name)
+    if info is None or not all(p.is_file() for p in weight_files(repository, wanted["target"], family)):
         return False
     keys = ("format", "model_type", "precision", "target", "opset", "options")
     if not all(info.get(k) == wanted[k] for k in keys):
@@ -140,7 +147,10 @@ def export_repository(
 
     repository = Path(repository)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    get_model_type(model_type)
+    # The model type is resolved here, once: its family decides every step below.
+    family = SAM2 if family_sam2.is_sam2(model_type) else SAM1
+    if family is SAM1:
+        get_model_type(model_type)
     if checkpoint is None and random_seed is None:
         raise ExportError(
             "no weights given: pass --checkpoint PATH (an official SAM .pth file), or "
@@ -153,7 +163,9 @@ def export_repository(
     if checkpoint is not None and not checkpoint.is_file():
         raise CheckpointError(f"checkpoint file not found: {checkpoint}")
     queues = queues or QueueLimits()
-    options = RepositoryOptions(target, max_batch, max_prompts, max_points, instances, queues)
+    options = RepositoryOptions(target, max_batch, max_prompts, max_points, instances, queues, family.name)
+    if family is SAM2 and target != "python-onnxruntime":
+        raise ExportError(f"{model_type}: only --target python-onnxruntime serves SAM 2 models so far")
     if target == "tensorrt" and (reason := tensorrt_unavailable_reason()) is not None:
         raise ExportError(f"cannot export --target tensorrt: {reason}")
 
@@ -188,25 +200,33 @@ def export_repository(
     with steps.step(
         f"loading {model_type} " + (f"from {checkpoint}" if checkpoint else f"random seed {random_seed}")
     ):
-        from sam_triton_export.model_builder import build_sam
+        if family is SAM2:
+            sam = family_sam2.build_sam2_model(model_type, checkpoint, random_seed=random_seed)
+        else:
+            from sam_triton_export.model_builder import build_sam
 
-        sam = build_sam(model_type, checkpoint, random_seed=random_seed)
+            sam = build_sam(model_type, checkpoint, random_seed=random_seed)
     # A half-written repository must not look complete to --if-changed.
     export_info_path(repository).unlink(missing_ok=True)
     with steps.step(f"exporting image encoder to ONNX ({precision})"):
         from sam_triton_export.onnx_encoder import export_encoder
 
-        export_encoder(sam, model_file(repository, ENCODER), opset=opset, precision=precision)
+        sam2_or_1 = family_sam2.export_encoder if family is SAM2 else export_encoder
+        sam2_or_1(sam, model_file(repository, ENCODER), opset=opset, precision=precision)
     with steps.step(f"exporting prompt encoder + mask decoder to ONNX ({precision})"):
-        from sam_triton_export.onnx_decoder import export_decoder, export_session_decoder
+        if family is SAM2:
+            family_sam2.export_decoder(sam, model_file(repository, DECODER), opset=opset, precision=precision)
+        else:
+            from sam_triton_export.onnx_decoder import export_decoder, export_session_decoder
 
-        export_decoder(sam, model_file(repository, DECODER), opset=opset, precision=precision)
-        export_session_decoder(sam, model_dir(repository, DECODER), opset=opset, precision=precision)
+            export_decoder(sam, model_file(repository, DECODER), opset=opset, precision=precision)
+            export_session_decoder(sam, model_dir(repository, DECODER), opset=opset, precision=precision)
     if verify:
-        with steps.step("verifying ONNX against the PyTorch SamPredictor"):
+        with steps.step(f"verifying ONNX against the PyTorch {'SAM2' if family is SAM2 else 'Sam'}Predictor"):
             from sam_triton_export.verify import verify_models
 
-            report = verify_models(
+            verify_graphs = family_sam2.verify_models if family is SAM2 else verify_models
+            report = verify_graphs(
                 model_file(repository, ENCODER),
                 model_file(repository, DECODER),
                 sam,
@@ -236,7 +256,7 @@ def export_repository(
             )
     with steps.step(f"writing Triton configs for target {target}"):
         write_repository_files(repository, options)
-        files = weight_files(repository, target)
+        files = weight_files(repository, target, family.name)
         result.files = {str(p.relative_to(repository)): p.stat().st_size for p in files}
         result.info = {
             **wanted,

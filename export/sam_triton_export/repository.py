@@ -40,6 +40,7 @@ ENCODER, DECODER, ENSEMBLE = contract.ENCODER_MODEL, contract.DECODER_MODEL, con
 SESSION, AUTOMASK, VERSION = contract.SESSION_MODEL, contract.AUTOMASK_MODEL, contract.MODEL_VERSION
 _WARMUP_DIR = "warmup"
 _WARMUP_INPUT_SIZE = INPUT_SIZE
+_WARMUP_INPUT_SIZE_SOURCE = ("input_data_file", _WARMUP_INPUT_SIZE)
 
 # Measured on 2 shared CPU cores with onnxruntime (CPU) when these were chosen: a tiny-test
 # encoder call takes ~0.4 s (vit_b: seconds) and a decoder call ~90 ms for one prompt, while
@@ -77,6 +78,7 @@ class RepositoryOptions:
     instances: int = 1  # model instances per model (per GPU for the native targets)
     # Not in to_dict (export.json): configs follow them on every export, weights do not.
     queues: QueueLimits = QueueLimits()
+    family: str = contract.SAM1.name  # the model family (contract.FAMILIES): its tensors
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -87,7 +89,8 @@ class RepositoryOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            k: getattr(self, k) for k in ("target", "max_batch", "max_prompts", "max_points", "instances")
+            k: getattr(self, k)
+            for k in ("target", "max_batch", "max_prompts", "max_points", "instances", "family")
         }
 
 
@@ -127,6 +130,20 @@ DECODER_OUTPUTS = (
     Tensor(LOW_RES_MASKS, "TYPE_FP32", (-1, -1, LOW_RES_SIZE, LOW_RES_SIZE)),
     Tensor(IOU_PREDICTIONS, "TYPE_FP32", (-1, -1)),
 )
+
+
+Tensors = tuple[Tensor, ...]
+
+
+def family_tensors(options: RepositoryOptions) -> tuple[Tensors, Tensors, Tensors]:
+    """(encoder inputs, encoder outputs, decoder inputs) of the options' model family: SAM 1's
+    as above; SAM 2 takes the original image and adds its high-resolution features."""
+    family = contract.family_named(options.family)
+    if family is contract.SAM1:
+        return ENCODER_INPUTS, ENCODER_OUTPUTS, DECODER_INPUTS
+    features = tuple(Tensor(name, "TYPE_FP32", shape) for name, shape in family.features.items())
+    return (Tensor(IMAGE, "TYPE_UINT8", (-1, -1, 3)),), features, (*features, *DECODER_INPUTS[1:])
+
 
 SESSION_ID = Tensor(contract.SESSION_ID, "TYPE_STRING", (1,))
 CACHE_HIT = Tensor(contract.CACHE_HIT, "TYPE_BOOL", (1,))
@@ -238,24 +255,27 @@ def _warmup_input(name: str, tensor: Tensor, dims: Sequence[int], source: Field)
 
 
 def encoder_config(options: RepositoryOptions) -> str:
-    image, input_size = ENCODER_INPUTS
-    warmup = Message.of(
-        ("name", "zero image 1024x1024"),
-        ("batch_size", 1),
-        ("inputs", _warmup_input("image", image, image.dims, ("zero_data", True))),
-        # input_size must be a valid (h, w); Triton can only read non-zero values from a file.
-        (
-            "inputs",
-            _warmup_input(INPUT_SIZE, input_size, input_size.dims, ("input_data_file", _WARMUP_INPUT_SIZE)),
-        ),
-    )
+    inputs, outputs, _ = family_tensors(options)
+    image = inputs[0]
+    warmup_image = _warmup_input("image", image, (IMAGE_SIZE, IMAGE_SIZE, 3), ("zero_data", True))
+    if len(inputs) == 1:
+        warmup = Message.of(("name", "zero image 1024x1024"), ("batch_size", 1), ("inputs", warmup_image))
+    else:
+        input_size = inputs[1]
+        warmup = Message.of(
+            ("name", "zero image 1024x1024"),
+            ("batch_size", 1),
+            ("inputs", warmup_image),
+            # input_size must be a valid (h, w); Triton can only read non-zero values from a file.
+            ("inputs", _warmup_input(INPUT_SIZE, input_size, input_size.dims, _WARMUP_INPUT_SIZE_SOURCE)),
+        )
     fields: list[Field] = [
         _header(options.target),
         ("name", ENCODER),
         *_backend_fields(options.target),
         ("max_batch_size", options.max_batch),
-        ("input", [t.message() for t in ENCODER_INPUTS]),
-        ("output", [t.message() for t in ENCODER_OUTPUTS]),
+        ("input", [t.message() for t in inputs]),
+        ("output", [t.message() for t in outputs]),
         _dynamic_batching(options, ENCODER_QUEUE_DELAY_US, FOREGROUND, options.queues.encoder),
         _instance_group(options),
     ]
@@ -264,8 +284,10 @@ def encoder_config(options: RepositoryOptions) -> str:
             {
                 "onnx_file": MODEL_FILE,
                 "intra_op_threads": "0",
-                "cpu_runtime": CPU_RUNTIMES["encoder"],
+                # SAM 2's encoder takes images of any size: OpenVINO's static graph cannot.
+                "cpu_runtime": CPU_RUNTIMES["encoder"] if len(inputs) > 1 else "onnxruntime",
                 "nice": str(ENCODER_NICE),
+                "family": options.family,
             }
         )
     fields.append(("model_warmup", [warmup]))
@@ -274,9 +296,10 @@ def encoder_config(options: RepositoryOptions) -> str:
 
 def decoder_config(options: RepositoryOptions) -> str:
     python = options.target == "python-onnxruntime"
+    decoder_inputs = family_tensors(options)[2]
     warmup_inputs = [
         _warmup_input(t.name, t, _DECODER_WARMUP_DIMS.get(t.name, t.dims), ("zero_data", True))
-        for t in DECODER_INPUTS
+        for t in decoder_inputs
     ]
     warmup = Message(
         (("name", "one point, zero embedding"), ("batch_size", 1), *(("inputs", m) for m in warmup_inputs))
@@ -293,7 +316,7 @@ def decoder_config(options: RepositoryOptions) -> str:
                 "allow_ragged_batch: requests with different prompt/point counts share a batch;\n"
                 "model.py groups them by (P, N, multimask) into one onnxruntime call each."
             ),
-            ("input", [t.message(ragged=True) for t in DECODER_INPUTS]),
+            ("input", [t.message(ragged=True) for t in decoder_inputs]),
             ("output", [t.message() for t in DECODER_OUTPUTS]),
             _dynamic_batching(options, DECODER_QUEUE_DELAY_US, INTERACTIVE, options.queues.decoder),
         ]
@@ -306,7 +329,7 @@ def decoder_config(options: RepositoryOptions) -> str:
                 "wrong K. (The python-onnxruntime target groups by (P, N, multimask) instead.)\n"
                 "Hence also no bounded queue: Triton bounds only the dynamic batcher's queue."
             ),
-            ("input", [t.message() for t in DECODER_INPUTS]),
+            ("input", [t.message() for t in decoder_inputs]),
             ("output", [t.message() for t in DECODER_OUTPUTS]),
         ]
     fields.append(_instance_group(options))
@@ -318,6 +341,7 @@ def decoder_config(options: RepositoryOptions) -> str:
                 "cpu_runtime": CPU_RUNTIMES["decoder"],
                 "max_prompts": str(options.max_prompts),
                 "max_points": str(options.max_points),
+                "family": options.family,
             }
         )
     fields.append(("model_warmup", [warmup]))
@@ -328,24 +352,25 @@ def ensemble_config(options: RepositoryOptions) -> str:
     def mapping(key: str, names: Sequence[str], internal: dict[str, str]) -> list[Field]:
         return [(key, Message.of(("key", n), ("value", internal.get(n, n)))) for n in names]
 
-    embedding = {IMAGE_EMBEDDINGS: "_image_embeddings"}
+    encoder_inputs, encoder_outputs, decoder_inputs = family_tensors(options)
+    embedding = {t.name: f"_{t.name}" for t in encoder_outputs}
     encoder_step = Message(
         (
             ("model_name", ENCODER),
             ("model_version", -1),
-            *mapping("input_map", [t.name for t in ENCODER_INPUTS], {}),
-            *mapping("output_map", [t.name for t in ENCODER_OUTPUTS], embedding),
+            *mapping("input_map", [t.name for t in encoder_inputs], {}),
+            *mapping("output_map", [t.name for t in encoder_outputs], embedding),
         )
     )
     decoder_step = Message(
         (
             ("model_name", DECODER),
             ("model_version", -1),
-            *mapping("input_map", [t.name for t in DECODER_INPUTS], embedding),
+            *mapping("input_map", [t.name for t in decoder_inputs], embedding),
             *mapping("output_map", [t.name for t in DECODER_OUTPUTS], {}),
         )
     )
-    inputs = [*ENCODER_INPUTS, *DECODER_INPUTS[1:]]
+    inputs = [*encoder_inputs, *decoder_inputs[len(encoder_outputs) :]]
     return render(
         Message.of(
             _header(options.target),
@@ -454,6 +479,14 @@ def repository_files(options: RepositoryOptions) -> dict[str, bytes]:
         f"{ENSEMBLE}/{VERSION}/.keep": b"",  # Triton wants a version directory even for ensembles
         f"{SESSION}/config.pbtxt": session_config(options).encode(),
         f"{SESSION}/{VERSION}/model.py": shim(SESSION).encode(),
+    }
+    if options.family != contract.SAM1.name:
+        # Server-held sessions and automatic masks serve SAM 1 only so far (README "Honest limits").
+        if options.target == "python-onnxruntime":
+            for model in (ENCODER, DECODER):
+                files[f"{model}/{VERSION}/model.py"] = shim(model).encode()
+        return files
+    files |= {
         f"{AUTOMASK}/config.pbtxt": automask_config(options).encode(),
         f"{AUTOMASK}/{VERSION}/model.py": shim(AUTOMASK).encode(),
         f"{ENCODER}/{_WARMUP_DIR}/{_WARMUP_INPUT_SIZE}": _int32_bytes([IMAGE_SIZE, IMAGE_SIZE]),

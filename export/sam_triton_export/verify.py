@@ -84,6 +84,7 @@ class VerifyReport:
     # on every mask-free case: it must compute the same thing.
     split_decoder_max_abs: float = 0.0
     cases: list[CaseResult] = field(default_factory=list)
+    reference: str = "segment_anything SamPredictor"  # what the graphs were compared with
 
     @property
     def score_max_abs(self) -> float:
@@ -132,7 +133,7 @@ class VerifyReport:
     def format(self) -> str:
         t = self.tolerances
         lines = [
-            f"verify ({self.precision}) against segment_anything SamPredictor,"
+            f"verify ({self.precision}) against {self.reference},"
             f" {len(self.cases)} prompt cases"
             + "".join(f", {graph} on {runtime}" for graph, runtime in self.runtimes.items()),
             f"  {'case':<36} {'score diff':>10} {'logit diff':>10} {'/range':>9} {'min IoU':>8}",
@@ -243,13 +244,14 @@ def encoder_input(predictor: SamPredictor, image: Array) -> tuple[Array, Array]:
 
 def run_decoder(
     session: Session,
-    embeddings: Array,
+    embeddings: Array | dict[str, Array],
     coords: Array,
     labels: Array,
     mask_input: Array | None,
     multimask: bool,
 ) -> tuple[Array, Array]:
-    """One decoder call: embeddings [B,256,64,64], coords [B,P,N,2], labels [B,P,N]."""
+    """One decoder call: embeddings [B,256,64,64] (or every image feature the family's decoder
+    takes, by name), coords [B,P,N,2], labels [B,P,N]."""
     batch, prompts = labels.shape[:2]
     if mask_input is None:
         mask = np.zeros((batch, prompts, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
@@ -259,7 +261,11 @@ def run_decoder(
     masks, scores = session.run(
         None,
         {
-            IMAGE_EMBEDDINGS: embeddings.astype(np.float32),
+            **(
+                embeddings
+                if isinstance(embeddings, dict)
+                else {IMAGE_EMBEDDINGS: embeddings.astype(np.float32)}
+            ),
             "point_coords": coords.astype(np.float32),
             "point_labels": labels.astype(np.float32),
             "mask_input": mask,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, IMAGE_SIZE, INPUT_SIZE
+from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, IMAGE_SIZE, INPUT_SIZE, SAM1, family_named
 
 from sam_triton_server.models._common import (
     Array,
@@ -31,11 +31,30 @@ def validate_encoder_inputs(image: Array, input_size: Array) -> None:
         )
 
 
+MAX_ORIGINAL_SIDE = 16384
+"""The longest side of an original image a SAM 2 encoder accepts (it resizes it itself)."""
+
+
+def validate_original_image(image: Array) -> None:
+    """Raise InvalidInput unless image is uint8 [B, H, W, 3] with 1 <= H, W <= MAX_ORIGINAL_SIDE."""
+    check_dtype("image", image, np.uint8)
+    check_shape("image", image, (None, None, None, 3))
+    if min(image.shape[1:3]) < 1 or max(image.shape[1:3]) > MAX_ORIGINAL_SIDE:
+        raise InvalidInput(
+            f"image of {image.shape[1]}x{image.shape[2]} pixels; each side must be 1..{MAX_ORIGINAL_SIDE}"
+        )
+
+
 class TritonPythonModel(OnnxModelBase):
     GRAPHS = {"encoder": "onnx_file"}
     encoder: Session
 
+    def setup(self) -> None:
+        self.family = family_named(self.params.get("family", SAM1.name))
+
     def execute(self, requests: list[Any]) -> list[Any]:
+        if self.family is not SAM1:
+            return self.execute_each(requests, self._encode_original)
         responses: list[Any] = [None] * len(requests)
         valid: list[tuple[int, Array, Array]] = []
         for i, request in enumerate(requests):
@@ -61,3 +80,11 @@ class TritonPythonModel(OnnxModelBase):
                 for i, _, _ in valid:
                     responses[i] = self.error_for(e)
         return responses
+
+    def _encode_original(self, request: Any) -> Any:
+        """SAM 2: one request's original image(s), resized inside the graph (requests of other
+        sizes cannot share one call), every feature map back."""
+        image = self.input(request, IMAGE)
+        validate_original_image(image)
+        outputs = self.family.encoder_outputs
+        return self.respond(dict(zip(outputs, self.encoder.run(list(outputs), {IMAGE: image}), strict=True)))

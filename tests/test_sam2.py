@@ -1,0 +1,251 @@
+"""SAM 2.1 beside SAM 1: the small test configuration exported from a seeded checkpoint in the
+official format (``{"model": state_dict}``) through ``--checkpoint``'s code path, verified
+against ``sam2``'s ``SAM2ImagePredictor``, then served by a real tritonserver and compared
+again over gRPC (one server for this module)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sam_triton_common import contract
+
+from tests.conftest import ServedTriton, start_triton
+
+MODEL_TYPE = "sam2.1-tiny-test"
+SEED = 21
+
+
+@pytest.fixture(scope="module")
+def sam2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from sam_triton_export.family_sam2 import save_random_checkpoint
+
+    path = save_random_checkpoint(MODEL_TYPE, tmp_path_factory.mktemp("sam2") / "sam2.1_test.pt", SEED)
+    # Random weights give the single-mask token's logits so close to 0 that its stability score
+    # is always low and the dynamic multimask fallback always taken; sharpening that token's
+    # output (x30) makes some prompts stable, so parity covers both sides of the fallback.
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    for part in ("weight", "bias"):
+        saved["model"][f"sam_mask_decoder.output_hypernetworks_mlps.0.layers.2.{part}"] *= 30
+    torch.save(saved, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sam2_export(tmp_path_factory: pytest.TempPathFactory, sam2_checkpoint: Path) -> Any:
+    from sam_triton_export.pipeline import export_repository
+
+    repository = tmp_path_factory.mktemp("sam2repo") / "model_repository"
+    return export_repository(MODEL_TYPE, repository, checkpoint=sam2_checkpoint, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def sam2_model(sam2_checkpoint: Path) -> Any:
+    from sam_triton_export.family_sam2 import build_sam2_model
+
+    return build_sam2_model(MODEL_TYPE, sam2_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def sam2_server(sam2_export: Any) -> Iterator[ServedTriton]:
+    served = start_triton(sam2_export.repository)
+    try:
+        yield served
+    finally:
+        served.process.stop()
+
+
+def test_checkpoint_is_official_format_and_loads_through_sam2s_builder(sam2_checkpoint: Path) -> None:
+    import torch
+    from sam2.build_sam import build_sam2
+    from sam_triton_export.family_sam2 import SAM2_MODEL_TYPES
+
+    saved = torch.load(sam2_checkpoint, map_location="cpu", weights_only=True)
+    assert set(saved) == {"model"}
+    spec = SAM2_MODEL_TYPES[MODEL_TYPE]
+    # sam2's own loader (strict) accepts the file as is: what a user's official file goes through.
+    model = build_sam2(
+        spec.config, str(sam2_checkpoint), device="cpu", hydra_overrides_extra=list(spec.overrides)
+    )
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved["model"].items())
+
+
+def test_export_verifies_within_spec_tolerances(sam2_export: Any) -> None:
+    report = sam2_export.verify
+    assert report is not None and report.passed, report.format()
+    assert report.reference == "sam2 SAM2ImagePredictor"
+    assert report.score_max_abs <= 1e-3 and report.logits_rel <= 1e-3 and report.iou_min >= 0.99
+    names = {case.name.split(" ", 1)[1] for case in report.cases}
+    assert {"box", "box + point, multimask", "point + mask_input refinement", "fg + bg points"} <= names
+    info = contract.read_export_info(sam2_export.repository)
+    assert info is not None and info["model_type"] == MODEL_TYPE and info["options"]["family"] == "sam2"
+    # Server-held sessions and automatic masks are not served for SAM 2 yet: no half-made models.
+    served = {p.parent.name for p in sam2_export.repository.glob("*/config.pbtxt")}
+    assert served == {contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL}
+
+
+@pytest.mark.parametrize(
+    ("model_type", "expected"),
+    [
+        ("sam2.1_hiera_tiny", "SAM 2.1 Hiera of width 16, depth 5, but sam2.1_hiera_tiny"),
+        ("sam2_hiera_small", "SAM 2.1 Hiera of width 16, depth 5, but sam2_hiera_small"),
+    ],
+)
+def test_checkpoint_of_another_size_is_a_clear_error(
+    sam2_checkpoint: Path, model_type: str, expected: str
+) -> None:
+    from sam_triton_export.checkpoints import CheckpointError
+    from sam_triton_export.family_sam2 import build_sam2_model
+
+    with pytest.raises(CheckpointError, match="use --model-type sam2.1-tiny-test") as info:
+        build_sam2_model(model_type, sam2_checkpoint)
+    assert expected in str(info.value)
+
+
+def test_sam1_checkpoint_for_a_sam2_type_and_the_reverse_are_clear_errors(
+    sam2_checkpoint: Path, tiny_checkpoint: Path
+) -> None:
+    from sam_triton_export.checkpoints import CheckpointError
+    from sam_triton_export.family_sam2 import build_sam2_model
+    from sam_triton_export.model_builder import build_sam
+
+    with pytest.raises(CheckpointError, match="SAM 1 checkpoint, but sam2.1-tiny-test"):
+        build_sam2_model(MODEL_TYPE, tiny_checkpoint)
+    with pytest.raises(CheckpointError, match="no SAM image encoder found"):
+        build_sam("tiny-test", sam2_checkpoint)
+
+
+def _infer(url: str, model: str, arrays: dict[str, np.ndarray]) -> Any:
+    import tritonclient.grpc as grpcclient
+
+    dtypes = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dtype(np.bool_): "BOOL"}
+    inputs = []
+    for name, array in arrays.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), dtypes[array.dtype])
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    with grpcclient.InferenceServerClient(url) as client:
+        return client.infer(model, inputs)
+
+
+def _images() -> list[np.ndarray]:
+    from sam_triton_export.verify import sample_images
+
+    rng = np.random.default_rng(5)
+    gray = np.repeat(sample_images(1)[1].mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    return [
+        gray,
+        rng.integers(0, 256, (23, 17, 3), dtype=np.uint8),
+        rng.integers(0, 256, (1500, 60, 3), np.uint8),
+    ]
+
+
+def test_served_ensemble_matches_sam2_image_predictor(sam2_server: ServedTriton, sam2_model: Any) -> None:
+    """Image + prompts through the ``sam`` ensemble (the whole image travels; the server
+    resizes it) against the reference on images verify did not see, with the single-mask
+    dynamic fallback taken by some prompts and not by others."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    from sam_triton_export.family_sam2 import prompt_arrays, upscale_masks
+    from sam_triton_export.verify import Prompt, mask_iou
+
+    predictor = SAM2ImagePredictor(sam2_model)
+    fallbacks = set()
+    for image in _images():
+        h, w = image.shape[:2]
+        predictor.set_image(image)
+        rng = np.random.default_rng(h * w)
+        prompts = [
+            Prompt("p", rng.uniform(0, 1, (1, 2)) * [w, h], np.array([1]), multimask=False) for _ in range(4)
+        ]
+        prompts.append(
+            Prompt(
+                "box+neg",
+                np.array([[w * 0.6, h * 0.6]]),
+                np.array([0]),
+                box=np.array([0, 0, w * 0.8, h * 0.7]),
+            )
+        )
+        for prompt in prompts:
+            masks, scores, logits = predictor.predict(
+                point_coords=prompt.points,
+                point_labels=prompt.labels,
+                box=prompt.box,
+                multimask_output=prompt.multimask,
+            )
+            if not prompt.multimask:
+                _, multi_scores, multi_logits = predictor.predict(
+                    point_coords=prompt.points, point_labels=prompt.labels
+                )
+                fallbacks.add(bool(np.array_equal(logits[0], multi_logits[int(np.argmax(multi_scores))])))
+            coords, labels = prompt_arrays(prompt, (h, w))
+            result = _infer(
+                sam2_server.grpc_url,
+                contract.ENSEMBLE_MODEL,
+                {
+                    contract.IMAGE: image[None],
+                    "point_coords": coords[None, None],
+                    "point_labels": labels[None, None],
+                    "mask_input": np.zeros((1, 1, 1, 256, 256), np.float32),
+                    "has_mask_input": np.zeros((1, 1), np.float32),
+                    "multimask_output": np.array([[prompt.multimask]]),
+                },
+            )
+            served_logits = result.as_numpy(contract.LOW_RES_MASKS)[0, 0]
+            served_scores = result.as_numpy(contract.IOU_PREDICTIONS)[0, 0]
+            assert served_logits.shape[0] == masks.shape[0]
+            assert np.abs(served_scores - scores).max() <= 1e-3
+            assert np.abs(np.clip(served_logits, -32, 32) - logits).max() <= 1e-3 * (
+                logits.max() - logits.min()
+            )
+            full = upscale_masks(served_logits, (h, w))
+            assert min(mask_iou(full[k], masks[k] > 0) for k in range(masks.shape[0])) >= 0.99
+    assert fallbacks == {True, False}, (
+        "the prompts should exercise both sides of the dynamic multimask fallback"
+    )
+
+
+def test_served_model_tells_its_family_and_rejects_sam1_inputs(sam2_server: ServedTriton) -> None:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    with grpcclient.InferenceServerClient(sam2_server.grpc_url) as client:
+        outputs = [o.name for o in client.get_model_metadata(contract.ENCODER_MODEL).outputs]
+    assert contract.family_of_encoder(outputs) is contract.SAM2
+    # A SAM 1 embedding (no high-resolution features) sent to the SAM 2 decoder is refused.
+    with pytest.raises(InferenceServerException, match="high_res_feats_0"):
+        _infer(
+            sam2_server.grpc_url,
+            contract.DECODER_MODEL,
+            {
+                contract.IMAGE_EMBEDDINGS: np.zeros((1, 256, 64, 64), np.float32),
+                "point_coords": np.zeros((1, 1, 1, 2), np.float32),
+                "point_labels": np.ones((1, 1, 1), np.float32),
+                "mask_input": np.zeros((1, 1, 1, 256, 256), np.float32),
+                "has_mask_input": np.zeros((1, 1), np.float32),
+                "multimask_output": np.array([[True]]),
+            },
+        )
+
+
+def test_sam2_configs_parse_and_carry_the_family_tensors() -> None:
+    from sam_triton_export.repository import RepositoryOptions, repository_files
+
+    from tests.test_repository import parse
+
+    files = repository_files(RepositoryOptions(family=contract.SAM2.name))
+    encoder = parse(files[f"{contract.ENCODER_MODEL}/config.pbtxt"].decode())
+    assert [i.name for i in encoder.input] == [contract.IMAGE]
+    assert list(encoder.input[0].dims) == [-1, -1, 3]
+    assert [o.name for o in encoder.output] == list(contract.SAM2.encoder_outputs)
+    assert encoder.parameters["cpu_runtime"].string_value == "onnxruntime"
+    decoder = parse(files[f"{contract.DECODER_MODEL}/config.pbtxt"].decode())
+    assert [i.name for i in decoder.input] == list(contract.SAM2.decoder_inputs)
+    assert decoder.parameters["family"].string_value == "sam2"
+    ensemble = parse(files[f"{contract.ENSEMBLE_MODEL}/config.pbtxt"].decode())
+    assert [i.name for i in ensemble.input] == [contract.IMAGE, *contract.DECODER_INPUTS[1:]]
+    assert contract.SAM2.feature_bytes == 16 << 20  # what a server-held SAM 2 session would keep
