@@ -249,3 +249,29 @@ def test_sam2_configs_parse_and_carry_the_family_tensors() -> None:
     ensemble = parse(files[f"{contract.ENSEMBLE_MODEL}/config.pbtxt"].decode())
     assert [i.name for i in ensemble.input] == [contract.IMAGE, *contract.DECODER_INPUTS[1:]]
     assert contract.SAM2.feature_bytes == 16 << 20  # what a server-held SAM 2 session would keep
+
+
+def test_cli_offers_every_sam2_model_type() -> None:
+    from sam_triton_export.cli import MODEL_TYPES
+    from sam_triton_export.family_sam2 import SAM2_MODEL_TYPES
+    from sam_triton_export.model_types import MODEL_TYPES as SAM1_TYPES
+
+    assert set(MODEL_TYPES) == set(SAM1_TYPES) | set(SAM2_MODEL_TYPES)
+
+
+def test_cli_verify_of_a_sam2_repository(sam2_export: Any, sam2_checkpoint: Path, capsys: Any) -> None:
+    from sam_triton.cli import main
+
+    code = main(
+        [
+            "verify",
+            "--model-type",
+            MODEL_TYPE,
+            "--checkpoint",
+            str(sam2_checkpoint),
+            "--repository",
+            str(sam2_export.repository),
+        ]
+    )
+    assert code == 0, capsys.readouterr()
+    assert "against sam2 SAM2ImagePredictor" in capsys.readouterr().out

@@ -11,14 +11,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny-test")  # kept in step with model_types.MODEL_TYPES
+# Kept in step with model_types.MODEL_TYPES and family_sam2.SAM2_MODEL_TYPES (tests/test_sam2.py).
+MODEL_TYPES = (
+    "vit_h",
+    "vit_l",
+    "vit_b",
+    "tiny-test",
+    *(f"sam2{v}_hiera_{size}" for v in (".1", "") for size in ("tiny", "small", "base_plus", "large")),
+    "sam2.1-tiny-test",
+)
 TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
 
 
 def _add_weights(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-type", required=True, choices=MODEL_TYPES, help="SAM variant")
     weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", type=Path, help="official SAM checkpoint (.pth)")
+    weights.add_argument("--checkpoint", type=Path, help="official SAM (.pth) or SAM 2 (.pt) checkpoint")
     weights.add_argument(
         "--random-weights",
         action="store_true",
@@ -142,10 +150,13 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from sam_triton_common.contract import read_export_info
+    from sam_triton_common.contract import DECODER_MODEL, ENCODER_MODEL, read_export_info
 
     from sam_triton_export.checkpoints import CheckpointError
+    from sam_triton_export.family_sam2 import build_sam2_model, is_sam2
+    from sam_triton_export.family_sam2 import verify_models as verify_sam2
     from sam_triton_export.model_builder import build_sam
+    from sam_triton_export.repository import model_file
     from sam_triton_export.verify import verify_repository
 
     checkpoint, seed = _weights(args)
@@ -157,8 +168,17 @@ def run_verify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        sam = build_sam(args.model_type, checkpoint, random_seed=seed)
-        report = verify_repository(args.repository, sam, precision=args.precision)
+        if is_sam2(args.model_type):
+            model = build_sam2_model(args.model_type, checkpoint, random_seed=seed)
+            report = verify_sam2(
+                model_file(args.repository, ENCODER_MODEL),
+                model_file(args.repository, DECODER_MODEL),
+                model,
+                precision=args.precision or str((info or {}).get("precision", "fp32")),
+            )
+        else:
+            sam = build_sam(args.model_type, checkpoint, random_seed=seed)
+            report = verify_repository(args.repository, sam, precision=args.precision)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         return _fail(str(e))
     print(report.format())
