@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -115,13 +116,30 @@ def random_seed(manifest: dict[str, Any] | None) -> int | None:
     return int(weights["random_seed"])
 
 
-def random_weights_banner(manifest: dict[str, Any], seed: int) -> str:
+def _started_by_make() -> bool:
+    """`make serve` execs this command, so make is the parent process."""
+    try:
+        return Path(f"/proc/{os.getppid()}/comm").read_text().strip() == "make"
+    except OSError:
+        return False
+
+
+def random_weights_banner(
+    manifest: dict[str, Any], seed: int, repository: Path | None = None, via_make: bool | None = None
+) -> str:
     lines = [
         "RANDOM WEIGHTS - MASKS ARE MEANINGLESS",
         f"model {manifest.get('model_type', '?')} was exported from randomly initialised weights",
         f"(seed {seed}), not from a SAM checkpoint. Serve real weights with:",
-        "make serve CHECKPOINT=/path/sam_vit_b_01ec64.pth MODEL=vit_b",
     ]
+    # The next step in the words of the command the user typed.
+    if via_make if via_make is not None else _started_by_make():
+        lines.append("make serve CHECKPOINT=/path/sam_vit_b_01ec64.pth MODEL=vit_b")
+    else:
+        lines += [
+            f"sam-triton export --model-type vit_b --repository {repository or 'REPOSITORY'} \\",
+            "    --checkpoint /path/sam_vit_b_01ec64.pth   (then serve it again)",
+        ]
     bar = "!" * _BANNER_WIDTH
     body = [f"!!  {line.ljust(_BANNER_WIDTH - 8)}  !!" for line in lines]
     return "\n".join([bar, *body, bar])
@@ -131,12 +149,44 @@ def _say(message: str) -> None:
     print(f"[sam-triton] {message}", file=sys.stderr, flush=True)
 
 
+def _log_sink(log_verbose: int) -> Callable[[str], None]:
+    """Triton's log echoed, but for the CUDA/NVML/DCGM lines any start without a GPU prints
+    (some as errors): said once in our words instead. Shown as they are with --log-verbose,
+    and always on a machine with an NVIDIA device, where they mean a broken driver."""
+    from sam_triton_server.process import HAS_GPU, echo, is_gpu_noise
+
+    if HAS_GPU or log_verbose > 0:
+        return echo
+    explained = False
+
+    def sink(line: str) -> None:
+        nonlocal explained
+        if not is_gpu_noise(line):
+            echo(line)
+        elif not explained:
+            explained = True
+            _say(
+                "no GPU on this machine: serving on the CPU (Triton's CUDA, NVML and DCGM "
+                "start-up messages about it are not shown; --log-verbose 1 shows them)"
+            )
+
+    return sink
+
+
 def run(args: argparse.Namespace) -> int:
     from sam_triton_server.security import SecurityConfigError
 
     repository = args.repository.resolve()
     if not repository.is_dir():
         _say(f"model repository {repository} does not exist; run `sam-triton export` first")
+        return 2
+    if not any(repository.glob("*/config.pbtxt")):
+        # Triton would start, poll the folder and log a page of errors about each entry.
+        _say(
+            f"{repository} is not a Triton model repository (no <model>/config.pbtxt in it); write "
+            f"one with `sam-triton export --model-type vit_b --checkpoint PATH --repository "
+            f"{args.repository}` (or --random-weights), or point --repository at one"
+        )
         return 2
     from sam_triton_server.plans import stale_plans_reason
 
@@ -170,11 +220,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, repository: Path, served: Path, security: Security) -> int:
     from sam_triton_server.installation import TritonNotFoundError
-    from sam_triton_server.process import ServerOptions, TritonProcess, TritonStartError, echo
+    from sam_triton_server.process import PortInUseError, ServerOptions, TritonProcess, TritonStartError
 
     manifest = read_export_info(repository)
     seed = random_seed(manifest)
-    banner = random_weights_banner(manifest or {}, seed) if seed is not None else None
+    banner = random_weights_banner(manifest or {}, seed, args.repository) if seed is not None else None
     if banner:
         print(banner, file=sys.stderr, flush=True)
 
@@ -197,7 +247,7 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path, security: S
             return 2
         return run_replicas(args, options)
     try:
-        server = TritonProcess(options, log_sink=None if args.quiet else echo)
+        server = TritonProcess(options, log_sink=None if args.quiet else _log_sink(args.log_verbose))
     except TritonNotFoundError as error:
         _say(str(error))
         return 2
@@ -223,7 +273,12 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path, security: S
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
 
-    server.start()
+    try:
+        server.start()
+    except PortInUseError as error:
+        _say(f"cannot start: {error}")
+        server.stop()
+        return 2
     try:
         server.wait_ready(args.ready_timeout)
     except TritonStartError as error:

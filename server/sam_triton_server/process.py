@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -167,7 +168,61 @@ def launch_child(
 def _is_error_line(line: str) -> bool:
     # Triton's glog format: "E1128 03:40:00.123 ..." for errors; model load failures also
     # appear in the final status table as "UNAVAILABLE: ...".
+    if HAS_GPU is False and is_gpu_noise(line):
+        return False
     return line.startswith("E") and line[1:5].isdigit() or "failed to load" in line or "UNAVAILABLE:" in line
+
+
+# What every start of a GPU-enabled Triton build logs on a machine without a GPU (some of it as
+# errors, "E..."): it then serves on the CPU. Lower-case substrings.
+_GPU_NOISE = (
+    "cudadriverhelper has not been initialized",
+    "cuda driver version is insufficient",
+    "failed to initialize nvml",
+    "dcgm unable to start",
+    "pinned system memory",
+    "cuda memory pool disabled",
+)
+
+HAS_GPU = any(Path("/dev").glob("nvidia[0-9]*"))
+"""Whether this machine has an NVIDIA device. Only without one are the lines above noise: on a
+GPU machine the same words mean a broken driver and stay errors."""
+
+
+def is_gpu_noise(line: str) -> bool:
+    """A CUDA/NVML/DCGM start-up line that only says this machine has no GPU."""
+    lowered = line.lower()
+    return any(needle in lowered for needle in _GPU_NOISE)
+
+
+class PortInUseError(TritonStartError):
+    """A port the server needs is taken: found before Triton spends seconds loading models."""
+
+
+def check_ports_free(options: ServerOptions) -> None:
+    """Bind each port as Triton will, and release it; PortInUseError names the first taken one.
+
+    Triton learns of a taken gRPC port only after loading every model, and the readiness probe
+    would meanwhile ask whichever server owns the HTTP port (and could call that one ready).
+    """
+    wanted = (
+        ("gRPC", "--grpc-port", options.host, options.grpc_port),
+        ("HTTP", "--http-port", options.http_host, options.http_port),
+        ("metrics", "--metrics-port", options.host, options.metrics_port),
+    )
+    for what, flag, host, port in wanted:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # SO_REUSEADDR: a port only lingering in TIME_WAIT is free for Triton too.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                raise PortInUseError(
+                    f"{what} port {host}:{port} is not free ({error.strerror}): another server is "
+                    f"listening there (an earlier `sam-triton serve`?). Stop it, or pick another "
+                    f"port with {flag}."
+                ) from None
 
 
 class TritonProcess:
@@ -201,6 +256,7 @@ class TritonProcess:
         return self._process.poll() if self._process else None
 
     def start(self) -> None:
+        check_ports_free(self.options)
         remove_stale_shm_regions()
         backend_dir = prepare_backend_directory(self.installation, Path(self._workdir.name))
         command = [str(self.installation.binary), *self.options.arguments(backend_dir, self.shm_prefix)]
