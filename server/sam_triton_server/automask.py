@@ -37,6 +37,27 @@ EncodeBatchFn = Callable[[UInt8Array, npt.NDArray[np.int32]], Float32Array]
 """(n, 1024, 1024, 3) padded images and (n, 2) input sizes -> (n, 256, 64, 64) embeddings."""
 
 
+class AutomaskCancelled(Exception):
+    """The client cancelled the request or went away; the work stopped before its next batch."""
+
+
+class CancelCheck:
+    """Asked before every encoder and decoder batch: raises AutomaskCancelled once ``cancelled``
+    says so, so an abandoned request costs at most the batch already running (a full job of
+    a large image is minutes of CPU that nobody would read)."""
+
+    def __init__(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        self._cancelled = cancelled
+        self.batches = 0
+
+    def __call__(self, what: str) -> None:
+        if self._cancelled():
+            raise AutomaskCancelled(
+                f"cancelled by the client; stopped before {what} after {self.batches} batches"
+            )
+        self.batches += 1
+
+
 @dataclass(frozen=True)
 class AutomaskLimits:
     """What one request may ask for; beyond it the request is refused (INVALID_ARGUMENT)."""
@@ -100,9 +121,10 @@ class CropEncoder:
     earlier crops are dropped as soon as a later one is asked for.
     """
 
-    def __init__(self, encode_batch: EncodeBatchFn, max_batch: int) -> None:
+    def __init__(self, encode_batch: EncodeBatchFn, max_batch: int, check: CancelCheck | None = None) -> None:
         self._encode_batch = encode_batch
         self._max_batch = max(1, max_batch)
+        self._check = check or CancelCheck()
         self._crops: list[UInt8Array | None] = []
         self._embeddings: dict[int, Float32Array] = {}
         self.seconds = 0.0
@@ -119,6 +141,7 @@ class CropEncoder:
         return self._embeddings[handle]
 
     def _encode_from(self, first: int) -> None:
+        self._check(f"encoding crop {first + 1} of {len(self._crops)}")
         start = time.perf_counter()
         handles = [h for h in range(first, len(self._crops)) if self._crops[h] is not None][: self._max_batch]
         prepared = [prepare_image(self._take(h)) for h in handles]
@@ -151,14 +174,18 @@ class OnnxPointDecoder:
     once per prompt as the full decoder would.
     """
 
-    def __init__(self, decoder: PromptDecoder, encoder: CropEncoder) -> None:
+    def __init__(
+        self, decoder: PromptDecoder, encoder: CropEncoder, check: CancelCheck | None = None
+    ) -> None:
         self._decoder = decoder
         self._encoder = encoder
+        self._check = check or CancelCheck()
         self._features: tuple[int, Features] | None = None  # the generator walks crops in order
 
     def __call__(
         self, handle: int, coords: npt.NDArray[np.float64], labels: npt.NDArray[np.float32]
     ) -> tuple[Float32Array, Float32Array]:
+        self._check(f"decoding a batch of crop {handle + 1}")
         prompts = coords.shape[0]
         padded_coords = np.zeros((1, prompts, coords.shape[1] + 1, 2), dtype=np.float32)
         padded_coords[0, :, :-1] = coords
@@ -181,12 +208,15 @@ def run_automask(
     decoder: PromptDecoder,
     encoder_max_batch: int,
     limits: AutomaskLimits,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> automask_pb2.AutomaskResult:
-    """Check, generate, and pack one request's masks as the wire result."""
+    """Check, generate, and pack one request's masks as the wire result; AutomaskCancelled
+    as soon as ``cancelled()`` is true before a batch."""
     start = time.perf_counter()
     crops, prompts = check_request(image, params, limits)
-    encoder = CropEncoder(encode_batch, encoder_max_batch)
-    data = amg.generate_mask_data(image, params, encoder, OnnxPointDecoder(decoder, encoder))
+    check = CancelCheck(cancelled)
+    encoder = CropEncoder(encode_batch, encoder_max_batch, check)
+    data = amg.generate_mask_data(image, params, encoder, OnnxPointDecoder(decoder, encoder, check))
     return encode_result(
         data,
         (int(image.shape[0]), int(image.shape[1])),

@@ -17,7 +17,7 @@ import numpy as np
 from sam_triton_common.amg.wire import decode_params
 from sam_triton_common.contract import AUTOMASK_PARAMS, AUTOMASK_RESULT, ENCODER_MODEL, IMAGE
 
-from sam_triton_server.automask import AutomaskLimits, run_automask, warm_up
+from sam_triton_server.automask import AutomaskCancelled, AutomaskLimits, run_automask, warm_up
 from sam_triton_server.metrics import AutomaskMetrics
 from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
 from sam_triton_server.ort import Session
@@ -44,7 +44,16 @@ class TritonPythonModel(OnnxModelBase):
         warm_up(self.decoder)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return self.execute_each(requests, self._handle)
+        return self.execute_each(requests, self._handle_cancellable)
+
+    def _handle_cancellable(self, request: Any) -> Any:
+        """A request whose client cancelled it, or hung up (Ctrl-C), stops at its next batch."""
+        try:
+            return self._handle(request)
+        except AutomaskCancelled as stopped:
+            message = f"{self.name}: {stopped}"
+            self.logger.info(message)  # the operator sees why a job ended without an answer
+            return self._error(message, "CANCELLED")
 
     def _handle(self, request: Any) -> Any:
         started = time.monotonic()
@@ -63,6 +72,7 @@ class TritonPythonModel(OnnxModelBase):
             decoder=self.decoder,
             encoder_max_batch=self.encoder_max_batch,
             limits=self.limits,
+            cancelled=request.is_cancelled,
         )
         payload = np.array([[result.SerializeToString()]], dtype=np.object_)
         self.metrics.ran(time.monotonic() - started, len(result.records))
