@@ -68,7 +68,7 @@ def test_segment_end_to_end(triton_server: Any, tmp_path: Path) -> None:
     image[20:60, 30:90] = [200, 30, 30]
     path = tmp_path / "in.png"
     Image.fromarray(image).save(path)
-    out, js, cut = tmp_path / "overlay.png", tmp_path / "m" / "masks.json", tmp_path / "cut.png"
+    out, js, cut = tmp_path / "overlay.png", tmp_path / "masks.json", tmp_path / "cut.png"
     args = parser().parse_args(
         ["segment", str(path), "--url", triton_server.grpc_url, "--point", "60,40", "--point", "5,5,0",
          "--box", "25,15,95,65", "--multimask", "--output", str(out), "--json", str(js), "--cutout", str(cut)]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sam_triton.cli.connection import (
     add_connection_arguments,
     connection_options,
+    next_step,
     redact_arguments,
     redact_argv,
 )
@@ -312,8 +313,10 @@ def write_outputs(
     baselines: list[RunResult],
     load_start: list[float] | None,
     session: dict[str, Any] | None = None,
+    interrupted: bool = False,
 ) -> dict[str, Any]:
-    """samples.csv, the plots and results.json (with the ``session`` section when given)."""
+    """samples.csv, the plots and results.json (with the ``session`` section when given;
+    ``"interrupted": true`` when Ctrl-C cut the run short)."""
     from .report import build_results, write_json, write_samples_csv
 
     out: Path = args.output
@@ -334,6 +337,8 @@ def write_outputs(
     header = _header(args, config, images, load_start)
     if session is not None:
         header["session"] = session
+    if interrupted:
+        header["interrupted"] = True
     document = build_results(
         header=header,
         served=served,
@@ -381,15 +386,25 @@ def run(args: argparse.Namespace) -> int:
 
     load_start = _loadavg()
     try:
-        served, baselines = run_all(config, images)
+        served, baselines, interrupted = run_all(config, images)
+    except KeyboardInterrupt:  # before the first measured request (or a second Ctrl-C)
+        print("\nsam-triton bench: interrupted; nothing was measured, nothing written", file=sys.stderr)
+        return 130
     except ScenarioUnavailable as exc:
         # Not a failure of the server: this installation cannot run the scenario (yet).
         print(f"sam-triton bench: scenario {config.scenario!r} skipped: {exc}", file=sys.stderr)
         return 0
     except SamTritonError as exc:
-        print(f"sam-triton bench: cannot benchmark {config.url}: {exc}", file=sys.stderr)
+        hint = next_step(exc, args)
+        print(
+            f"sam-triton bench: cannot benchmark {config.url}: {exc}" + (f"\n  -> {hint}" if hint else ""),
+            file=sys.stderr,
+        )
         return 1
-    write_outputs(args, config, images, served, baselines, load_start)
+    if interrupted and not served and not baselines:
+        print("\nsam-triton bench: interrupted; nothing was measured, nothing written", file=sys.stderr)
+        return 130
+    write_outputs(args, config, images, served, baselines, load_start, interrupted=interrupted)
     runs = [*served, *baselines]
     print(
         f"\n{config.scenario} @ {config.url}, {len(images)} image(s), "
@@ -407,4 +422,13 @@ def run(args: argparse.Namespace) -> int:
     if errors:
         print("\nerrors:\n" + errors)
     print(f"\nresults: {args.output / 'results.json'}")
+    if interrupted:
+        measured = sum(r.summary.requests for r in runs)
+        print(
+            f"sam-triton bench: interrupted (Ctrl-C): the {measured} requests measured before it are "
+            f"in the table above and in {args.output} (results.json says \"interrupted\": true; "
+            "series that had not started are left out)",
+            file=sys.stderr,
+        )
+        return 130
     return 0

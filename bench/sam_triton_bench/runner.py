@@ -10,13 +10,15 @@ all of them instead of on whichever ran last; each series' rounds are merged int
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sam_triton.aio import AsyncSamClient
 from sam_triton.cli.connection import ConnectionOptions
 from sam_triton.config import ModelNames
+from sam_triton.errors import SamTritonError
 
 from .baselines import BaselineSpec, prepare_baseline
 from .images import BenchImage
@@ -160,9 +162,22 @@ class _Series:
         async def call(index: int) -> None:
             await self.fn(first + index)
 
+        finished: list[Sample] = []  # what a Ctrl-C in the middle of the round keeps
+
+        def on_sample(sample: Sample) -> None:
+            finished.append(sample)
+            progress.on_sample(sample)
+
         progress = RunProgress(label, config.warmup + config.round_duration, config.progress)
-        async with progress.ticking():
-            samples = await drive(call, self.level, config, progress.on_sample)
+        try:
+            async with progress.ticking():
+                samples = await drive(call, self.level, config, on_sample)
+        except asyncio.CancelledError:  # Ctrl-C: requests in flight are dropped, finished ones kept
+            self._keep(sorted(finished, key=lambda s: s.index), first, config, round_index)
+            raise
+        self._keep(samples, first, config, round_index)
+
+    def _keep(self, samples: list[Sample], first: int, config: BenchConfig, round_index: int) -> None:
         self.next_index = first + max((s.index for s in samples), default=-1) + 1
         # Rounds follow each other on the series' own clock, so its timeline stays continuous.
         offset = round_index * (config.warmup + config.round_duration)
@@ -179,6 +194,18 @@ class _Series:
 
     def result(self) -> RunResult:
         return RunResult(self.kind, self.level, self.samples, self.notes)
+
+    @property
+    def measured(self) -> int:
+        return sum(not s.warmup for s in self.samples)
+
+
+class BenchRun(NamedTuple):
+    served: list[RunResult]
+    baselines: list[RunResult]
+    interrupted: bool = False
+    """Stopped by Ctrl-C: the series hold what finished before it (series with nothing
+    measured are left out)."""
 
 
 def _models_needed(scenario: str, names: ModelNames) -> list[str] | None:
@@ -198,24 +225,48 @@ def _baseline_series(spec: BaselineSpec, config: BenchConfig, images: Sequence[B
     return _Series(spec.kind, LoadLevel("closed", concurrency=1), call, dict(prepared.notes))
 
 
-async def _run(config: BenchConfig, images: Sequence[BenchImage]) -> tuple[list[RunResult], list[RunResult]]:
+async def wait_for_server(client: AsyncSamClient, config: BenchConfig, models: list[str] | None) -> None:
+    """Wait for readiness, saying so at once when the first look fails: a server still loading
+    its models refuses connections just like a stopped one, so only the timeout can tell."""
+    try:
+        await client.wait_until_ready(0.0, models)
+        return
+    except SamTritonError as first:
+        print(
+            f"waiting up to {config.ready_timeout:g} s (--ready-timeout) for {config.url} to be ready: "
+            f"{first.server_message or first}",
+            file=sys.stderr,
+            flush=True,
+        )
+    await client.wait_until_ready(config.ready_timeout, models)
+
+
+async def _run(config: BenchConfig, images: Sequence[BenchImage]) -> BenchRun:
     client = AsyncSamClient(
         config.url, timeout=config.timeout, server_embeddings=config.server_embeddings, **config.connection
     )
     async with client:
-        await client.wait_until_ready(
-            config.ready_timeout, _models_needed(config.scenario, client.config.models)
-        )
+        await wait_for_server(client, config, _models_needed(config.scenario, client.config.models))
         prepared = await prepare_served(config.scenario, client, images, config.options)
         await prepared.request(PRIME_INDEX)
         served = [_Series("served", level, prepared.request, dict(prepared.notes)) for level in config.levels]
-        baselines = [_baseline_series(spec, config, images) for spec in config.baselines]
-        for round_index in range(config.rounds):
-            for series in [*served, *baselines]:
-                await series.measure_round(config, round_index)
-    return [s.result() for s in served], [b.result() for b in baselines]
+        baselines: list[_Series] = []
+        try:
+            baselines += [_baseline_series(spec, config, images) for spec in config.baselines]
+            for round_index in range(config.rounds):
+                for series in [*served, *baselines]:
+                    await series.measure_round(config, round_index)
+        except asyncio.CancelledError:
+            # asyncio.run turns the first Ctrl-C into this cancellation (a second one raises
+            # KeyboardInterrupt at once): stop measuring, keep what was measured.
+            return BenchRun(
+                [s.result() for s in served if s.measured],
+                [b.result() for b in baselines if b.measured],
+                interrupted=True,
+            )
+    return BenchRun([s.result() for s in served], [b.result() for b in baselines])
 
 
-def run_all(config: BenchConfig, images: Sequence[BenchImage]) -> tuple[list[RunResult], list[RunResult]]:
-    """(served runs, baseline runs)."""
+def run_all(config: BenchConfig, images: Sequence[BenchImage]) -> BenchRun:
+    """Served runs and baseline runs (partial ones after a Ctrl-C, ``interrupted`` then)."""
     return asyncio.run(_run(config, images))

@@ -10,6 +10,7 @@ mask coloured over the image.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .connection import add_connection_arguments, connection_options
+from .connection import add_connection_arguments, connection_options, report_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,10 +76,14 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here: registering the subcommand must stay cheap for `sam-triton --help`.
     from ..automask import RemoteAutomaticMaskGenerator
-    from ..errors import InvalidInputError, SamTritonError
+    from ..errors import SamTritonError
     from ..images import load_image
 
     progress = not args.no_progress
+    problem = check_output_folder(args.output)
+    if problem is not None:  # before minutes of server work, not after
+        print(f"sam-triton automask: {problem}", file=sys.stderr)
+        return 2
     try:
         image = load_image(args.image)
         with (
@@ -101,22 +106,89 @@ def run(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 **connection_options(args),
             ) as generator,
-            _waiting(f"generating masks on {args.url}", progress),
+            _waiting(f"generating masks on {args.url} ({_workload(args)})", progress),
         ):
             output = generator.run(image)
-    except InvalidInputError as exc:
-        print(f"sam-triton automask: invalid input: {exc}", file=sys.stderr)
-        return 2
     except SamTritonError as exc:
-        print(f"sam-triton automask: {exc}", file=sys.stderr)
-        return 1
+        return report_error("automask", exc, args)
+    except KeyboardInterrupt:
+        # Leaving closes the channel: the server sees the request cancelled and drops the job.
+        print(
+            "\nsam-triton automask: interrupted; nothing written. The server stops the job at its "
+            "next batch.",
+            file=sys.stderr,
+        )
+        return 130
     print(
         f"{len(output.records)} masks from {output.crops} crop(s), {output.prompts} prompts; server "
         f"{output.server_seconds:.1f}s, {output.response_bytes / 1024:.0f} KiB received"
     )
+    removed = remove_earlier_masks(args.output)
+    if removed:
+        print(f"removed {removed} mask PNGs of an earlier run from {args.output}")
     write_outputs(args.output, image, output.records, progress)
     print(f"wrote {len(output.records)} mask PNGs, metadata.csv and {OVERVIEW} to {args.output}")
+    if not output.records:
+        print(
+            f"no mask passed the filters (--pred-iou-thresh {args.pred_iou_thresh:g}, "
+            f"--stability-score-thresh {args.stability_score_thresh:g}): try lower ones, e.g. "
+            "--pred-iou-thresh 0.5 --stability-score-thresh 0.8. A server exporting random weights "
+            "(its start-up banner says so) yields no real masks at all.",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _workload(args: argparse.Namespace) -> str:
+    """What the server will run, known before it starts: crops, prompts, decoder batches (the
+    single call reports no progress of its own, so this and the clock are what can be shown)."""
+    from ..amg import AmgParams
+
+    try:
+        params = AmgParams(
+            points_per_side=args.points_per_side,
+            points_per_batch=args.points_per_batch,
+            crop_n_layers=args.crop_n_layers,
+            crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
+        )
+    except ValueError:  # the generator refuses these parameters with its own message
+        return "?"
+    sizes = params.layer_grid_sizes()
+    crops = sum(4**layer for layer in range(len(sizes)))
+    prompts = sum(size * 4**layer for layer, size in enumerate(sizes))
+    batches = sum(-(-size // params.points_per_batch) * 4**layer for layer, size in enumerate(sizes))
+    return f"{crops} crop(s), {prompts} prompts in {batches} batches"
+
+
+_MASK_FILE = re.compile(r"\d+\.png")
+
+
+def check_output_folder(folder: Path) -> str | None:
+    """Why masks cannot go to ``folder``, or None. Missing parents are not created (a typo
+    would make a new folder tree), and numbered PNGs that no earlier run of this command
+    wrote (no metadata.csv beside them) are not ours to replace."""
+    if folder.exists() and not folder.is_dir():
+        return f"--output {folder} is a file; give a folder"
+    if not folder.parent.is_dir():
+        return f"--output {folder}: folder {folder.parent} does not exist (create it first)"
+    if folder.is_dir() and not (folder / "metadata.csv").exists():
+        foreign = [p.name for p in folder.iterdir() if _MASK_FILE.fullmatch(p.name)]
+        if foreign:
+            return (
+                f"--output {folder} already holds {len(foreign)} numbered PNGs (e.g. {foreign[0]}) "
+                "that this command did not write; give an empty or new folder"
+            )
+    return None
+
+
+def remove_earlier_masks(folder: Path) -> int:
+    """Delete an earlier run's ``<i>.png`` files, so the folder holds one run's masks only."""
+    if not (folder / "metadata.csv").exists():
+        return 0
+    earlier = [p for p in folder.iterdir() if _MASK_FILE.fullmatch(p.name)]
+    for path in earlier:
+        path.unlink()
+    return len(earlier)
 
 
 @contextmanager

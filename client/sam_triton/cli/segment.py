@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .connection import add_connection_arguments, connection_options
+from .connection import add_connection_arguments, connection_options, report_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,9 +78,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="ask for three candidate masks (best for a single ambiguous click); the best is selected",
     )
-    parser.add_argument("--output", type=Path, required=True, help="overlay PNG to write")
+    parser.add_argument(
+        "--output", type=Path, help="write the overlay; the suffix picks the format (.png, .jpg, .webp, ...)"
+    )
     parser.add_argument("--json", type=Path, help="write all masks as JSON (COCO RLE, score, area, bbox)")
-    parser.add_argument("--cutout", type=Path, help="write the selected object as an RGBA PNG")
+    parser.add_argument(
+        "--cutout", type=Path, help="write the selected object with transparency (.png, .webp)"
+    )
     parser.add_argument(
         "--all-masks", action="store_true", help="draw every returned mask, not only the best"
     )
@@ -92,12 +96,16 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here: registering the subcommand must stay cheap for `sam-triton --help`.
     from ..client import SamClient
-    from ..errors import InvalidInputError, SamTritonError
+    from ..errors import SamTritonError
     from ..images import load_image
     from ..prompts import Prompt
 
     if not args.point and args.box is None:
         print("sam-triton segment: give at least one --point or a --box", file=sys.stderr)
+        return 2
+    problem = check_outputs(args)
+    if problem is not None:  # before the round trip, not after it
+        print(f"sam-triton segment: {problem}", file=sys.stderr)
         return 2
     try:
         image = load_image(args.image)
@@ -106,16 +114,45 @@ def run(args: argparse.Namespace) -> int:
         prompt = Prompt(point_coords=coords, point_labels=labels, box=args.box)
         with SamClient(args.url, timeout=args.timeout, **connection_options(args)) as client:
             pred = client.segment(image, prompt, multimask_output=args.multimask)
-    except InvalidInputError as exc:
-        print(f"sam-triton segment: invalid input: {exc}", file=sys.stderr)
-        return 2
     except SamTritonError as exc:
-        print(f"sam-triton segment: {exc}", file=sys.stderr)
-        return 1
+        return report_error("segment", exc, args)
     if isinstance(pred, list):  # one prompt in, one prediction out; narrows the type
         pred = pred[0]
     write_outputs(args, image, prompt, pred)
     return 0
+
+
+_ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
+"""Formats that keep the cut-out's transparency (JPEG would drop it)."""
+
+
+def _image_format(path: Path) -> str | None:
+    """Pillow's format for the file's suffix (``.jpg`` -> JPEG), None when it has none."""
+    from PIL import Image
+
+    return Image.registered_extensions().get(path.suffix.lower())
+
+
+def check_outputs(args: argparse.Namespace) -> str | None:
+    """Why the requested files cannot be written, or None. Missing folders are not created:
+    a typo would otherwise make a new folder tree (as root, anywhere)."""
+    named = [(flag, getattr(args, flag[2:])) for flag in ("--output", "--cutout", "--json")]
+    named = [(flag, path) for flag, path in named if path is not None]
+    if not named:
+        return "nothing to write: give --output overlay.png, --json masks.json and/or --cutout object.png"
+    for flag, path in named:
+        folder = path.parent
+        if not folder.is_dir():
+            return f"{flag} {path}: folder {folder} does not exist (create it first)"
+        if flag == "--json":
+            continue
+        kind = _image_format(path)
+        if kind is None:
+            suffix = path.suffix or "(no suffix)"
+            return f"{flag} {path}: unknown image type {suffix}; use .png, .jpg or .webp"
+        if flag == "--cutout" and kind not in _ALPHA_FORMATS:
+            return f"--cutout {path}: {kind} has no transparency; use .png or .webp"
+    return None
 
 
 def write_outputs(
@@ -127,11 +164,15 @@ def write_outputs(
 
     best = pred.best()
     shown = pred.masks if args.all_masks else pred.masks[best : best + 1]
-    picture = overlay(
-        image, shown, point_coords=prompt.point_coords, point_labels=prompt.point_labels, box=prompt.box
-    )
-    _save(picture, args.output)
-    print(f"overlay: {args.output} (mask {best}, score {float(pred.scores[best]):.3f})")
+    selected = f"mask {best}, score {float(pred.scores[best]):.3f}"
+    if args.output is not None:
+        picture = overlay(
+            image, shown, point_coords=prompt.point_coords, point_labels=prompt.point_labels, box=prompt.box
+        )
+        _save(picture, args.output)
+        print(f"overlay: {args.output} ({selected})")
+    else:
+        print(f"selected {selected}")
     if args.cutout is not None:
         _save(cutout(image, pred.masks[best]), args.cutout)
         print(f"cutout: {args.cutout}")
@@ -160,11 +201,12 @@ def write_outputs(
             "multimask_output": bool(args.multimask),
             "masks": records,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=1))
         print(f"json: {args.json} ({len(records)} masks)")
 
 
 def _save(picture: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path, format="PNG")
+    kind = _image_format(path)
+    if kind not in _ALPHA_FORMATS:
+        picture = picture.convert("RGB")
+    picture.save(path, format=kind)

@@ -1,0 +1,202 @@
+"""A new user's first hour (issue 24): the messages a user reads when something is off say what
+to do next. A real tritonserver on a one-model repository (seconds to start, no export): the
+API key and connection checks happen before any model is looked up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sam_triton_server.cli import random_weights_banner
+from sam_triton_server.process import HAS_GPU, is_gpu_noise
+from sam_triton_server.security import Security
+
+from tests.conftest import ServedTriton, start_triton
+from tests.helpers import free_ports
+from tests.test_serve import READY, read_until, start_serve, write_repository
+
+API_KEY = "first-hour-key-0123456789"
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "SAM_TRITON_API_KEY"}
+    return subprocess.run(
+        [sys.executable, "-m", "sam_triton", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**environment, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedTriton]:
+    served = start_triton(
+        write_repository(tmp_path_factory.mktemp("keyed")), security=Security(api_key=API_KEY)
+    )
+    try:
+        yield served
+    finally:
+        served.process.stop()
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    Image.fromarray(np.full((64, 80, 3), 120, dtype=np.uint8)).save(path)
+    return path
+
+
+def segment(
+    url: str, image: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return cli("segment", str(image), "--url", url, "--point", "10,10", "--json", os.devnull, *extra, env=env)
+
+
+# ------------------------------------------------------------------------------ API key (item 1)
+
+
+def test_a_missing_key_says_how_to_give_one(keyed_server: ServedTriton, image: Path) -> None:
+    result = segment(keyed_server.grpc_url, image)
+    assert result.returncode == 1, result.stderr  # a server's answer, not an input error
+    assert "the server requires an API key: add --api-key KEY or set SAM_TRITON_API_KEY" in result.stderr
+
+
+def test_a_wrong_key_says_where_it_came_from(keyed_server: ServedTriton, image: Path) -> None:
+    wrong = "not-the-key-0123456789"
+    flag = segment(keyed_server.grpc_url, image, "--api-key", wrong)
+    assert flag.returncode == 1
+    assert "the server refused the API key from --api-key" in flag.stderr
+    from_env = segment(keyed_server.grpc_url, image, env={"SAM_TRITON_API_KEY": wrong})
+    assert from_env.returncode == 1
+    assert "the server refused the API key from SAM_TRITON_API_KEY" in from_env.stderr
+    assert wrong not in flag.stderr + from_env.stderr  # the key itself is never echoed
+
+
+# ------------------------------------------------------------------------ connecting (item 4)
+
+
+def test_the_http_port_is_named_as_the_likely_mistake(keyed_server: ServedTriton, image: Path) -> None:
+    result = segment(f"127.0.0.1:{keyed_server.http_port}", image)
+    assert result.returncode == 1
+    assert "is that Triton's HTTP (8000) or metrics (8002) port instead of gRPC (8001)?" in result.stderr
+
+
+def test_nobody_listening_asks_whether_the_server_runs(image: Path) -> None:
+    (port,) = free_ports(1)
+    result = segment(f"127.0.0.1:{port}", image)
+    assert result.returncode == 1
+    assert (
+        f"is `sam-triton serve` running, and is 127.0.0.1:{port} its gRPC port (default 8001)?"
+        in result.stderr
+    )
+
+
+def test_bench_says_at_once_what_it_waits_for(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sam_triton", "bench", "--url", f"127.0.0.1:{port}", "--ready-timeout", "20",
+         "--duration", "1", "--output", str(tmp_path / "out")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    started = time.monotonic()
+    first = process.stderr.readline()
+    said_after = time.monotonic() - started
+    process.send_signal(signal.SIGINT)  # the user gives up: no 20 s wait for the test either
+    rest = process.communicate(timeout=60)[1]
+    assert f"waiting up to 20 s (--ready-timeout) for 127.0.0.1:{port} to be ready" in first
+    assert said_after < 15, "said while waiting, not after the timeout"
+    assert process.returncode == 130
+    assert "interrupted; nothing was measured, nothing written" in rest
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------ serve start (item 2)
+
+
+@pytest.mark.parametrize("flag", ["--grpc-port", "--http-port"])
+def test_a_taken_port_is_named_before_any_model_loads(tmp_path: Path, flag: str) -> None:
+    """A taken HTTP port once let the readiness probe find *another* server ready."""
+    ports = dict(zip(["--grpc-port", "--http-port", "--metrics-port"], free_ports(3), strict=True))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports[flag]))
+        squatter.listen()
+        started = time.monotonic()
+        result = cli("serve", "--repository", str(write_repository(tmp_path / "repo")),
+                     *[str(x) for item in ports.items() for x in item])  # fmt: skip
+        took = time.monotonic() - started
+    assert result.returncode == 2
+    what = "gRPC" if flag == "--grpc-port" else "HTTP"
+    assert f"{what} port 127.0.0.1:{ports[flag]} is not free" in result.stderr
+    assert f"pick another port with {flag}" in result.stderr
+    assert "READY" not in result.stderr
+    assert took < 30, "refused before Triton loads anything"
+
+
+def test_a_folder_that_is_not_a_repository_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"")
+    result = cli("serve", "--repository", str(tmp_path))
+    assert result.returncode == 2
+    assert "is not a Triton model repository (no <model>/config.pbtxt in it)" in result.stderr
+    assert "sam-triton export --model-type vit_b" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(HAS_GPU, reason="with a GPU these lines are real errors and stay")
+def test_a_cpu_start_explains_the_cuda_lines_instead_of_printing_them(tmp_path: Path) -> None:
+    process, _ = start_serve(write_repository(tmp_path / "repo"))
+    try:
+        output = read_until(process, READY)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert READY in output
+    assert "no GPU on this machine: serving on the CPU" in output
+    tritons = "\n".join(line for line in output.splitlines() if not line.startswith("[sam-triton]"))
+    for noise in ("CudaDriverHelper", "NVML", "CUDA driver version is insufficient", "DCGM"):
+        assert noise not in tritons
+    errors = [line for line in output.splitlines() if line[:1] == "E" and line[1:5].isdigit()]
+    assert errors == [], "a normal CPU start prints no error lines"
+
+
+def test_gpu_noise_never_swallows_a_real_error() -> None:
+    assert is_gpu_noise(
+        'E1207 04:47:17.481138 9017 server.cc:241] "CudaDriverHelper has not been initialized."'
+    )
+    assert is_gpu_noise("Error: Failed to initialize NVML")
+    for real in (
+        'E1207 04:47:33.652493 9017 main.cc:245] "failed to start GRPC service: Unavailable - Socket '
+        "'127.0.0.1:9301' already in use \"",
+        "E1207 model_lifecycle.cc:641] \"failed to load 'sam_encoder' version 1: Internal: ImportError\"",
+        "| sam_encoder | 1 | UNAVAILABLE: Internal: out of memory |",
+    ):
+        assert not is_gpu_noise(real)
+
+
+# ----------------------------------------------------------------------- the banner (item 9)
+
+
+def test_the_random_weights_banner_speaks_the_users_command() -> None:
+    manifest = {"model_type": "tiny-test"}
+    direct = random_weights_banner(manifest, 0, Path("my_repo"), via_make=False)
+    assert "sam-triton export --model-type vit_b --repository my_repo" in direct
+    assert "make serve" not in direct
+    via_make = random_weights_banner(manifest, 0, Path("model_repository"), via_make=True)
+    assert "make serve CHECKPOINT=/path/sam_vit_b_01ec64.pth MODEL=vit_b" in via_make
+    for banner in (direct, via_make):
+        assert "RANDOM WEIGHTS - MASKS ARE MEANINGLESS" in banner
+        assert len({len(line) for line in banner.splitlines()}) == 1, "a closed box"
