@@ -1,4 +1,4 @@
-"""``python -m sam_triton_export.verify_served`` against a real tritonserver: what a first GPU
+"""``python -m sam_triton_bench.verify_served`` against a real tritonserver: what a first GPU
 node runs to compare its TensorRT plans (or native backends) with the PyTorch reference.
 
 Here the server is the bundled CPU one on the python-onnxruntime target; the comparison is the
@@ -20,7 +20,7 @@ from tests.conftest import TINY_SEED, ServedTriton
 def test_the_served_models_match_the_reference(
     triton_server: ServedTriton, tiny_sam: Any, server_embeddings: bool
 ) -> None:
-    from sam_triton_export.verify_served import verify_server
+    from sam_triton_bench.verify_served import verify_server
 
     report = verify_server(
         triton_server.grpc_url, tiny_sam, server_embeddings=server_embeddings, log=lambda _: None
@@ -33,7 +33,7 @@ def test_the_served_models_match_the_reference(
 def test_other_weights_fail_and_the_command_says_so(
     triton_server: ServedTriton, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sam_triton_export.verify_served import main
+    from sam_triton_bench.verify_served import main
 
     url = ["--url", triton_server.grpc_url, "--model-type", "tiny-test", "--path", "stateless"]
     assert main([*url, "--random-weights", "--seed", str(TINY_SEED + 1)]) == 1
@@ -44,7 +44,7 @@ def test_other_weights_fail_and_the_command_says_so(
 
 
 def test_an_unreachable_server_is_refused(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sam_triton_export.verify_served import main
+    from sam_triton_bench.verify_served import main
 
     from tests.helpers import free_ports
 

@@ -15,6 +15,9 @@ Layout (each module small and usable on its own):
 * :mod:`.runner` - one run (or a sweep) end to end; :mod:`.report`, :mod:`.plots` - the
   table, ``results.json``, ``samples.csv`` and PNGs; :mod:`.perf_analyzer` - input-data files
   for Triton's own ``perf_analyzer``; :mod:`.cli` - the subcommand.
+* :mod:`.verify_served` - not load but fidelity: a running server's answers (TensorRT plans
+  included) against segment_anything's ``SamPredictor`` with ``sam-triton verify``'s cases and
+  tolerances (``python -m sam_triton_bench.verify_served``).
 
 Nothing here imports torch, onnxruntime or matplotlib at module import time.
 """

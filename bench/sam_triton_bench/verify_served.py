@@ -8,7 +8,7 @@ on either path: the stateless one (``sam_encoder`` then ``sam_decoder``: the pla
 ``sam_session`` (the encoder by BLS, the prompt decoder in the Python backend). A prompt of
 ``mask_input`` alone (no points) is one of the cases.
 
-    python -m sam_triton_export.verify_served --url HOST:8001 --model-type vit_b \\
+    python -m sam_triton_bench.verify_served --url HOST:8001 --model-type vit_b \\
         --checkpoint sam_vit_b_01ec64.pth [--precision fp16] [--path stateless|session|both]
 
 Exit codes: 0 within tolerance, 1 outside, 2 refused (bad arguments, server unreachable).
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
+from sam_triton_common.contract import DECODER_MODEL, ENCODER_MODEL, SESSION_MODEL
 from sam_triton_export.verify import (
     TOLERANCES,
     Array,
@@ -59,7 +59,7 @@ def verify_server(
     from sam_triton import RemoteSamPredictor
     from segment_anything import SamPredictor
 
-    path = "sam_session" if server_embeddings else "sam_encoder + sam_decoder"
+    path = SESSION_MODEL if server_embeddings else f"{ENCODER_MODEL} + {DECODER_MODEL}"
     report = VerifyReport(precision=precision, tolerances=TOLERANCES[precision])
     report.runtimes = {"served": f"{url} through {path}"}
     predictor = SamPredictor(sam)
@@ -109,7 +109,7 @@ def _report_lines(report: VerifyReport) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sam_triton_export.verify_served",
+        prog="python -m sam_triton_bench.verify_served",
         description="Compare a running sam-triton server with segment_anything's SamPredictor on the "
         "weights it was exported from (TensorRT plans, native backends and GPU providers included).",
     )
@@ -127,7 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from sam_triton_common.errors import SamTritonError
-
     from sam_triton_export.checkpoints import CheckpointError
     from sam_triton_export.model_builder import build_sam
 
