@@ -1,5 +1,5 @@
-"""The parts of "many users at once" that need no server: sam_session's embed pool, the queue
-bounds in the generated configs and their serve-time overrides, and what the SDK sends and
+"""The parts of "many users at once" that need no server: sam_session's click lane and embed
+pool, the queue bounds in the generated configs and their serve-time overrides, and what the SDK sends and
 retries (deadline and priority parameters, ServerOverloadedError)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -26,11 +27,50 @@ from sam_triton_export.repository import (
     RepositoryOptions,
     repository_files,
 )
+from sam_triton_server.click_lane import ClickLane, LaneFull
 from sam_triton_server.embed_pool import EmbedPool, EncodeTimes, PoolFull
 from sam_triton_server.queues import QueueLimits, overlay_repository, parse_queue_overrides, queue_limits
 
 from tests.test_repository import parse
 from tests.test_sdk_errors import FakeRpcError
+
+# --------------------------------------------------------------------------- click lane
+
+
+def test_click_lane_runs_in_arrival_order_and_refuses_beyond_its_bound() -> None:
+    pending: list[int] = []
+    lane = ClickLane(max_pending=3, on_pending=pending.append)
+    release = threading.Event()
+    ran: list[str] = []
+    lane.submit(lambda: (release.wait(10), ran.append("first")))
+    lane.submit(lambda: ran.append("second"))
+    lane.submit(lambda: ran.append("third"))
+    with pytest.raises(LaneFull, match="3 clicks are already running or waiting .limit 3."):
+        lane.submit(lambda: ran.append("refused"))
+    release.set()
+    lane.shutdown()  # finishes what it accepted
+    assert ran == ["first", "second", "third"]
+    assert pending[:3] == [1, 2, 3] and pending[-1] == 0 and lane.pending == 0
+
+
+def test_click_lane_frees_the_slot_of_a_failing_job() -> None:
+    lane = ClickLane(max_pending=1)
+    failed = threading.Event()
+
+    def fails() -> None:
+        failed.set()
+        raise RuntimeError("a job's own error never reaches the lane")
+
+    lane.submit(fails)
+    assert failed.wait(10)
+    deadline = time.monotonic() + 10
+    while lane.pending and time.monotonic() < deadline:  # the worker's finally runs just after
+        time.sleep(0.001)
+    ran: list[str] = []
+    lane.submit(lambda: ran.append("next"))
+    lane.shutdown()
+    assert ran == ["next"] and lane.pending == 0
+
 
 # --------------------------------------------------------------------------- embed pool
 
@@ -97,7 +137,7 @@ def test_every_queue_is_bounded_with_priorities_and_deadlines() -> None:
     limits = QueueLimits(encoder=5, decoder=6, session=7, automask=2, embed_workers=3, embed_queue=9)
     files = repository_files(RepositoryOptions(queues=limits))
     expected = {ENCODER: (5, Priority.FOREGROUND), DECODER: (6, Priority.INTERACTIVE)}
-    expected |= {SESSION: (7, Priority.INTERACTIVE), AUTOMASK: (2, Priority.BATCH)}
+    expected |= {AUTOMASK: (2, Priority.BATCH)}
     for model, (size, level) in expected.items():
         batching = parse(files[f"{model}/config.pbtxt"].decode()).dynamic_batching
         policy = batching.default_queue_policy
@@ -105,7 +145,11 @@ def test_every_queue_is_bounded_with_priorities_and_deadlines() -> None:
         assert batching.priority_levels == len(Priority)
         # Triton honours a request's own timeout only below a non-zero default.
         assert policy.allow_timeout_override and policy.default_timeout_microseconds > 0
+    # sam_session has no Triton queue (its dynamic batcher stalled back-to-back clicks): its
+    # execute() only dispatches, and its own click lane and embed pool carry the bounds.
     session = parse(files[f"{SESSION}/config.pbtxt"].decode())
+    assert not session.HasField("dynamic_batching")
+    assert session.parameters["click_queue_size"].string_value == "7"
     assert session.parameters["embed_workers"].string_value == "3"
     assert session.parameters["embed_queue_size"].string_value == "9"
     with pytest.raises(ValueError, match="embed_queue"):
@@ -117,20 +161,21 @@ def test_serve_overrides_rewrite_an_overlay_not_the_repository(tmp_path: Path) -
     for relative, content in repository_files(RepositoryOptions()).items():
         (repository / relative).parent.mkdir(parents=True, exist_ok=True)
         (repository / relative).write_bytes(content)
-    overrides = parse_queue_overrides(["sam_encoder=3", "embed_queue=5"])
+    overrides = parse_queue_overrides(["sam_encoder=3", "sam_session=4", "embed_queue=5"])
     overlay = overlay_repository(repository, overrides, tmp_path / "overlay")
     encoder = parse((overlay / ENCODER / "config.pbtxt").read_text())
     session = parse((overlay / SESSION / "config.pbtxt").read_text())
     assert encoder.dynamic_batching.default_queue_policy.max_queue_size == 3
     assert session.parameters["embed_queue_size"].string_value == "5"
+    assert session.parameters["click_queue_size"].string_value == "4"
     assert (overlay / SESSION / "1" / "model.py").read_text() == (
         repository / SESSION / "1" / "model.py"
     ).read_text()
     assert (overlay / DECODER).is_symlink()  # untouched models are linked whole
     original = parse((repository / ENCODER / "config.pbtxt").read_text())
     assert original.dynamic_batching.default_queue_policy.max_queue_size == QueueLimits().encoder
-    exported = queue_limits(parse_queue_overrides(["sam_automask=2", "embed_queue=9"]))  # export --queue
-    assert exported == QueueLimits(automask=2, embed_queue=9)
+    exported = queue_limits(parse_queue_overrides(["sam_automask=2", "sam_session=3", "embed_queue=9"]))
+    assert exported == QueueLimits(automask=2, session=3, embed_queue=9)  # export --queue
     for bad in (["sam_encoder"], ["nope=3"], ["sam_encoder=0"], ["sam_encoder=x"]):
         with pytest.raises(ValueError, match="--queue"):
             parse_queue_overrides(bad)

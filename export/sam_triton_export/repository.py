@@ -395,17 +395,18 @@ def session_config(options: RepositoryOptions) -> str:
             Comment(
                 "Server-held embeddings (sam_triton_server/models/session.py): embed once, then clicks\n"
                 "carry prompts only. A Python-backend model on every target, with exactly one\n"
-                "instance because the cache lives in that instance's memory. Clicks and lookups\n"
-                "are answered at once; encodes run on a small pool (embed_workers, bounded by\n"
-                "embed_queue_size) and are answered when done, so clicks never wait for them.\n"
-                "Default priority: interactive; the SDK sends embeds at the foreground level."
+                "instance because the cache lives in that instance's memory. No dynamic batcher, on\n"
+                "purpose: it polls for a free instance every 500 ms, which stalled back-to-back\n"
+                "clicks (sam_triton_server/click_lane.py). execute() only dispatches: clicks and\n"
+                "lookups run one at a time in arrival order (bounded by click_queue_size), encodes\n"
+                "on a small pool (embed_workers, bounded by embed_queue_size), so clicks never wait\n"
+                "for them; both drop a request whose caller's deadline has passed."
             ),
             ("name", SESSION),
             ("backend", "python"),
             ("max_batch_size", 1),
             ("input", inputs),
             ("output", outputs),
-            _request_queue(INTERACTIVE, options.queues.session),
             ("instance_group", [Message.of(("count", 1), ("kind", Enum("KIND_CPU")))]),
             *_parameters(
                 {
@@ -421,6 +422,7 @@ def session_config(options: RepositoryOptions) -> str:
                     "max_points": str(options.max_points),
                     "cache_bytes": str(SESSION_CACHE_BYTES),
                     "cache_ttl_seconds": str(SESSION_CACHE_TTL_SECONDS),
+                    "click_queue_size": str(options.queues.session),
                     "embed_workers": str(options.queues.embed_workers),
                     "embed_queue_size": str(options.queues.embed_queue),
                 }

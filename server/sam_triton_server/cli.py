@@ -57,8 +57,9 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="NAME=N",
         help="override a queue bound for this run without touching the repository (repeatable): "
-        "sam_encoder, sam_decoder, sam_session or sam_automask = requests waiting per priority "
-        "level; embed_workers / embed_queue = sam_session's encodes at once / running or waiting",
+        "sam_encoder, sam_decoder or sam_automask = requests waiting per priority level; "
+        "sam_session = its clicks and lookups running or waiting; "
+        "embed_workers / embed_queue = sam_session's encodes at once / running or waiting",
     )
     parser.add_argument(
         "--exit-timeout",

@@ -141,7 +141,8 @@ class SessionMetrics:
         )
         self._click = families.metric(
             CLICK_DURATION,
-            "Clicks (prompt requests on a held embedding) answered, seconds in the model",
+            "Clicks (prompt requests on a held embedding) answered, seconds from arrival in the model "
+            "(its click-lane wait included; the model has no Triton queue in front of it) to the answer",
             "HISTOGRAM",
             buckets=REQUEST_BUCKETS,
         )

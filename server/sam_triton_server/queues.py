@@ -2,7 +2,8 @@
 
 Every model's Triton queue is bounded (per priority level): a request that would exceed it is
 refused at once (UNAVAILABLE "Exceeds maximum queue size") instead of waiting without limit.
-``sam_session`` bounds its own embed pool the same way. The exporter writes
+``sam_session`` has no Triton queue (its ``execute`` only dispatches) and bounds its own click
+lane and embed pool the same way ("sam_session overloaded"). The exporter writes
 :class:`QueueLimits` into the configs; ``sam-triton serve --queue NAME=N`` overrides them
 for one run without touching the repository: it serves an overlay of it (symlinks to every
 file, rewritten ``config.pbtxt`` files where a bound changes).
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from sam_triton_common.contract import AUTOMASK_MODEL, DECODER_MODEL, ENCODER_MODEL, SESSION_MODEL
 
-# --queue names: a model's Triton queue, or one of sam_session's embed pool bounds.
+# --queue names: a model's Triton queue, or one of sam_session's own bounds (config parameters).
 MODEL_QUEUES = {
     ENCODER_MODEL: "encoder",
     DECODER_MODEL: "decoder",
@@ -24,11 +25,14 @@ MODEL_QUEUES = {
     AUTOMASK_MODEL: "automask",
 }
 POOL_PARAMETERS = {"embed_workers": "embed_workers", "embed_queue": "embed_queue_size"}
+# --queue name -> the sam_session config parameter that holds that bound (it has no Triton queue).
+SESSION_PARAMETERS = {SESSION_MODEL: "click_queue_size", **POOL_PARAMETERS}
 
 
 @dataclass(frozen=True)
 class QueueLimits:
-    """Requests that may wait per model and priority level before Triton refuses more, and
+    """Requests that may wait per model and priority level before Triton refuses more
+    (``session``: sam_session's click lane, clicks and lookups running or waiting), and
     ``sam_session``'s embed pool: encodes at once, and encodes running or waiting."""
 
     encoder: int = 32
@@ -77,14 +81,16 @@ def _parameter_pattern(key: str) -> re.Pattern[str]:
 def override_config(model: str, text: str, overrides: dict[str, int]) -> str:
     """A generated config.pbtxt with the overrides that concern ``model`` applied."""
     for name, value in overrides.items():
-        if MODEL_QUEUES.get(name) and name == model:
+        if name in SESSION_PARAMETERS:
+            if model == SESSION_MODEL:
+                parameter = SESSION_PARAMETERS[name]
+                text, count = _parameter_pattern(parameter).subn(rf"\g<1>{value}\g<2>", text)
+                if count == 0:
+                    raise ValueError(f"{model}/config.pbtxt has no {parameter!r} parameter")
+        elif name == model:
             text, count = re.subn(r"(max_queue_size: )\d+", rf"\g<1>{value}", text)
             if count == 0:
                 raise ValueError(f"{model}/config.pbtxt has no bounded queue to resize")
-        elif name in POOL_PARAMETERS and model == SESSION_MODEL:
-            text, count = _parameter_pattern(POOL_PARAMETERS[name]).subn(rf"\g<1>{value}\g<2>", text)
-            if count == 0:
-                raise ValueError(f"{model}/config.pbtxt has no {POOL_PARAMETERS[name]!r} parameter")
     return text
 
 

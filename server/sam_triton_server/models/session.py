@@ -25,17 +25,20 @@ The cache lives in this model instance's memory, so the config has exactly one i
 several Triton replicas scale by routing a session's requests to the replica that embedded
 it (hash the session id at the load balancer), see the README.
 
-Many users at once: ``execute`` never waits for an encode. Requests that need one go to a
-small :class:`~sam_triton_server.embed_pool.EmbedPool` (BLS and onnxruntime release the GIL)
-and are answered through their response senders when it lands; clicks and lookups are
-answered at once, in ``execute``'s thread, so Triton hands this instance the next request
-while encodes are running. A request for a session whose encode is in flight waits for that
-encode instead of encoding again (or missing). The pool's backlog is bounded
-(``embed_queue_size``): beyond it an embed is refused at once with UNAVAILABLE and a message
-starting "sam_session overloaded", which the SDK raises as ServerOverloadedError; so is one
+Many users at once: ``execute`` only dispatches, so Triton hands this instance each request
+the moment it arrives (the config has no dynamic batcher: its 500 ms polling stalled
+back-to-back clicks, see :mod:`~sam_triton_server.click_lane`). Clicks and lookups run on the
+:class:`~sam_triton_server.click_lane.ClickLane`, one at a time in arrival order; requests that
+need an encode go to a small :class:`~sam_triton_server.embed_pool.EmbedPool` (BLS and
+onnxruntime release the GIL), so a click never waits for an encode. Both answer through the
+requests' response senders. A request for a session whose encode is in flight waits for that
+encode instead of encoding again (or missing). Both backlogs are bounded (``click_queue_size``,
+``embed_queue_size``): beyond them a request is refused at once with UNAVAILABLE and a message
+starting "sam_session overloaded", which the SDK raises as ServerOverloadedError; so is an embed
 whose caller's deadline (the request's KServe ``timeout``) is nearer than the time the encodes
-ahead of it are expected to take. An embed whose deadline passed while it waited for a
-worker anyway is dropped unencoded, and the time left travels on as the BLS request's timeout.
+ahead of it are expected to take. A request whose deadline passed while it waited is dropped
+undone ("request timeout expired"), and an encode's time left travels on as the BLS request's
+timeout.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from sam_triton_common.contract import (
     SESSION_ID,
 )
 
+from sam_triton_server.click_lane import ClickLane, LaneFull
 from sam_triton_server.embed_pool import EmbedPool, PoolFull
 from sam_triton_server.embedding_cache import CachedEmbedding, EmbeddingCache
 from sam_triton_server.metrics import SessionMetrics
@@ -119,7 +123,7 @@ class TritonPythonModel(OnnxModelBase):
             max_pending=int_parameter(self.params, "embed_queue_size", 16),
             on_pending=self.metrics.embed_pending,
         )
-        self.expired_embeds = 0  # dropped unencoded: the caller's deadline passed first
+        self.clicks = ClickLane(max_pending=int_parameter(self.params, "click_queue_size", 64))
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -141,7 +145,8 @@ class TritonPythonModel(OnnxModelBase):
         )
 
     def execute(self, requests: list[Any]) -> None:
-        """Answers every request through its response sender: at once, or from the embed pool."""
+        """Hands every request to the click lane or the embed pool, which answer it through its
+        response sender; nothing here waits for a decode or an encode."""
         for request in requests:
             arrived = time.monotonic()
             try:
@@ -151,15 +156,18 @@ class TritonPythonModel(OnnxModelBase):
                     timeout_us = int(request.timeout())  # the caller's deadline; 0: none
                     job = partial(self._embed_job, request, session_id, arrived)
                     self.pool.submit(session_id, job, timeout_us / 1e6 if timeout_us else None)
-                elif not self.pool.follow(session_id, partial(self._answer, request, session_id, arrived)):
-                    self._answer(request, session_id, arrived)
-            except PoolFull as e:
+                else:
+                    answer = partial(self._answer, request, session_id, arrived)
+                    if not self.pool.follow(session_id, answer):
+                        self.clicks.submit(answer)
+            except (PoolFull, LaneFull) as e:
                 self._send(request, self.error_for(Unavailable(f"{OVERLOADED_PREFIX}: {e}; retry later")))
             except Exception as e:  # an unreadable session id or request; never take the server down
                 self._send(request, self.error_for(e))
         return None
 
     def finalize(self) -> None:
+        self.clicks.shutdown()
         self.pool.shutdown()
         super().finalize()
 
@@ -190,7 +198,9 @@ class TritonPythonModel(OnnxModelBase):
         self._send(request, response)
 
     def _answer(self, request: Any, session_id: str, arrived: float) -> None:
+        """On the click lane (or after the encode it followed): decode, or look up."""
         try:
+            self._time_left_us(request, arrived, "answer")
             entry = self.cache.get(session_id)
             response = self._handle(request, session_id, entry, entry is not None)
             if self._is_click(request):
@@ -255,14 +265,7 @@ class TritonPythonModel(OnnxModelBase):
         validate_encoder_inputs(image, input_size)
         if image.shape[0] != 1:
             raise InvalidInput("sam_session embeds one image per request")
-        timeout_us = int(request.timeout())  # the caller's deadline (KServe "timeout"); 0: none
-        left_us = timeout_us - int((time.monotonic() - arrived) * 1e6) if timeout_us else 0
-        if timeout_us and left_us <= 0:
-            self.expired_embeds += 1
-            raise DeadlinePassed(
-                f"request timeout expired: the caller's deadline ({timeout_us} us) passed before "
-                f"the encode started ({self.expired_embeds} embeds dropped unencoded so far)"
-            )
+        left_us = self._time_left_us(request, arrived, "encode")
         embedding = self.encode_via_bls(
             self.encoder_model, image, input_size, timeout_us=left_us, on_duration=self.pool.record_encode
         )[0]
@@ -272,6 +275,20 @@ class TritonPythonModel(OnnxModelBase):
         if entry is None:
             raise RuntimeError("the embedding cache is smaller than one embedding; raise cache_bytes")
         return entry
+
+    def _time_left_us(self, request: Any, arrived: float, work: str) -> int:
+        """Microseconds left of the caller's deadline (the request's KServe ``timeout``; 0: none).
+        DeadlinePassed when it passed before ``work`` started: the work is dropped, not done."""
+        timeout_us = int(request.timeout())
+        if not timeout_us:
+            return 0
+        left_us = timeout_us - int((time.monotonic() - arrived) * 1e6)
+        if left_us <= 0:
+            raise DeadlinePassed(
+                f"request timeout expired: the caller's deadline ({timeout_us} us) passed before "
+                f"the {work} started (clicks waiting: {self.clicks.pending}, embeds: {self.pool.pending})"
+            )
+        return left_us
 
     def _prompt_arrays(self, request: Any) -> dict[str, Array]:
         """The decoder's prompt inputs; an absent mask_input means "no mask" for every prompt
