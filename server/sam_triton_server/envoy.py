@@ -63,12 +63,19 @@ def _seconds(value: float) -> str:
 def _cluster(name: str, settings: EnvoySettings, lb_policy: str) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
-        "type": "STRICT_DNS",
-        "dns_lookup_family": "V4_ONLY",
-        "dns_refresh_rate": _seconds(settings.dns_refresh_s),
-        # Re-resolve every dns_refresh_rate, whatever the record's TTL: a new pod joins (and a
-        # deleted one leaves) the ring within seconds.
-        "respect_dns_ttl": False,
+        # STRICT_DNS (every address its own host), as the DNS cluster extension: the Cluster
+        # fields dns_refresh_rate & co. are deprecated and Envoy warned at every start.
+        "cluster_type": {
+            "name": "envoy.clusters.dns",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster",
+                "dns_lookup_family": "V4_ONLY",
+                "dns_refresh_rate": _seconds(settings.dns_refresh_s),
+                # Re-resolve every dns_refresh_rate, whatever the record's TTL: a new pod joins
+                # (and a deleted one leaves) the ring within seconds.
+                "respect_dns_ttl": False,
+            },
+        },
         "lb_policy": lb_policy,
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
