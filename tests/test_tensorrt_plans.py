@@ -149,3 +149,49 @@ def test_fp32_plans_are_built_without_tf32(
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     build_plan(tmp_path / "model.onnx", tmp_path / "model.plan", encoder_profile(8), fp16=precision == "fp16")
     assert flags == ({"TF32": True, "FP16": True} if precision == "fp16" else {"TF32": False})
+
+
+def native_configs(target: str, **options: Any) -> dict[str, Any]:
+    from sam_triton_export.repository import RepositoryOptions, repository_files
+
+    from tests.test_repository import parse
+
+    files = repository_files(RepositoryOptions(target=target, **options))
+    return {
+        name.split("/")[0]: parse(text.decode())
+        for name, text in files.items()
+        if name.endswith("config.pbtxt")
+    }
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_the_native_decoder_stays_unbatched_through_the_backends_auto_complete(target: str) -> None:
+    """The onnxruntime and tensorrt backends' auto-complete (on by default in Triton) adds
+    ``dynamic_batching {}`` to any model whose max_batch_size is above 1 and that names no
+    scheduler (onnxruntime_backend onnxruntime.cc, tensorrt_backend model_state.cc). The native
+    decoder must not batch (a batch shares row 0's multimask_output), so its max_batch_size is 1,
+    and the ensemble's no more than its decoder's (Triton refuses more)."""
+    from sam_triton_export.repository import DECODER, ENSEMBLE
+
+    configs = native_configs(target)
+    decoder = configs[DECODER]
+    assert not decoder.HasField("dynamic_batching") and not decoder.HasField("sequence_batching")
+    assert decoder.max_batch_size == 1  # auto-complete's condition (MaxBatchSize() > 1) is false
+    assert configs[ENSEMBLE].max_batch_size <= decoder.max_batch_size
+
+
+@pytest.mark.parametrize("options", [{}, {"max_batch": 4, "max_prompts": 16, "max_points": 8}])
+def test_each_plan_takes_exactly_the_batches_its_config_lets_triton_send(options: dict[str, int]) -> None:
+    """The tensorrt backend refuses a config whose max_batch_size the plan's profile cannot take;
+    a larger profile only costs activation memory (the decoder's was once 8 x 64 = 512 rows)."""
+    from sam_triton_export.repository import DECODER, RepositoryOptions
+    from sam_triton_export.tensorrt import plan_profiles
+
+    configs = native_configs("tensorrt", **options)
+    profiles = plan_profiles(RepositoryOptions(target="tensorrt", **options))
+    for model, profile in profiles.items():
+        for name, (low, opt, high) in profile.items():
+            assert low[0] == 1 and high[0] == configs[model].max_batch_size, (model, name)
+            assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high, strict=True)), (model, name)
+    rows = profiles[DECODER]["point_coords"][2]
+    assert rows[:3] == (1, options.get("max_prompts", 64), options.get("max_points", 64))

@@ -239,21 +239,11 @@ def export_repository(
             raise VerifyFailed(report)
     if target == "tensorrt":
         with steps.step("building TensorRT plans"):
-            from sam_triton_export.tensorrt import build_plan, decoder_profile, encoder_profile
+            from sam_triton_export.tensorrt import build_plan, plan_profiles
 
-            fp16 = precision == "fp16"
-            build_plan(
-                model_file(repository, ENCODER),
-                model_file(repository, ENCODER, target),
-                encoder_profile(max_batch),
-                fp16=fp16,
-            )
-            build_plan(
-                model_file(repository, DECODER),
-                model_file(repository, DECODER, target),
-                decoder_profile(max_batch, max_prompts, max_points),
-                fp16=fp16,
-            )
+            for model, profile in plan_profiles(options).items():
+                onnx_file, plan = model_file(repository, model), model_file(repository, model, target)
+                build_plan(onnx_file, plan, profile, fp16=precision == "fp16")
     with steps.step(f"writing Triton configs for target {target}"):
         write_repository_files(repository, options)
         files = weight_files(repository, target, family.name)

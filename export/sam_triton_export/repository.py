@@ -308,7 +308,10 @@ def decoder_config(options: RepositoryOptions) -> str:
         _header(options.target),
         ("name", DECODER),
         *_backend_fields(options.target),
-        ("max_batch_size", options.max_batch),
+        # Natively a batch is one client's request (no dynamic batching, below): above 1 the
+        # onnxruntime and tensorrt backends' auto-complete would add a dynamic batcher anyway,
+        # and a TensorRT plan would hold activation memory for max_batch x max_prompts rows.
+        ("max_batch_size", options.max_batch if python else 1),
     ]
     if python:
         fields += [
@@ -377,7 +380,8 @@ def ensemble_config(options: RepositoryOptions) -> str:
             Comment("Image + prompts -> masks in one round trip; the embedding never leaves the server."),
             ("name", ENSEMBLE),
             ("platform", "ensemble"),
-            ("max_batch_size", options.max_batch),
+            # No more than its decoder takes (Triton refuses an ensemble that does).
+            ("max_batch_size", options.max_batch if options.target == "python-onnxruntime" else 1),
             ("input", [t.message() for t in inputs]),
             ("output", [t.message() for t in DECODER_OUTPUTS]),
             ("ensemble_scheduling", Message.of(("step", [encoder_step, decoder_step]))),

@@ -6,11 +6,16 @@ everywhere else ``tensorrt_unavailable_reason`` says why, before any slow export
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, INPUT_SIZE
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
+
+if TYPE_CHECKING:
+    from sam_triton_export.repository import RepositoryOptions
 
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input -> (min, opt, max)
@@ -58,6 +63,25 @@ def decoder_profile(max_batch: int, max_prompts: int, max_points: int) -> Profil
     # No points is a real prompt: mask_input alone (SamPredictor accepts it; the SDK sends N = 0).
     lo, opt, hi = shapes(1, 1, 0), shapes(1, 1, 2), shapes(max_batch, max_prompts, max_points)
     return {name: (lo[name], opt[name], hi[name]) for name in lo}
+
+
+def plan_profiles(options: RepositoryOptions) -> dict[str, Profile]:
+    """Each plan's profile, its batch range read from the config Triton loads it with: the
+    tensorrt backend refuses a config whose max_batch_size the plan cannot take, and TensorRT
+    sizes a plan's activation memory for the profile's largest shapes."""
+    from sam_triton_export.repository import DECODER, ENCODER, repository_files
+
+    files = repository_files(options)
+
+    def max_batch(model: str) -> int:
+        found = re.search(rb"^max_batch_size: (\d+)$", files[f"{model}/config.pbtxt"], re.MULTILINE)
+        assert found is not None, f"{model}/config.pbtxt has no max_batch_size"
+        return int(found.group(1))
+
+    return {
+        ENCODER: encoder_profile(max_batch(ENCODER)),
+        DECODER: decoder_profile(max_batch(DECODER), options.max_prompts, options.max_points),
+    }
 
 
 def build_plan(
