@@ -200,3 +200,30 @@ def test_the_random_weights_banner_speaks_the_users_command() -> None:
     for banner in (direct, via_make):
         assert "RANDOM WEIGHTS - MASKS ARE MEANINGLESS" in banner
         assert len({len(line) for line in banner.splitlines()}) == 1, "a closed box"
+
+
+# ------------------------------------------------------------------------ noise (item 9)
+
+
+def test_openvino_sends_no_telemetry_and_forks_nothing(tmp_path: Path) -> None:
+    """`import openvino` starts OpenVINO's telemetry: it wrote ~/intel/ and forked a sender, which
+    made gRPC log "fork_posix.cc ... skipping fork() handlers" in bench's onnxruntime baseline."""
+    probe = (
+        "import os, sys, time\n"
+        "import sam_triton_server.openvino_session\n"
+        "import openvino\n"
+        "forks = []\n"
+        "os.register_at_fork(before=lambda: forks.append(1))\n"
+        "time.sleep(1.0)\n"  # the sender ran on a thread pool shortly after the import
+        "print(len(forks), sys.modules.get('openvino_telemetry') is not None)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "False"]
+    assert not (tmp_path / "intel").exists(), "nothing written to the user's home"
