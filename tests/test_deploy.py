@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 from functools import cache
 from importlib.metadata import version
@@ -368,6 +369,7 @@ def test_gpu_pods_use_the_nvidia_runtime_and_refuse_to_click_on_the_cpu() -> Non
         assert model["data"].get(REQUIRE_GPU_ENV) == ("1" if gpu else None)
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the init container's script runs curl")
 def test_an_interrupted_checkpoint_download_is_never_taken_for_the_checkpoint(tmp_path: Path) -> None:
     """The fetch-checkpoint init container's own script, run against a local HTTP server that
     cuts a download short, serves the wrong file, then the right one."""
