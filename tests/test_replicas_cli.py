@@ -116,6 +116,8 @@ def test_replicas_answer_through_envoy_and_stop_on_sigterm(
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     assert wait_until(lambda: not any(pid_alive(pid) for pid in [*tritons, *envoys]), timeout=15)
+    assert process.stdout is not None
+    assert "[sam-triton] stopped: Envoy and 2 replicas have exited" in process.stdout.read()
 
 
 def test_killed_launcher_leaves_no_replica_and_no_envoy(launched: tuple[subprocess.Popen[str], int]) -> None:

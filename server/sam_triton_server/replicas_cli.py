@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from sam_triton_server.process import ServerOptions, TritonStartError, echo
+from sam_triton_server.process import ServerOptions, TritonStartError
 from sam_triton_server.replicas import EnvoyNotFoundError, EnvoyStartError, ReplicaSet, allocate_ports
 
 
@@ -46,6 +46,8 @@ def _say(message: str) -> None:
 
 def run_replicas(args: argparse.Namespace, options: ServerOptions) -> int:
     """Start the replica set, serve until SIGINT/SIGTERM or a replica dies, stop everything."""
+    from sam_triton_server.cli import _log_sink  # every replica's log filtered as one server's
+
     ports = allocate_ports(args.replicas, args.replica_base_port)
     try:
         cluster = ReplicaSet(
@@ -54,7 +56,7 @@ def run_replicas(args: argparse.Namespace, options: ServerOptions) -> int:
             envoy_port=args.grpc_port,
             admin_port=args.envoy_admin_port,
             listen_address=options.host,
-            log_sink=None if args.quiet else echo,
+            log_sink=None if args.quiet else _log_sink(args.log_verbose),
         )
     except EnvoyNotFoundError as error:
         _say(str(error))
@@ -105,3 +107,4 @@ def run_replicas(args: argparse.Namespace, options: ServerOptions) -> int:
         return 0
     finally:
         cluster.stop()
+        _say(f"stopped: Envoy and {args.replicas} replicas have exited")
