@@ -22,7 +22,7 @@ from sam_triton_server.security import Security
 
 from tests.conftest import ServedTriton, start_triton
 from tests.helpers import free_ports
-from tests.test_serve import READY, read_until, start_serve, write_repository
+from tests.test_serve import MODEL, READY, read_until, start_serve, write_repository
 
 API_KEY = "first-hour-key-0123456789"
 
@@ -171,6 +171,22 @@ def test_a_cpu_start_explains_the_cuda_lines_instead_of_printing_them(tmp_path: 
         assert noise not in tritons
     errors = [line for line in output.splitlines() if line[:1] == "E" and line[1:5].isdigit()]
     assert errors == [], "a normal CPU start prints no error lines"
+
+
+@pytest.mark.skipif(HAS_GPU, reason="with a GPU these lines are real errors and stay")
+def test_a_failed_start_summary_opens_with_the_real_cause(tmp_path: Path) -> None:
+    broken = MODEL.replace("import sam_triton", "import module_that_does_not_exist")
+    process, _ = start_serve(write_repository(tmp_path / "repo", model_source=broken), "--quiet")
+    try:
+        assert process.wait(timeout=120) != 0
+        assert process.stdout is not None
+        output = process.stdout.read()
+    finally:
+        process.kill()
+        process.wait()
+    summary = output.split("tritonserver failed to start:", 1)[1].strip().splitlines()
+    assert "failed to load 'doubler'" in summary[0] and "module_that_does_not_exist" in summary[0]
+    assert not any(is_gpu_noise(line) for line in summary)
 
 
 def test_gpu_noise_never_swallows_a_real_error() -> None:
