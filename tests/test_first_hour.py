@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sam_triton_server.cli import random_weights_banner
+from sam_triton_server.cli import random_weights_banner, repository_problem
 from sam_triton_server.process import HAS_GPU, is_gpu_noise
 from sam_triton_server.security import Security
 
@@ -154,6 +154,18 @@ def test_a_folder_that_is_not_a_repository_is_refused_in_one_line(tmp_path: Path
     assert "is not a Triton model repository (no <model>/config.pbtxt in it)" in result.stderr
     assert "sam-triton export --model-type vit_b" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_repository_mistakes_name_the_fix(tmp_path: Path) -> None:
+    write_repository(tmp_path / "project" / "model_repository")
+    (tmp_path / "notes.txt").write_text("")
+    assert repository_problem(tmp_path / "project" / "model_repository") is None
+    one_up = repository_problem(tmp_path / "project")
+    assert one_up is not None and f"--repository {tmp_path / 'project' / 'model_repository'}?" in one_up
+    a_file = repository_problem(tmp_path / "notes.txt")
+    assert a_file is not None and "is a file; give the folder `sam-triton export` wrote" in a_file
+    missing = repository_problem(tmp_path / "nope")
+    assert missing is not None and "does not exist; write one with `sam-triton export" in missing
 
 
 @pytest.mark.skipif(HAS_GPU, reason="with a GPU these lines are real errors and stay")

@@ -146,6 +146,27 @@ def random_weights_banner(
     return "\n".join([bar, *body, bar])
 
 
+def repository_problem(given: Path) -> str | None:
+    """Why ``given`` cannot be served, in one line with the next step; None when it holds models.
+    Triton itself would start, poll the folder and log a page of errors about each entry."""
+    repository = given.resolve()
+    export = f"`sam-triton export --model-type vit_b --checkpoint PATH --repository {given}`"
+    export += " (or --random-weights)"
+    if not repository.exists():
+        return f"model repository {repository} does not exist; write one with {export}"
+    if not repository.is_dir():
+        return f"--repository {given} is a file; give the folder `sam-triton export` wrote"
+    if any(repository.glob("*/config.pbtxt")):
+        return None
+    inner = sorted({config.parent.parent for config in repository.glob("*/*/config.pbtxt")})
+    if inner:  # one level too high, e.g. the project folder instead of model_repository/
+        return f"{repository} holds no model itself, but {inner[0]} does: --repository {inner[0]}?"
+    return (
+        f"{repository} is not a Triton model repository (no <model>/config.pbtxt in it); write one "
+        f"with {export}, or point --repository at one"
+    )
+
+
 def _say(message: str) -> None:
     print(f"[sam-triton] {message}", file=sys.stderr, flush=True)
 
@@ -178,16 +199,9 @@ def run(args: argparse.Namespace) -> int:
     from sam_triton_server.security import SecurityConfigError
 
     repository = args.repository.resolve()
-    if not repository.is_dir():
-        _say(f"model repository {repository} does not exist; run `sam-triton export` first")
-        return 2
-    if not any(repository.glob("*/config.pbtxt")):
-        # Triton would start, poll the folder and log a page of errors about each entry.
-        _say(
-            f"{repository} is not a Triton model repository (no <model>/config.pbtxt in it); write "
-            f"one with `sam-triton export --model-type vit_b --checkpoint PATH --repository "
-            f"{args.repository}` (or --random-weights), or point --repository at one"
-        )
+    problem = repository_problem(args.repository)
+    if problem is not None:
+        _say(problem)
         return 2
     from sam_triton_server.plans import stale_plans_reason
 
