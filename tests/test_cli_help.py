@@ -74,3 +74,25 @@ def test_help_cites_no_document_outside_the_repository() -> None:
     for command, parser in _subparsers().items():
         text = parser.format_help()
         assert "SPEC" not in text and "shared/" not in text, command
+
+
+def test_the_project_cites_no_document_outside_it() -> None:
+    """The system contract this project was built from is not part of it (issue 24, 8): what a
+    reader needs is in README.md; citing the contract's sections or its folder sends them nowhere."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cited = re.compile(r"\bSPEC(\.md| section| \d)|\.\./shared/")
+    suffixes = {".py", ".md", ".pbtxt", ".yaml", ".yml", ".json", ".toml", ".sh", ".txt", ""}
+    places = [root / "README.md", root / "BENCHMARKS.md", root / "Makefile", root / "pyproject.toml"]
+    folders = ("client", "common", "server", "export", "bench", "tests", "deploy", "docker", "benchmarks")
+    for folder in folders:
+        places += [p for p in (root / folder).rglob("*") if p.is_file() and p.suffix in suffixes]
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for path in places
+        if path.exists() and "egg-info" not in str(path)
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if cited.search(line)
+    ]
+    assert found == []
