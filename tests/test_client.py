@@ -112,9 +112,16 @@ class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=request.name in names)
 
     def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> pb.ModelMetadataResponse:
-        self._gate(context)
+        # The SDK asks the encoder's metadata once per client, to learn the model family: kept
+        # out of the fault injection and the header log, which the tests aim at inference calls.
+        if request.name not in ("sam_encoder", "sam_decoder", "sam", "sam_session"):
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{request.name}' is not found"
+            )
         out = pb.ModelMetadataResponse(name=request.name, versions=["1"], platform="python")
         out.inputs.add(name="image", datatype="UINT8", shape=[-1, 1024, 1024, 3])
+        if request.name == "sam_encoder":  # a SAM 1 encoder: the SDK learns the family from this
+            out.outputs.add(name="image_embeddings", datatype="FP32", shape=[-1, 256, 64, 64])
         return out
 
     def ModelInfer(

@@ -275,3 +275,125 @@ def test_cli_verify_of_a_sam2_repository(sam2_export: Any, sam2_checkpoint: Path
     )
     assert code == 0, capsys.readouterr()
     assert "against sam2 SAM2ImagePredictor" in capsys.readouterr().out
+
+
+def _close(ours: tuple[Any, ...], ref: tuple[Any, ...]) -> None:
+    """README "Fidelity"'s tolerances between (masks, scores, low-res logits) triples of any batch shape."""
+    masks, scores, logits = (np.asarray(x) for x in ours)
+    ref_masks, ref_scores, ref_logits = (np.asarray(x) for x in ref)
+    assert masks.shape == ref_masks.shape and masks.dtype == ref_masks.dtype
+    assert np.abs(scores - ref_scores).max() <= 1e-3
+    assert np.abs(logits - ref_logits).max() <= 1e-3 * (ref_logits.max() - ref_logits.min())
+    flat, ref_flat = masks.reshape(-1, *masks.shape[-2:]) > 0, ref_masks.reshape(-1, *masks.shape[-2:]) > 0
+    from sam_triton_export.verify import mask_iou
+
+    ious = [mask_iou(a, b) for a, b in zip(flat, ref_flat, strict=True)]
+    assert min(ious) >= 0.99 and np.mean(ious) >= 0.995
+
+
+def test_remote_sam2_image_predictor_is_a_drop_in(sam2_server: ServedTriton, sam2_model: Any) -> None:
+    """The reference's calls, same arguments, on a remote SAM 2 model: RGBA and grayscale
+    inputs (the SDK makes them RGB), points, negatives, box, box + point, batched boxes,
+    mask_input refinement, normalize_coords=False, return_logits, set_image_batch."""
+    from PIL import Image
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    from sam_triton import RemoteSam2ImagePredictor
+    from sam_triton_export.verify import sample_images
+
+    reference = SAM2ImagePredictor(sam2_model)
+    photo = sample_images(2)[0]
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 200, np.uint8)])
+    gray = photo[..., 1]
+    with RemoteSam2ImagePredictor(sam2_server.grpc_url) as remote:
+        for given, rgb in ((rgba, photo), (gray, np.repeat(gray[..., None], 3, axis=2))):
+            remote.set_image(given)
+            reference.set_image(rgb)
+            h, w = rgb.shape[:2]
+            calls: list[dict[str, Any]] = [
+                {"point_coords": [[w * 0.4, h * 0.5]], "point_labels": [1]},
+                {
+                    "point_coords": [[w * 0.4, h * 0.5], [w * 0.7, h * 0.2]],
+                    "point_labels": [1, 0],
+                    "multimask_output": False,
+                },
+                {"box": [w * 0.1, h * 0.2, w * 0.6, h * 0.9], "multimask_output": False},
+                {
+                    "box": [w * 0.1, h * 0.2, w * 0.6, h * 0.9],
+                    "point_coords": [[w * 0.3, h * 0.5]],
+                    "point_labels": [1],
+                },
+                {"box": [[0, 0, w * 0.5, h * 0.5], [w * 0.5, h * 0.5, w, h]], "multimask_output": False},
+                {
+                    "point_coords": [[0.25, 0.75]],
+                    "point_labels": [1],
+                    "normalize_coords": False,
+                    "return_logits": True,
+                },
+            ]
+            for kwargs in calls:
+                _close(remote.predict(**kwargs), reference.predict(**kwargs))
+            _, scores, logits = reference.predict(point_coords=[[w * 0.4, h * 0.5]], point_labels=[1])
+            refine = {"point_coords": [[w * 0.4, h * 0.5]], "point_labels": [1], "multimask_output": False}
+            refine["mask_input"] = logits[int(np.argmax(scores))][None]
+            _close(remote.predict(**refine), reference.predict(**refine))
+            assert np.abs(remote.get_image_embedding() - reference.get_image_embedding().numpy()).max() < 1e-4
+
+        images = [photo, sample_images(2)[1]]
+        remote.set_image_batch(images)
+        reference.set_image_batch(images)
+        points = [np.array([[[100.0, 120.0]]]), np.array([[[300.0, 50.0]]])]
+        labels = [np.array([[1]]), np.array([[1]])]
+        ours = remote.predict_batch(points, labels, multimask_output=False)
+        ref = reference.predict_batch(points, labels, multimask_output=False)
+        for i in range(2):
+            _close(tuple(x[i] for x in ours), tuple(x[i] for x in ref))
+        remote.reset_predictor()
+        with pytest.raises(RuntimeError, match="set_image"):
+            remote.predict(point_coords=[[1, 1]], point_labels=[1])
+    # A PIL image goes through the same path.
+    with RemoteSam2ImagePredictor(sam2_server.grpc_url) as remote:
+        remote.set_image(Image.fromarray(photo))
+        reference.set_image(Image.fromarray(photo))
+        kwargs = {"point_coords": [[50, 60]], "point_labels": [1]}
+        _close(remote.predict(**kwargs), reference.predict(**kwargs))
+
+
+def test_sam_client_learns_the_family_and_refuses_foreign_handles(
+    sam2_server: ServedTriton, sam2_model: Any
+) -> None:
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    from sam_triton import (
+        ImageEmbedding,
+        InvalidInputError,
+        ModelNames,
+        ModelNotFoundError,
+        Prompt,
+        SamClient,
+    )
+
+    image = np.random.default_rng(9).integers(0, 256, (37, 1100, 3), dtype=np.uint8)
+    reference = SAM2ImagePredictor(sam2_model)
+    reference.set_image(image)
+    ref = reference.predict(point_coords=[[500, 20]], point_labels=[1], multimask_output=True)
+    with SamClient(sam2_server.grpc_url) as client:  # server_embeddings on: SAM 2 goes stateless
+        embedding = client.embed(image)
+        assert embedding.family == "sam2" and set(embedding.features) == set(contract.HIGH_RES_FEATS)
+        prompt = Prompt(point_coords=[[500, 20]], point_labels=[1])
+        pred = client.predict(embedding, prompt)
+        _close(
+            (pred.masks.astype(np.float32), pred.scores, pred.low_res_logits),
+            (ref[0], ref[1], np.clip(ref[2], -32, 32)),
+        )
+        oneshot = client.segment(image, prompt)  # the ensemble: image + prompts in one call
+        _close(
+            (oneshot.masks.astype(np.float32), oneshot.scores, oneshot.low_res_logits),
+            (ref[0], ref[1], ref[2]),
+        )
+        sam1_handle = ImageEmbedding(np.zeros((256, 64, 64), np.float32), (37, 1100), (30, 1024))
+        with pytest.raises(InvalidInputError, match="made by a sam1 model"):
+            client.predict(sam1_handle, prompt)
+        with pytest.raises(InvalidInputError, match="SAM 1 models only"):
+            client.embed(image, session_id="mine")
+    unknown = ModelNames(encoder="sam3_encoder")
+    with SamClient(sam2_server.grpc_url, models=unknown) as client, pytest.raises(ModelNotFoundError):
+        client.embed(image)

@@ -35,6 +35,7 @@ from .interactive import LatestClick, LatestClickThread
 from .predictor import RemoteSamPredictor
 from .prompts import Prompt
 from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
+from .sam2_predictor import RemoteSam2ImagePredictor
 
 if TYPE_CHECKING:
     from .automask import RemoteAutomaticMaskGenerator
@@ -62,6 +63,7 @@ __all__ = [
     "Priority",
     "Prompt",
     "RemoteAutomaticMaskGenerator",
+    "RemoteSam2ImagePredictor",
     "RemoteSamPredictor",
     "ResourceExhaustedError",
     "RetryPolicy",

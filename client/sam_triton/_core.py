@@ -44,19 +44,25 @@ from sam_triton_common.contract import (
     IOU_PREDICTIONS,
     LOW_RES_MASKS,
     MAX_SESSION_ID_BYTES,
+    SAM1,
+    SAM2,
     SESSION_ID,
+    Family,
+    family_named,
+    family_of_encoder,
 )
 from sam_triton_common.contract import SESSION_HEADER as SESSION_HEADER
 from sam_triton_common.transforms import (
     EMBEDDING_SHAPE,
     LOW_RES_SIZE,
+    SQUARE_INPUT,
     postprocess_masks,
     postprocess_to_masks,
     prepare_image,
     preprocess_shape,
 )
 
-from . import errors
+from . import errors, family_sam2
 from ._tensors import build_infer_request, decode_infer_response, require_output
 from .config import ClientConfig, Priority
 from .images import ImageFormat, ImageInput, load_image
@@ -68,7 +74,6 @@ T = TypeVar("T")
 
 
 Metadata = tuple[tuple[str, str], ...]
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,6 +264,25 @@ def model_metadata_op(name: str, version: str = "") -> Op[ModelMetadata]:
     )
 
 
+def family_op(config: ClientConfig) -> Op[Family]:
+    """The family of the encoder model this client talks to: asked once (ModelMetadata: the
+    encoder's outputs name it), then remembered for the client's life."""
+    name = config.models.encoder
+    if name not in config.families:
+        meta = yield from model_metadata_op(name, config.models.version)
+        try:
+            config.families[name] = family_of_encoder([o.name for o in meta.outputs]).name
+        except ValueError as e:
+            raise errors.ServerError(f"{name!r}: {e}") from None
+    return family_named(config.families[name])
+
+
+def encode_prompts(family: Family, items: Sequence[Prompt], original_size: tuple[int, int]) -> list[Any]:
+    """Each prompt as decoder rows for ``family``'s model."""
+    encode = family_sam2.encode_prompt if family is SAM2 else encode_prompt
+    return [encode(p, original_size) for p in items]
+
+
 # --------------------------------------------------------------------------- inference
 
 
@@ -326,6 +350,13 @@ def embed_rgb_op(
 
     ``keep`` is the image a server-held handle holds for re-embedding (default: ``rgb``).
     """
+    family = yield from family_op(config)
+    if family is not SAM1:
+        if session_id is not None:
+            raise errors.InvalidInputError(
+                f"server-held sessions (session_id=) are served for SAM 1 models only; this is {family.name}"
+            )
+        return (yield from _embed_features_op(config, family, rgb))
     if session_id is not None or config.server_embeddings:
         return (yield from _session_embed_op(config, rgb, session_id, rgb if keep is None else keep))
     model = config.models.encoder
@@ -337,7 +368,33 @@ def embed_rgb_op(
     return ImageEmbedding(emb, original_size, input_size)
 
 
+def _embed_features_op(
+    config: ClientConfig, family: Family, rgb: npt.NDArray[np.uint8]
+) -> Op[ImageEmbedding]:
+    """A family whose image features travel with each ``predict`` (SAM 2: the embedding and
+    its two high-resolution maps, 16 MiB; no server-held sessions for it yet)."""
+    model = config.models.encoder
+    names = list(family.encoder_outputs)
+    request = build_infer_request(
+        model, family_sam2.encoder_inputs(rgb), names, model_version=config.models.version
+    )
+    (resp,) = yield [infer_call(config, request, f"embed via {model!r}")]
+    outputs = decode_infer_response(resp)
+    features: dict[str, npt.NDArray[np.float32]] = {}
+    for name, shape in family.features.items():
+        array = require_output(outputs, name, model)
+        if array.size != int(np.prod(shape)) or array.dtype != np.float32:
+            raise errors.ServerError(
+                f"{model!r} returned {name} {array.dtype}{list(array.shape)}, expected FP32{list(shape)}"
+            )
+        features[name] = array.reshape(shape).astype(np.float32, copy=False)
+    embedding = features.pop(IMAGE_EMBEDDINGS)
+    original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+    return ImageEmbedding(embedding, original_size, SQUARE_INPUT, family=family.name, features=features)
+
+
 # --------------------------------------------------------------------------- server-held embeddings
+
 
 def content_id(rgb: npt.NDArray[np.uint8]) -> str:
     """``sha256:<hex>`` of an RGB image's shape and pixels: equal images, equal ids.
@@ -509,12 +566,25 @@ class _Target:
     mask_optional: bool = False
 
 
-def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding) -> _Target:
+def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding, family: Family = SAM1) -> _Target:
     """Decoder model and the tensors that identify the image for it - the one place that branches.
 
     An embedding array travels with the prompts to ``sam_decoder`` (stateless); a server-held
     handle sends its id to ``sam_session`` (with the routing header) and nothing else.
+    ``family``: the served model's; a handle of another family is refused, never decoded.
     """
+    if embedding.family != family.name:
+        raise errors.InvalidInputError(
+            f"this image embedding was made by a {embedding.family} model, but {config.models.encoder!r} "
+            f"serves {family.name}: embed the image with this model"
+        )
+    if family is not SAM1:
+        assert embedding.embedding is not None
+        arrays = {IMAGE_EMBEDDINGS: embedding.embedding, **embedding.features}
+        for name, shape in family.features.items():
+            if name not in arrays or arrays[name].shape != shape:
+                raise errors.InvalidInputError(f"this {family.name} embedding lacks {name} {list(shape)}")
+        return _Target(config.models.decoder, {k: np.asarray(v, np.float32)[None] for k, v in arrays.items()})
     if embedding.embedding is not None:
         emb = np.asarray(embedding.embedding, dtype=np.float32)
         if emb.shape != EMBEDDING_SHAPE:
@@ -578,8 +648,9 @@ def predict_op(
 ) -> Op[Prediction | list[Prediction]]:
     """Decode prompts against an embedding; one request per group of equal-N prompts, concurrently."""
     items, single = _prompt_list(config, prompts)
-    encoded = [encode_prompt(p, embedding.original_size) for p in items]
-    target = _embedding_inputs(config, embedding)
+    family = yield from family_op(config)
+    encoded = encode_prompts(family, items, embedding.original_size)
+    target = _embedding_inputs(config, embedding, family)
     model = target.model
     batches = group_by_points(encoded, config.max_prompts_per_request)
     calls = []
@@ -626,14 +697,18 @@ def segment_op(
     rgb = load_image(image, image_format, max_pixels=config.max_pixels)
     original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
     items, single = _prompt_list(config, prompts)
-    encoded = [encode_prompt(p, original_size) for p in items]
+    family = yield from family_op(config)
+    encoded = encode_prompts(family, items, original_size)
     batches = group_by_points(encoded, config.max_prompts_per_request)
     if len(batches) > 1:
         embedding = yield from embed_rgb_op(config, rgb)
         return (yield from predict_op(config, embedding, prompts, multimask_output, return_logits))
     (batch,) = batches
     model = config.models.ensemble
-    image_inputs, input_size = encoder_inputs(rgb)
+    if family is SAM1:
+        image_inputs, input_size = encoder_inputs(rgb)
+    else:
+        image_inputs, input_size = family_sam2.encoder_inputs(rgb), SQUARE_INPUT
     inputs = {**image_inputs, **decoder_prompt_inputs(batch, multimask_output)}
     request = build_infer_request(
         model, inputs, [LOW_RES_MASKS, IOU_PREDICTIONS], model_version=config.models.version

@@ -33,7 +33,30 @@ _NOT_SET = "An image must be set with .set_image(...) before mask prediction."
 _NOT_SET_EMBEDDING = "An image must be set with .set_image(...) to generate an embedding."
 
 
-class RemoteSamPredictor:
+class ClientOwner:
+    """A drop-in's client: made from a URL and options (then closed with the drop-in), or a
+    :class:`~sam_triton.SamClient` shared with the caller (left open)."""
+
+    def __init__(self, client: str | SamClient, options: Mapping[str, Any]) -> None:
+        if isinstance(client, SamClient):
+            if options:
+                raise TypeError("client options apply only when a URL is given, not a SamClient")
+            self.client, self._owns_client = client, False
+        else:
+            self.client, self._owns_client = SamClient(client, **options), True
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RemoteSamPredictor(ClientOwner):
     """Drop-in remote ``SamPredictor``.
 
     Args:
@@ -48,12 +71,7 @@ class RemoteSamPredictor:
     """
 
     def __init__(self, client: str | SamClient = "localhost:8001", **options: Unpack[ClientOptions]) -> None:
-        if isinstance(client, SamClient):
-            if options:
-                raise TypeError("client options apply only when a URL is given, not a SamClient")
-            self.client, self._owns_client = client, False
-        else:
-            self.client, self._owns_client = SamClient(client, **options), True
+        super().__init__(client, options)
         self.transform = ResizeLongestSide(IMAGE_SIZE)
         self._features: npt.NDArray[np.float32] | None = None  # downloaded on first request
         self.embedding: ImageEmbedding | None = None
@@ -160,13 +178,3 @@ class RemoteSamPredictor:
         embedding = self._require_image()
         result = self.client.predict(embedding, prompts, multimask_output, return_logits)
         return result if isinstance(result, list) else [result]
-
-    def close(self) -> None:
-        if self._owns_client:
-            self.client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -187,6 +187,11 @@ def encode_prompt(
     elif prompt.point_coords is not None:
         coords.append(np.zeros((1, 2)))
         labels.append(np.array([-1.0]))
+    return encoded_rows(prompt, coords, labels)
+
+
+def encoded_rows(prompt: Prompt, coords: Sequence[F64], labels: Sequence[F64]) -> EncodedPrompt:
+    """The decoder rows of ``prompt`` from its coordinate and label pieces (any family)."""
     # float64 math then float32, like the reference's torch.as_tensor(..., dtype=torch.float).
     point_coords = (np.concatenate(coords) if coords else np.zeros((0, 2))).astype(np.float32)
     point_labels = (np.concatenate(labels) if labels else np.zeros((0,))).astype(np.float32)

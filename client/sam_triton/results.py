@@ -36,6 +36,11 @@ class ImageEmbedding:
     from_cache: bool | None = field(default=None, kw_only=True)
     _image: npt.NDArray[np.uint8] | None = field(default=None, repr=False, kw_only=True)
     """The RGB image, for re-embedding after a cache miss (server-held handles only)."""
+    family: str = field(default="sam1", kw_only=True)
+    """The model family that made it (``sam_triton_common.contract.FAMILIES``): a handle only
+    fits a model of its own family."""
+    features: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict, repr=False, kw_only=True)
+    """The family's other image features beside ``embedding`` (SAM 2: the high-resolution maps)."""
 
     @property
     def server_held(self) -> bool:

@@ -36,6 +36,11 @@ from .contract import LOW_RES_SIZE as LOW_RES_SIZE
 MASK_THRESHOLD = 0.0
 """``Sam.mask_threshold``: logits above it are foreground."""
 
+SQUARE_INPUT = (0, 0)
+"""The ``input_size`` of a family without a 1024 frame inside the original (SAM 2): its
+256x256 logits are resized straight to the original size, as ``SAM2Transforms.postprocess_masks``
+does, instead of SAM 1's upscale to 1024, crop and resize."""
+
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -131,7 +136,12 @@ def _axis_matrix(input_len: int, original_len: int) -> FloatArray:
     """Composite (original_len, 256) matrix: 256 -> 1024 upscale, crop to input_len, -> original.
 
     Cached: an interactive session calls this with the same sizes on every click.
+    ``input_len`` 0 (:data:`SQUARE_INPUT`): 256 -> original in one step.
     """
+    if input_len == 0:
+        direct = _interp_matrix(LOW_RES_SIZE, original_len).astype(np.float32)
+        direct.setflags(write=False)
+        return direct
     up = _interp_matrix(LOW_RES_SIZE, IMAGE_SIZE)[:input_len]  # (input_len, 256)
     down = _interp_matrix(input_len, original_len)  # (original_len, input_len)
     combined = (down @ up).astype(np.float32)
@@ -196,7 +206,7 @@ def _check_postprocess_args(
         raise ValueError(f"expected (..., {LOW_RES_SIZE}, {LOW_RES_SIZE}) logits, got shape {low.shape}")
     in_h, in_w = (int(v) for v in input_size)
     out_h, out_w = (int(v) for v in original_size)
-    if not (0 < in_h <= IMAGE_SIZE and 0 < in_w <= IMAGE_SIZE):
+    if (in_h, in_w) != SQUARE_INPUT and not (0 < in_h <= IMAGE_SIZE and 0 < in_w <= IMAGE_SIZE):
         raise ValueError(f"input_size {input_size} must lie within {IMAGE_SIZE}x{IMAGE_SIZE}")
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"original_size must be positive, got {original_size}")
