@@ -93,6 +93,17 @@ def test_the_http_port_is_named_as_the_likely_mistake(keyed_server: ServedTriton
     assert "is that Triton's HTTP (8000) or metrics (8002) port instead of gRPC (8001)?" in result.stderr
 
 
+def test_tls_towards_a_plaintext_server_says_so(
+    keyed_server: ServedTriton, image: Path, tmp_path: Path
+) -> None:
+    import trustme
+
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    result = segment(keyed_server.grpc_url, image, "--tls-ca", str(tmp_path / "ca.pem"))
+    assert result.returncode == 1
+    assert f"the server at {keyed_server.grpc_url} does not speak TLS: leave out --tls-ca" in result.stderr
+
+
 def test_nobody_listening_asks_whether_the_server_runs(image: Path) -> None:
     (port,) = free_ports(1)
     result = segment(f"127.0.0.1:{port}", image)

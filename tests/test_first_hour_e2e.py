@@ -184,7 +184,7 @@ def test_automask_reruns_replace_the_earlier_masks_and_zero_masks_say_why(
     first = subprocess.run(sam_triton(*base, "--pred-iou-thresh", "0", "--stability-score-thresh", "0"),
                            capture_output=True, text=True)  # fmt: skip
     assert first.returncode == 0, first.stderr
-    assert "1 crop(s), 16 prompts in 1 batches" in first.stderr  # the job's size, before it runs
+    assert "1 crop(s), 16 prompts in 1 batch)" in first.stderr  # the job's size, before it runs
     kept = len(list(out.glob("*.png"))) - 1  # overview.png
     assert kept > 0
 

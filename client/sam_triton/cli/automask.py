@@ -157,7 +157,7 @@ def _workload(args: argparse.Namespace) -> str:
     crops = sum(4**layer for layer in range(len(sizes)))
     prompts = sum(size * 4**layer for layer, size in enumerate(sizes))
     batches = sum(-(-size // params.points_per_batch) * 4**layer for layer, size in enumerate(sizes))
-    return f"{crops} crop(s), {prompts} prompts in {batches} batches"
+    return f"{crops} crop(s), {prompts} prompts in {batches} batch{'es' if batches != 1 else ''}"
 
 
 _MASK_FILE = re.compile(r"\d+\.png")

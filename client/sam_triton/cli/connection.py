@@ -68,6 +68,11 @@ def next_step(error: SamTritonError, args: argparse.Namespace) -> str | None:
         )
     if isinstance(error, ServerUnavailableError):
         text = str(error).lower()
+        if "wrong_version_number" in text:  # a TLS hello answered by a plaintext server
+            return (
+                f"the server at {url} does not speak TLS: leave out --tls-ca/--tls-cert/--tls-key, "
+                "or start it with --tls-cert/--tls-key"
+            )
         if any(word in text for word in ("ssl", "handshake", "certificate")):
             return "the TLS handshake failed: check --tls-ca (the CA that signed the server's certificate)"
         if "socket closed" in text or "connection reset" in text:
