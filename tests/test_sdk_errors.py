@@ -80,7 +80,11 @@ def test_retry_policy() -> None:
     assert [policy.delay(unavailable, a, None) for a in range(4)] == [0.1, 0.2, 0.3, None]
     assert policy.delay(unavailable, 0, remaining=0.05) is None  # no time left: give up now
     assert policy.delay(errors.InvalidInputError("x"), 0, None) is None
-    assert policy.delay(errors.ModelNotReadyError("x"), 0, None) is None  # an answer, not a blip
+    # A model unloading on a stopping server (or still loading) computed nothing: try again,
+    # elsewhere behind a balancer; a missing model is an answer.
+    assert policy.delay(errors.ModelNotReadyError("x"), 0, None) == 0.1
+    assert isinstance(errors.ModelNotReadyError("x"), errors.ServerUnavailableError)
+    assert policy.delay(errors.ModelNotFoundError("x"), 0, None) is None
 
 
 SDK_MODULES = [

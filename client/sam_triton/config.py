@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 import grpc
 from sam_triton_common import contract
 
-from .errors import SamTritonError, ServerOverloadedError, ServerUnavailableError
+from .errors import ModelNotReadyError, SamTritonError, ServerOverloadedError, ServerUnavailableError
 
 Compression = Literal["gzip", "deflate"]
 
@@ -90,17 +90,20 @@ class Priority(enum.IntEnum):
     BATCH = 3
 
 
-_RETRIED = (ServerUnavailableError, ServerOverloadedError)
+_RETRIED = (ServerUnavailableError, ModelNotReadyError, ServerOverloadedError)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter, for UNAVAILABLE and ServerOverloadedError only.
+    """Exponential backoff with jitter, for UNAVAILABLE, ModelNotReadyError and
+    ServerOverloadedError only.
 
-    UNAVAILABLE means the request never reached a model (server starting, restarting, network
-    blip), and an overloaded server refused it before computing anything, so repeating either
-    is safe; every other status is an answer and is raised at once. A retry is only made when
-    its backoff ends before the call's deadline: a refused request then fails fast.
+    UNAVAILABLE means the request never reached a model (server starting, stopping,
+    restarting, network blip), a model not loaded (loading, or unloading on a stopping server)
+    computed nothing, and an overloaded server refused the request before computing anything,
+    so repeating any of them is safe; every other status is an answer and is raised at once. A
+    retry is only made when its backoff ends before the call's deadline: a refused request then
+    fails fast.
     """
 
     retries: int = 3

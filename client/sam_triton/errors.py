@@ -36,8 +36,13 @@ class ModelNotFoundError(SamTritonError, LookupError):
     """The server does not know the requested model (NOT_FOUND / unknown model)."""
 
 
-class ModelNotReadyError(SamTritonError):
-    """The model exists but is not loaded/ready to serve."""
+class ModelNotReadyError(ServerUnavailableError):
+    """The model exists but is not loaded on this server now: loading, or unloading because the
+    server is stopping (Triton: "... has no available versions").
+
+    Nothing was computed and another replica (or this one, once loaded) can answer, so it is
+    a ServerUnavailableError, retried like one: behind a balancer the retry lands elsewhere.
+    """
 
 
 class ResourceExhaustedError(SamTritonError):
@@ -69,7 +74,8 @@ _MESSAGE_RULES: tuple[tuple[str, type[SamTritonError]], ...] = (
     ("protocol is restricted", AuthenticationError),
     ("embedding not found", EmbeddingNotFoundError),
     ("unknown session", EmbeddingNotFoundError),
-    # "Request for unknown model: 'x' has no available versions": known, but not loaded.
+    # "Request for unknown model: 'x' has no available versions": known, but not loaded (a
+    # stopping server unloads its models before it closes its port), so not a missing model.
     ("has no available versions", ModelNotReadyError),
     ("is not ready", ModelNotReadyError),
     ("unknown model", ModelNotFoundError),
