@@ -59,28 +59,36 @@ def _read_text(path: Path) -> str:
 def test_ctrl_c_in_bench_keeps_and_writes_what_was_measured(
     triton_server: ServedTriton, tmp_path: Path
 ) -> None:
+    """Interrupted inside the in-process baseline, which blocks the event loop between requests:
+    the served series' rounds and the baseline's requests so far are kept."""
     out, err = tmp_path / "out", tmp_path / "stderr.txt"
     with err.open("w") as stderr:
         process = subprocess.Popen(
-            sam_triton("bench", "--url", triton_server.grpc_url, "--scenario", "click", "--duration", "120",
-                       "--warmup", "0.2", "--output", str(out), "--no-plots"),
+            sam_triton("bench", "--url", triton_server.grpc_url, "--scenario", "click", "--duration", "600",
+                       "--rounds", "100", "--warmup", "0.2", "--output", str(out), "--no-plots",
+                       "--baseline", "onnxruntime", "--repository", str(triton_server.repository)),
             stdout=subprocess.PIPE, stderr=stderr, text=True,
         )  # fmt: skip
-        # The progress bar counts finished requests: interrupt once a few are measured.
-        counts = lambda: [int(n) for n in re.findall(r"(\d+) req,", _read_text(err))]  # noqa: E731
-        assert wait_until(lambda: max(counts(), default=0) >= 5, timeout=120), _read_text(err)
+        # The progress bars count finished requests: interrupt once the baseline has a few.
+        baseline = lambda: [int(n) for n in re.findall(r"click onnxruntime.*?(\d+) req,", _read_text(err))]  # noqa: E731
+        assert wait_until(lambda: max(baseline(), default=0) >= 5, timeout=180), _read_text(err)
         process.send_signal(signal.SIGINT)
+        interrupted_at = time.monotonic()
         stdout, _ = process.communicate(timeout=60)
+    assert time.monotonic() - interrupted_at < 20, "stopped at once, not at the end of the 6 s round"
     assert process.returncode == 130
     results = json.loads((out / "results.json").read_text())
     assert results["interrupted"] is True
-    (run,) = results["runs"]
-    assert run["summary"]["requests"] >= 3  # a few of the >= 5 were the 0.2 s warm-up at most
+    (served,), (in_process,) = results["runs"], results["baselines"]
+    measured = served["summary"]["requests"] + in_process["summary"]["requests"]
+    assert served["summary"]["requests"] >= 3 and in_process["summary"]["requests"] >= 3
+    # Cut inside its 6 s round (0.2 s warm-up + 5.8 s measured), not run to the round's end.
+    assert in_process["summary"]["window_s"] < 4.5
     samples = (out / "samples.csv").read_text().splitlines()
-    assert len(samples) - 1 >= run["summary"]["requests"]
-    assert "served c=1" in stdout, "the table of what was measured is printed"
+    assert len(samples) - 1 >= measured
+    assert "served c=1" in stdout and "onnxruntime c=1" in stdout, "the table of what was measured"
     said = _read_text(err)
-    assert f"interrupted (Ctrl-C): the {run['summary']['requests']} requests measured before it are" in said
+    assert f"interrupted (Ctrl-C): the {measured} requests measured before it are" in said
     assert str(out) in said
 
 

@@ -221,6 +221,9 @@ def _baseline_series(spec: BaselineSpec, config: BenchConfig, images: Sequence[B
     async def call(index: int) -> None:
         # Called inline on the event loop, not in a thread: an in-process user pays no hop.
         prepared.request(index)
+        # One turn of the loop (microseconds) lets a Ctrl-C's cancellation in between requests:
+        # without it the series blocks the loop to the end of its round (minutes for torch).
+        await asyncio.sleep(0)
 
     return _Series(spec.kind, LoadLevel("closed", concurrency=1), call, dict(prepared.notes))
 
