@@ -37,7 +37,8 @@ class FakeClient:
     Reports each call's "bytes" to the bench's observer the way the SDK's rpc_observer would.
     """
 
-    def __init__(self, fail: list[Exception] | None = None) -> None:
+    def __init__(self, fail: list[Exception] | None = None, click_delay: float = 0.001) -> None:
+        self.click_delay = click_delay
         self.held: set[bytes] = set()
         self.prompts: list[tuple[ImageEmbedding, Prompt, Prediction | None]] = []
         self.fail = list(fail or [])
@@ -51,8 +52,10 @@ class FakeClient:
         h, w = rgb.shape[:2]
         return ImageEmbedding(None, (h, w), (1024, 1024), "sha256:x", from_cache=hit)
 
-    async def predict(self, handle: ImageEmbedding, prompt: Prompt, multimask: bool) -> Prediction:
-        await asyncio.sleep(0.001)
+    async def predict(
+        self, handle: ImageEmbedding, prompt: Prompt, multimask: bool, priority: int | None = None
+    ) -> Prediction:
+        await asyncio.sleep(self.click_delay)
         count_rpc("ModelInfer", 300, 3 * 256 * 256 * 4)
         if self.fail:
             self.prompts.append((handle, prompt, None))
@@ -149,6 +152,22 @@ def test_open_loop_users_arrive_at_a_rate_and_background_embedders_run() -> None
     assert result.embeds == stages["embed"].summary.ok  # background embeds are load, not users
 
 
+def test_drag_clicks_at_its_interval_and_counts_the_superseded() -> None:
+    # Each click takes 50 ms and the next one comes 5 ms later: of every drag only the last
+    # click is answered, the others are cancelled in flight (LatestClick) and counted.
+    result = _run(FakeClient(click_delay=0.05), SessionOptions(users=1, clicks=8, drag_interval=0.005))
+    stages = _stages(result)
+    assert set(stages) == {"embed", "drag"}
+    answered = stages["drag"].summary
+    assert answered.ok == answered.requests == stages["embed"].summary.requests >= 1
+    assert result.superseded == result.drag_clicks - answered.requests > 0
+    assert "superseded" in format_session(result)
+    assert session_record(result)["drag"] == {"clicks": result.drag_clicks, "superseded": result.superseded}
+    # Answers faster than the pointer moves: every click is answered, none superseded.
+    calm = _run(FakeClient(click_delay=0.001), SessionOptions(users=1, clicks=4, drag_interval=0.02))
+    assert calm.superseded == 0 and calm.drag_clicks == _stages(calm)["drag"].summary.ok > 0
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -159,6 +178,7 @@ def test_open_loop_users_arrive_at_a_rate_and_background_embedders_run() -> None
         {"reopen_fraction": -0.1},
         {"think_time": -1.0},
         {"think_distribution": "normal"},
+        {"drag_interval": 0.0},
     ],
 )
 def test_bad_session_options_are_refused(bad: dict[str, Any]) -> None:
@@ -235,3 +255,15 @@ def test_session_end_to_end(triton_server: Any, tmp_path: Path, capsys: pytest.C
     assert "throughput_vs_latency.png" not in doc["files"]["plots"]
     printed = capsys.readouterr().out
     assert "background_embed" in printed and "embed cache hits" in printed
+
+
+def test_session_drag_end_to_end(triton_server: Any, tmp_path: Path) -> None:
+    out = tmp_path / "drag"
+    args = ["bench", "--url", triton_server.grpc_url, "--scenario", "session", "--output", str(out)]
+    args += ["--no-progress", "--max-images", "1", "--duration", "3", "--warmup", "0"]
+    args += ["--users", "1", "--clicks", "30", "--drag-interval", "0.016"]
+    assert main(args) == 0
+    session = json.loads((out / "results.json").read_text())["session"]
+    drag = session["stages"]["drag"]
+    assert drag["ok"] > 0 and drag["errors"] == 0
+    assert session["drag"]["clicks"] == drag["requests"] + session["drag"]["superseded"]

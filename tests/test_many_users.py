@@ -47,6 +47,7 @@ from sam_triton_server.metrics import EMBED_PENDING
 from sam_triton_server.queues import overlay_repository
 
 from tests.conftest import ServedTriton, start_triton
+from tests.test_metrics_e2e import scrape, value
 
 ENCODER_QUEUE = 8
 EMBED_QUEUE = 3
@@ -313,6 +314,48 @@ def test_latest_click_wins(busy_server: ServedTriton) -> None:
     np.testing.assert_allclose(newest.scores, alone.scores, atol=1e-5)
     np.testing.assert_array_equal(newest.masks, alone.masks)
     assert clicks.sent == len(points) and clicks.superseded == len(points) - 1
+
+
+def session_requests(server: ServedTriton) -> int:
+    """Requests sam_session answered (success or error), by Triton's own statistics."""
+    import tritonclient.grpc as triton_grpc
+
+    with triton_grpc.InferenceServerClient(server.grpc_url) as stock:
+        stats = stock.get_inference_statistics("sam_session", as_json=True)["model_stats"][0]
+    counts = stats["inference_stats"]
+    return sum(int(counts[kind].get("count", 0)) for kind in ("success", "fail"))
+
+
+def test_superseded_clicks_waiting_in_the_click_lane_are_not_decoded(busy_server: ServedTriton) -> None:
+    """A drag's clicks that reached sam_session and then were cancelled by the next click
+    (LatestClick) are skipped when their turn comes: decoded clicks fall short of the requests
+    the model answered. (Without the lane's cancellation check every one is decoded.)"""
+    decoded = "sam_click_duration_seconds_count"
+    heavy = [
+        Prompt(point_coords=[[10 + 7 * i, 20 + 5 * i]], point_labels=[1], mask_input=np.ones((1, 256, 256)))
+        for i in range(64)
+    ]
+
+    async def drag() -> tuple[int, float]:
+        async with AsyncSamClient(busy_server.grpc_url) as client:
+            held = await client.embed(image(1002, 512))
+            requests_before = session_requests(busy_server)
+            decoded_before = value(scrape(busy_server.metrics_port), decoded, model="sam_session")
+            busy = asyncio.ensure_future(client.predict(held, heavy))  # keeps the lane busy first
+            await asyncio.sleep(0.005)
+            clicks = LatestClick(client, held)
+            for i in range(8):
+                clicks.click(Prompt(point_coords=[[100 + 20 * i, 100]], point_labels=[1]))
+                await asyncio.sleep(0.005)  # long enough for each click to be sent
+            await clicks.latest()  # the lane is FIFO: every click before it is settled
+            await busy
+        requests = session_requests(busy_server) - requests_before - 1  # less the heavy call
+        decodes = value(scrape(busy_server.metrics_port), decoded, model="sam_session") - decoded_before - 1
+        return requests, decodes
+
+    requests, decodes = asyncio.run(drag())
+    assert requests >= 3, f"only {requests} of the drag's clicks reached the server"
+    assert 1 <= decodes < requests, f"{decodes:g} of the {requests} clicks that arrived were decoded"
 
 
 def test_priorities_order_a_shared_queue(busy_server: ServedTriton, raw_encoder: RawEncoder) -> None:

@@ -1,12 +1,18 @@
 """The ``session`` scenario: virtual users annotating images, the load a deployment really sees.
 
 A user opens an image (``embed`` of fresh content, so a real encode) and makes ``clicks`` clicks
-on it, each after a random think time. Every click adds a point to the object (the first one
+on it, each after a random think time (0: back to back, each click sent the moment the previous
+answer arrived). Every click adds a point to the object (the first one
 foreground, later ones foreground or background; after ``POINTS_PER_OBJECT`` points the user
 starts the next object); a ``refine_fraction`` of the clicks after the first also send the
 previous answer's best low-res logits as ``mask_input`` (SAM's interactive refinement: the
 server runs the full decoder for those), and are reported as the
 ``refine`` stage. Then the user opens the next image.
+
+Drag mode (``drag_interval``): the user drags the mouse instead, a click every
+``drag_interval`` seconds (0.016: a 60 Hz pointer) through :class:`~sam_triton.LatestClick`,
+so a newer click cancels the one still in flight; the ``drag`` stage times the clicks that were
+answered (from the click to its answer) and :attr:`SessionResult.superseded` counts the others.
 
 Users are a fixed number looping (``users``; closed loop: that many users at all times), or
 arrive open loop at ``user_rate`` users/s (each annotates one image; at most ``users`` at a
@@ -36,8 +42,9 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 from sam_triton.aio import AsyncSamClient
+from sam_triton.interactive import LatestClick
 from sam_triton.prompts import Prompt
-from sam_triton.results import Prediction
+from sam_triton.results import ImageEmbedding, Prediction
 
 from .images import BenchImage, RGBImage, click_point, unique_image
 from .loadgen import Sample, SampleHook, poisson_arrivals, timed
@@ -45,8 +52,8 @@ from .runner import LoadLevel, RunResult
 
 T = TypeVar("T")
 
-STAGES = ("embed", "click", "refine", "background_embed", "automask")
-"""embed/click/refine: what the virtual users wait for; background_embed/automask: the load."""
+STAGES = ("embed", "click", "refine", "drag", "background_embed", "automask")
+"""embed/click/refine/drag: what the virtual users wait for; background_embed/automask: the load."""
 
 ThinkDistribution = Literal["exponential", "uniform"]
 
@@ -66,7 +73,10 @@ class SessionOptions:
     """Open loop: user arrivals per second (Poisson); None: closed loop."""
     clicks: int = 8
     think_time: float = 0.5
-    """Mean seconds a user thinks before each click."""
+    """Mean seconds a user thinks before each click (0: back to back)."""
+    drag_interval: float | None = None
+    """Drag mode: seconds between a user's clicks, sent through LatestClick whether or not the
+    previous one was answered (``think_time`` and ``refine_fraction`` then do not apply)."""
     think_distribution: ThinkDistribution = "exponential"
     """exponential (mean ``think_time``) or uniform in [0, 2 * ``think_time``]."""
     refine_fraction: float = 0.25
@@ -89,6 +99,8 @@ class SessionOptions:
             raise ValueError(f"user_rate must be positive, got {self.user_rate}")
         if self.think_time < 0 or self.background_embedders < 0 or self.background_automask < 0:
             raise ValueError("think_time and the background counts must be >= 0")
+        if self.drag_interval is not None and not self.drag_interval > 0:
+            raise ValueError(f"drag_interval must be positive, got {self.drag_interval}")
         for name in ("refine_fraction", "reopen_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -146,6 +158,10 @@ class SessionResult:
     users_started: int
     users_turned_away: int
     """Open loop: arrivals that found no free user slot before the run ended."""
+    drag_clicks: int = 0
+    """Drag mode: measured clicks sent (answered, failed or superseded)."""
+    superseded: int = 0
+    """Drag mode: measured clicks cancelled in flight by the user's next click."""
 
     @property
     def cache_hit_rate(self) -> float:
@@ -173,6 +189,7 @@ class _Session:
         self._user_numbers = itertools.count()
         self._opened: list[int] = []
         self.embeds = self.cache_hits = self.turned_away = 0
+        self.drag_clicks = self.superseded = 0
         self.t0 = time.perf_counter()
 
     def now(self) -> float:
@@ -187,10 +204,13 @@ class _Session:
             result, sample = await timed(thunk, next(self._indices[stage]), self.now, self.warmup, due)
         finally:
             _counting.reset(token)
+        self._record(stage, sample)
+        return result, sample
+
+    def _record(self, stage: str, sample: Sample) -> None:
         self.samples[stage].append(sample)
         if self.on_sample is not None:
             self.on_sample(sample)
-        return result, sample
 
     async def _image(self, number: int) -> tuple[BenchImage, RGBImage]:
         """Image ``number``'s source and its unique copy (made off the event loop: a 1411x1411
@@ -222,6 +242,9 @@ class _Session:
         if not sample.warmup and handle.from_cache is not None:
             self.embeds += 1
             self.cache_hits += handle.from_cache
+        if self.opts.drag_interval is not None:
+            await self._drag(handle, source, rng, self.opts.drag_interval)
+            return
         points: list[tuple[float, float]] = []
         labels: list[int] = []
         previous: Prediction | None = None
@@ -241,6 +264,39 @@ class _Session:
             answer, _ = await self._stage("refine" if refine else "click", predict)
             if isinstance(answer, Prediction):
                 previous = answer
+
+    async def _drag(
+        self, handle: ImageEmbedding, source: BenchImage, rng: np.random.Generator, interval: float
+    ) -> None:
+        """A mouse drag over the image: a one-point click every ``interval`` s, latest wins."""
+        clicks = LatestClick(self.client, handle, multimask_output=self.opts.multimask_output)
+        answers: list[asyncio.Task[None]] = []
+        measured: list[asyncio.Task[Prediction]] = []
+        for _ in range(self.opts.clicks):
+            if self.now() >= self.stop_at:
+                break
+            due = self.now()
+            point = click_point(int(rng.integers(1 << 30)), source.size)
+            prompt = Prompt(point_coords=[point], point_labels=[1])
+            token = _counting.set(self.wire["drag"] if due >= self.warmup else None)  # the task copies it
+            try:
+                task = clicks.click(prompt)
+            finally:
+                _counting.reset(token)
+            if due >= self.warmup:
+                measured.append(task)
+            answers.append(asyncio.create_task(self._drag_answer(task, due)))
+            await asyncio.sleep(interval)
+        await asyncio.gather(*answers)
+        self.drag_clicks += len(measured)
+        self.superseded += sum(task.cancelled() for task in measured)
+
+    async def _drag_answer(self, click: asyncio.Task[Prediction], due: float) -> None:
+        """Times one drag click from its sending to its answer; a superseded one is no sample."""
+        await asyncio.wait([click])
+        if not click.cancelled():
+            _, sample = await timed(lambda: click, next(self._indices["drag"]), self.now, self.warmup, due)
+            self._record("drag", sample)
 
     async def closed_users(self) -> None:
         async def loop() -> None:
@@ -299,6 +355,8 @@ class _Session:
             cache_hits=self.cache_hits,
             users_started=next(self._user_numbers),
             users_turned_away=self.turned_away,
+            drag_clicks=self.drag_clicks,
+            superseded=self.superseded,
         )
 
 

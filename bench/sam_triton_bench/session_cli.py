@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .arguments import fraction, non_negative_int
+from .arguments import fraction, non_negative_int, positive_float
 
 if TYPE_CHECKING:
     from .images import BenchImage
@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         metavar="S",
         help="mean seconds before each click (default %(default)s)",
+    )
+    group.add_argument(
+        "--drag-interval",
+        type=positive_float,
+        metavar="S",
+        help="drag mode: each user sends a click every S seconds through LatestClick, a newer click "
+        "cancelling the one in flight (0.016: a 60 Hz mouse); the drag stage times the answered "
+        "clicks, superseded ones are counted (default: off, clicks after --think-time)",
     )
     group.add_argument(
         "--think-distribution",
@@ -98,6 +106,7 @@ def _options(args: argparse.Namespace) -> SessionOptions:
         user_rate=args.user_rate,
         clicks=args.clicks,
         think_time=args.think_time,
+        drag_interval=args.drag_interval,
         think_distribution=args.think_distribution,
         refine_fraction=args.refine_fraction,
         reopen_fraction=args.reopen_fraction,

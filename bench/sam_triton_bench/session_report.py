@@ -4,6 +4,7 @@ Per stage (milliseconds, bytes)::
 
     "session": {"options": {...}, "users_started", "users_turned_away",
                 "cache": {"embeds", "hits", "hit_rate"},
+                "drag": {"clicks", "superseded"},
                 "stages": {"click": {"requests", "ok", "errors", "rejected", "failed",
                                      "throughput_rps", "latency_ms": {p50, p90, p99, mean, max, ...},
                                      "wire": {"rpcs", "sent_bytes", "received_bytes",
@@ -60,6 +61,7 @@ def session_record(result: SessionResult) -> dict[str, Any]:
         "users_started": result.users_started,
         "users_turned_away": result.users_turned_away,
         "cache": {"embeds": result.embeds, "hits": result.cache_hits, "hit_rate": result.cache_hit_rate},
+        "drag": {"clicks": result.drag_clicks, "superseded": result.superseded},
         "stages": stage_records(result),
     }
 
@@ -88,4 +90,9 @@ def format_session(result: SessionResult) -> str:
         f"embed cache hits: {result.cache_hits}/{result.embeds}"
         + (f" ({rate:.0%})" if result.embeds else ""),
     ]
+    if result.options.drag_interval is not None:
+        lines.append(
+            f"drag: {result.drag_clicks} clicks sent every {result.options.drag_interval * 1e3:g} ms, "
+            f"{result.superseded} superseded by the next before their answer"
+        )
     return "\n".join(lines)

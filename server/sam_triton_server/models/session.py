@@ -85,6 +85,8 @@ from sam_triton_server.prompt_decoder import PromptDecoder
 
 PROMPT_INPUTS = DECODER_INPUTS[1:]  # everything the decoder takes except the embedding
 OVERLOADED_PREFIX = "sam_session overloaded"
+WAITED_S = 0.002
+"""A request that reached its worker later than this after arriving waited for its turn."""
 
 
 class EmbeddingNotFound(NotFound):
@@ -199,6 +201,12 @@ class TritonPythonModel(OnnxModelBase):
 
     def _answer(self, request: Any, session_id: str, arrived: float) -> None:
         """On the click lane (or after the encode it followed): decode, or look up."""
+        # A click that waited for its turn may have been abandoned meanwhile (LatestClick
+        # cancels a superseded one): skip its decode. Asked only then: the check is an IPC.
+        if time.monotonic() - arrived > WAITED_S and request.is_cancelled():
+            cancelled = self._error(f"{self.name}: cancelled by the caller while it waited", "CANCELLED")
+            self._send(request, cancelled)
+            return
         try:
             self._time_left_us(request, arrived, "answer")
             entry = self.cache.get(session_id)
