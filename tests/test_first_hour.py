@@ -157,6 +157,30 @@ def test_a_taken_port_is_named_before_any_model_loads(tmp_path: Path, flag: str)
     assert took < 30, "refused before Triton loads anything"
 
 
+@pytest.mark.parametrize("taken", ["envoy", "replica"])
+def test_replicas_name_a_taken_port_before_anything_starts(tmp_path: Path, taken: str) -> None:
+    from tests.test_replicas_cli import consecutive_free_ports
+
+    envoy_port, admin_port = free_ports(2)
+    base = consecutive_free_ports(6)
+    squatted = envoy_port if taken == "envoy" else base + 4  # replica 1's HTTP port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", squatted))
+        squatter.listen()
+        result = cli("serve", "--repository", str(write_repository(tmp_path / "repo")), "--replicas", "2",
+                     "--grpc-port", str(envoy_port), "--envoy-admin-port", str(admin_port),
+                     "--replica-base-port", str(base))  # fmt: skip
+    assert result.returncode == 2
+    expected = (
+        f"Envoy gRPC port 127.0.0.1:{squatted} is not free"
+        if taken == "envoy"
+        else f"replica 1 HTTP port 127.0.0.1:{squatted} is not free"
+    )
+    assert expected in result.stderr
+    assert ("--grpc-port." if taken == "envoy" else "--replica-base-port.") in result.stderr
+    assert "READY" not in result.stderr and "loading" not in result.stderr
+
+
 def test_a_folder_that_is_not_a_repository_is_refused_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"")

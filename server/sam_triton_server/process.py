@@ -211,18 +211,23 @@ def check_ports_free(options: ServerOptions) -> None:
         ("metrics", "--metrics-port", options.host, options.metrics_port),
     )
     for what, flag, host, port in wanted:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            # SO_REUSEADDR: a port only lingering in TIME_WAIT is free for Triton too.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as error:
-                raise PortInUseError(
-                    f"{what} port {host}:{port} is not free ({error.strerror}): another server is "
-                    f"listening there (an earlier `sam-triton serve`?). Stop it, or pick another "
-                    f"port with {flag}."
-                ) from None
+        check_port_free(what, flag, host, port)
+
+
+def check_port_free(what: str, flag: str, host: str, port: int) -> None:
+    """PortInUseError, naming ``what`` and the ``flag`` that moves it, unless ``host:port`` binds."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: a port only lingering in TIME_WAIT is free for Triton too.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise PortInUseError(
+                f"{what} port {host}:{port} is not free ({error.strerror}): another server is "
+                f"listening there (an earlier `sam-triton serve`?). Stop it, or pick another "
+                f"port with {flag}."
+            ) from None
 
 
 class TritonProcess:

@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from sam_triton_server.process import ServerOptions, TritonStartError
+from sam_triton_server.process import PortInUseError, ServerOptions, TritonStartError, check_port_free
 from sam_triton_server.replicas import EnvoyNotFoundError, EnvoyStartError, ReplicaSet, allocate_ports
 
 
@@ -49,6 +49,15 @@ def run_replicas(args: argparse.Namespace, options: ServerOptions) -> int:
     from sam_triton_server.cli import _log_sink  # every replica's log filtered as one server's
 
     ports = allocate_ports(args.replicas, args.replica_base_port)
+    try:  # all at once, before any replica loads models (Envoy's own error would come last)
+        check_port_free("Envoy gRPC", "--grpc-port", options.host, args.grpc_port)
+        check_port_free("Envoy admin", "--envoy-admin-port", "127.0.0.1", args.envoy_admin_port)
+        for i, port in enumerate(ports):
+            for what, number in (("gRPC", port.grpc), ("HTTP", port.http), ("metrics", port.metrics)):
+                check_port_free(f"replica {i} {what}", "--replica-base-port", "127.0.0.1", number)
+    except PortInUseError as error:
+        _say(f"cannot start: {error}")
+        return 2
     try:
         cluster = ReplicaSet(
             options,
