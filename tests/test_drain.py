@@ -37,13 +37,18 @@ READY = "[sam-triton] READY"
 QUEUE_DELAY_US = 8_000_000
 
 
-def slow_batching_repository(tiny_repository: Path, target: Path) -> Path:
-    shutil.copytree(tiny_repository, target)
-    config = target / "sam_decoder" / "config.pbtxt"
-    delay = f"max_queue_delay_microseconds: {QUEUE_DELAY_US}"
+def hold_decoder_requests(repository: Path, microseconds: int) -> None:
+    """sam_decoder of ``repository`` keeps a lone request queued this long (a written config)."""
+    config = repository / "sam_decoder" / "config.pbtxt"
+    delay = f"max_queue_delay_microseconds: {microseconds}"
     text, count = re.subn(r"max_queue_delay_microseconds: \d+", delay, config.read_text())
     assert count == 1
     config.write_text(text)
+
+
+def slow_batching_repository(tiny_repository: Path, target: Path) -> Path:
+    shutil.copytree(tiny_repository, target)
+    hold_decoder_requests(target, QUEUE_DELAY_US)
     return target
 
 

@@ -33,14 +33,14 @@ N_SESSIONS = 8
 CLICKS = 3
 
 
-@pytest.fixture(scope="module")
-def replica_set(tiny_repository: Path) -> Iterator[ReplicaSet]:
+def serve_two_replicas(repository: Path) -> Iterator[ReplicaSet]:
+    """A module's replica set: two replicas of ``repository`` behind Envoy, on free ports."""
     from sam_triton_server.process import ServerOptions, TritonStartError
     from sam_triton_server.replicas import ReplicaPorts, ReplicaSet
 
     ports = free_ports(8)
     replica_ports = [ReplicaPorts(*ports[0:3]), ReplicaPorts(*ports[3:6])]
-    options = ServerOptions(repository=tiny_repository, host="127.0.0.1")
+    options = ServerOptions(repository=repository, host="127.0.0.1")
     cluster = ReplicaSet(options, replica_ports, envoy_port=ports[6], admin_port=ports[7])
     try:
         cluster.start(ready_timeout=180)
@@ -51,6 +51,11 @@ def replica_set(tiny_repository: Path) -> Iterator[ReplicaSet]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def replica_set(tiny_repository: Path) -> Iterator[ReplicaSet]:
+    yield from serve_two_replicas(tiny_repository)
 
 
 def success_count(http_port: int, model: str) -> int:

@@ -67,6 +67,14 @@ def register(subparsers: Any) -> None:
         default=30,
         help="seconds in-flight requests may take to finish after SIGTERM (default %(default)s)",
     )
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        help="behind a load balancer: seconds Triton keeps serving after SIGTERM while its "
+        "readiness already fails, so the balancer routes elsewhere before Triton refuses "
+        "anything; counts against --exit-timeout (default %(default)s: none)",
+    )
     security = parser.add_argument_group(
         "security", "TLS covers gRPC; with TLS on, Triton's HTTP endpoint (no TLS) listens on 127.0.0.1 only."
     )
@@ -252,6 +260,7 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path, security: S
         log_verbose=args.log_verbose,
         security=security,
         exit_timeout=args.exit_timeout,
+        drain_delay=args.drain_delay,
     )
     if args.replicas > 1:
         from sam_triton_server.replicas_cli import run_replicas

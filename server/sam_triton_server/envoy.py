@@ -8,6 +8,10 @@ Routing: every KServe call is the same gRPC method, so the route is chosen by th
 ``sam-session-id`` header that the SDK sends on each ``sam_session`` call (and only there).
 Calls that carry it go to a ring-hash cluster keyed on it, so a session's clicks reach the
 replica holding its embedding; everything else is balanced round-robin.
+
+Envoy retries only what was never computed (no connection, a refused stream, or Triton's answer
+that it is stopping or unloading): every other answer, overloaded, deadline and API key
+included, reaches the SDK, whose own policy knows the caller's deadline.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ STATELESS_CLUSTER = "triton_stateless"
 HEALTH_PATH = "/healthz"  # Envoy's own liveness on the gRPC port (HTTP/1.1 or 2)
 # Envoy's default; the simulation in deploy/README.md ("Scaling") uses the same size.
 MIN_RING_SIZE = 1024
+UNHEALTHY_THRESHOLD = 3
+# What a stopping Triton answers before its gRPC port closes (trailers-only, so the status and
+# message are response headers Envoy can match): the scheduler has stopped accepting
+# requests, then the model is unloaded. Neither computed anything, so another replica may.
+STOPPING_MESSAGES = ("Server is stopping", "has no available versions")
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-headers"
 
 
 @dataclass(frozen=True)
@@ -48,12 +58,25 @@ class EnvoySettings:
     listen_port: int = 8001
     admin_address: str = "127.0.0.1"
     admin_port: int = 9901
-    # A dead replica (connection refused at once) leaves rotation after unhealthy_threshold
-    # failed checks, ~3 intervals; a live one busy on two cores gets 2 s to answer, so a slow
-    # spell does not empty the cluster. A restarted one rejoins after one good check.
-    health_interval_s: float = 1.0
+    # A dead or draining replica (its connection refused or closed at once) leaves rotation
+    # after unhealthy_threshold failed checks, ~3 intervals; a live one busy on two cores gets
+    # 2 s to answer each, so a slow spell does not empty the cluster. A restarted one rejoins
+    # after one good check. Checks are a GET on localhost or the pod network: cheap.
+    health_interval_s: float = 0.5
     health_timeout_s: float = 2.0
     dns_refresh_s: float = 5.0
+    # Envoy cuts a stream that sends nothing for 300 s unless told otherwise, a long automask
+    # included (the route's timeout does not cover it). 0: off; the caller's gRPC deadline
+    # bounds each call. Tests set a short one to show the knob is the one that matters.
+    stream_idle_timeout_s: float = 0.0
+
+    @property
+    def drain_notice_s(self) -> float:
+        """Seconds after a replica starts refusing health checks by which every Envoy worker
+        has stopped sending it work: the first failed check comes within an interval, the
+        host leaves after UNHEALTHY_THRESHOLD of them, and workers get the new host set a
+        moment later (1 s allowed). A draining replica keeps serving this long."""
+        return UNHEALTHY_THRESHOLD * self.health_interval_s + 1.0
 
 
 def _seconds(value: float) -> str:
@@ -108,28 +131,67 @@ def _cluster(name: str, settings: EnvoySettings, lb_policy: str) -> dict[str, An
             {
                 "timeout": _seconds(settings.health_timeout_s),
                 "interval": _seconds(settings.health_interval_s),
-                "unhealthy_threshold": 3,
+                "unhealthy_threshold": UNHEALTHY_THRESHOLD,
                 "healthy_threshold": 1,
                 "no_traffic_interval": _seconds(settings.health_interval_s),
+                # A new connection per check: a draining Triton refuses new HTTP connections at
+                # once but keeps answering "ready" on open ones (and waits for them to close
+                # before it stops), so a kept-alive check would see it ready to the end.
+                "reuse_connection": False,
                 "http_health_check": {"path": "/v2/health/ready", "codec_client_type": "HTTP1"},
             }
         ],
-        # Passive ejection covers the seconds before the next active check: a replica whose
-        # connections fail is skipped; never more than half the hosts are ejected.
-        "outlier_detection": {
-            "consecutive_gateway_failure": 2,
-            "consecutive_5xx": 5,
-            "interval": "1s",
-            "base_ejection_time": "5s",
-            "max_ejection_percent": 50,
-        },
+        # A pod that left the headless Service's DNS (it is terminating) leaves the ring at the
+        # next resolution, even while its health check still passes.
+        "ignore_health_on_host_removal": True,
+        # No outlier detection: each Envoy would eject on what its own traffic saw, so Envoy
+        # replicas' rings would disagree and sessions move back and forth; and the 5xx it
+        # counts are mostly answers here (overloaded, deadline, API key), not a sick replica.
+        # Active health checks are the one shared view; a dead replica's connect failures
+        # are retried on another host meanwhile.
         # Without it a cluster whose hosts are all unhealthy still routes to them; with it,
         # only healthy hosts count when computing the ring.
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        # Retries happen only for calls that were never computed, so they cannot multiply
+        # load; Envoy's default cap of 3 retries in flight would fail most calls of a replica
+        # lost under load instead of retrying them.
+        "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
     }
     if lb_policy == "RING_HASH":
         cluster["ring_hash_lb_config"] = {"minimum_ring_size": MIN_RING_SIZE}
     return cluster
+
+
+def _retry_policy() -> dict[str, Any]:
+    """Retry on another host what no replica computed; every call the SDK makes is idempotent
+    (models are pure functions, embeddings are named by content), so that is always safe.
+
+    Not retried: resets after the request was sent (a minutes-long automask may have run),
+    and UNAVAILABLE in general, which Triton also answers for a full queue, an expired
+    deadline and a wrong API key: answers, which the SDK handles within the caller's deadline.
+    """
+    return {
+        "retry_on": SAFE_RETRY_ON,
+        "retriable_headers": [
+            {"name": "grpc-message", "string_match": {"contains": message}} for message in STOPPING_MESSAGES
+        ],
+        "num_retries": 2,
+        # Each retry to a host not tried yet: for a session, the next host on the ring, which
+        # answers NOT_FOUND, and the SDK re-embeds there once. The ring hash looks for it one
+        # ring entry further per selection attempt, and a host holds runs of neighbouring
+        # entries: with 3 attempts (as once here) a session whose next entries were its own
+        # host's was retried on that same stopping host (seen); 32 leave practically none.
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/"
+                    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 32,
+    }
 
 
 def _routes() -> list[dict[str, Any]]:
@@ -144,34 +206,13 @@ def _routes() -> list[dict[str, Any]]:
                 "cluster": SESSION_CLUSTER,
                 "hash_policy": [{"header": {"header_name": SESSION_HEADER}}],
                 **timing,
-                # A call that never reached its replica (it just died) goes to the next host
-                # on the ring: that replica answers NOT_FOUND and the SDK re-embeds once.
-                "retry_policy": {
-                    "retry_on": "connect-failure",
-                    "num_retries": 2,
-                    "retry_host_predicate": [
-                        {
-                            "name": "envoy.retry_host_predicates.previous_hosts",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/"
-                                "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-                            },
-                        }
-                    ],
-                    "host_selection_retry_max_attempts": 3,
-                },
+                "retry_policy": _retry_policy(),
             },
         },
         {
             "name": "stateless",
             "match": {"prefix": "/"},
-            "route": {
-                "cluster": STATELESS_CLUSTER,
-                **timing,
-                # Stateless models are pure functions of the request: retrying a reset or an
-                # UNAVAILABLE on another replica is safe. Nothing else is retried.
-                "retry_policy": {"retry_on": "connect-failure,reset,unavailable", "num_retries": 2},
-            },
+            "route": {"cluster": STATELESS_CLUSTER, **timing, "retry_policy": _retry_policy()},
         },
     ]
 
@@ -183,6 +224,7 @@ def render(settings: EnvoySettings) -> dict[str, Any]:
         "http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "sam_triton",
         "codec_type": "AUTO",
+        "stream_idle_timeout": _seconds(settings.stream_idle_timeout_s),
         "route_config": {
             "name": "sam_triton",
             "virtual_hosts": [{"name": "triton", "domains": ["*"], "routes": _routes()}],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -54,6 +55,9 @@ class ServerOptions:
     security: Security = field(default_factory=Security)
     exit_timeout: int = 30
     """Seconds Triton waits for in-flight requests after SIGTERM before it exits anyway."""
+    drain_delay: float = 0.0
+    """Seconds Triton keeps serving after SIGTERM while its readiness already fails, so a
+    balancer that polls it stops sending work before Triton refuses any (see DrainHold)."""
     # The Python backend grows its shared-memory pool in steps; a 3 MB image per request
     # would otherwise start with several growths.
     python_shm_bytes: int = 64 * 1024 * 1024
@@ -230,6 +234,51 @@ def check_port_free(what: str, flag: str, host: str, port: int) -> None:
             ) from None
 
 
+# Triton prints this (stdout, unconditionally) when SIGINT or SIGTERM starts its shutdown.
+_SIGNAL_LINE = re.compile(r"^Signal \((2|15)\) received\.")
+
+
+class DrainHold:
+    """Keeps a stopping Triton serving for ``delay`` seconds after its shutdown starts.
+
+    On SIGTERM Triton first closes its HTTP endpoint to new connections (readiness probes and
+    health checks fail from then on) but waits, up to its exit timeout, for open HTTP
+    connections to close before it refuses inference requests and unloads its models. This
+    holds one idle connection open from readiness on and closes it ``delay`` seconds after
+    Triton logs the signal, however the signal came (the launcher, kill, a kubelet): a
+    balancer that checks readiness on new connections has routed elsewhere by then.
+    """
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        self._address = (host, port)
+        self._delay = delay
+        self._socket: socket.socket | None = None
+        self._released = False
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        """Open the connection (Triton counts it at accept; it never carries a request)."""
+        with self._lock:
+            if self._socket is None and not self._released:
+                try:
+                    self._socket = socket.create_connection(self._address, timeout=5)
+                except OSError:  # not reachable now: Triton then stops without the delay
+                    self._socket = None
+
+    def on_signal(self) -> None:
+        timer = threading.Timer(self._delay, self.release)
+        timer.daemon = True
+        timer.start()
+
+    def release(self) -> None:
+        """Let Triton go on with its shutdown now (also when it exits or is stopped)."""
+        with self._lock:
+            self._released = True
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+
+
 class TritonProcess:
     """A tritonserver child process with its log echoed (or captured) line by line."""
 
@@ -251,6 +300,11 @@ class TritonProcess:
         # a killed server; a prefix of our own lets stop() remove exactly this server's, and a
         # later start those of launchers that were killed themselves.
         self.shm_prefix = shm_region_prefix()
+        self.drain_hold = (
+            DrainHold(options.probe_host, options.http_port, options.drain_delay)
+            if options.drain_delay > 0
+            else None
+        )
 
     @property
     def pid(self) -> int | None:
@@ -270,6 +324,8 @@ class TritonProcess:
         )
 
     def _on_log_line(self, line: str) -> None:
+        if self.drain_hold is not None and _SIGNAL_LINE.match(line):
+            self.drain_hold.on_signal()
         self.log_tail.append(line)
         if _is_error_line(line):
             self.error_lines.append(line)
@@ -299,6 +355,8 @@ class TritonProcess:
                     code,
                 )
             if self.is_ready():
+                if self.drain_hold is not None:
+                    self.drain_hold.hold()
                 return
             time.sleep(0.25)
         errors = list(self.error_lines)
@@ -327,6 +385,8 @@ class TritonProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        if self.drain_hold is not None:
+            self.drain_hold.release()
         self._join_reader()
         self._workdir.cleanup()
         self._remove_shm_regions()

@@ -75,6 +75,11 @@ class EnvoyProcess:
         return f"http://127.0.0.1:{self.settings.admin_port}"
 
     @property
+    def url(self) -> str:
+        """Where clients connect (gRPC) from this machine."""
+        return f"127.0.0.1:{self.settings.listen_port}"
+
+    @property
     def returncode(self) -> int | None:
         return self._process.poll() if self._process else None
 
@@ -88,6 +93,12 @@ class EnvoyProcess:
             # Several Envoys may run on one machine (tests, other users): no shared memory
             # region for hot restarts, which only a long-lived fleet deployment uses.
             "--disable-hot-restart",
+            # drain(): every connection is told to go (GOAWAY) at once, and the listener
+            # closes a second later; calls in flight go on.
+            "--drain-strategy",
+            "immediate",
+            "--drain-time-s",
+            "1",
             "--log-level",
             "warning",
         ]
@@ -130,10 +141,44 @@ class EnvoyProcess:
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signum)
 
-    def stop(self, grace: float = 5.0) -> int | None:
+    def _admin(self, path: str, method: str = "GET") -> bytes:
+        request = urllib.request.Request(f"{self.admin_url}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=2) as response:
+            body: bytes = response.read()
+            return body
+
+    def active_requests(self) -> int:
+        """Client calls in flight through the listener."""
+        name = "http.sam_triton.downstream_rq_active"
+        stats = json.loads(self._admin(f"/stats?format=json&filter=^{name}$"))["stats"]
+        return sum(int(stat["value"]) for stat in stats if stat.get("name") == name)
+
+    def drain(self, timeout: float) -> bool:
+        """Envoy's own graceful drain, what SIGTERM does not do: fail its health check, send
+        every client connection a GOAWAY (clients reconnect elsewhere), close the listener, and
+        wait until no call is in flight or ``timeout`` passes. True when none is left."""
+        try:
+            self._admin("/healthcheck/fail", "POST")
+            self._admin("/drain_listeners?graceful&skip_exit", "POST")
+        except OSError:
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.active_requests() == 0:
+                    return True
+            except OSError:
+                return False
+            time.sleep(0.1)
+        return False
+
+    def stop(self, grace: float = 5.0, drain_timeout: float = 0.0) -> int | None:
+        """SIGTERM (after a graceful drain of up to ``drain_timeout`` seconds), SIGKILL after ``grace``."""
         if self._process is None:
             return None
         if self._process.poll() is None:
+            if drain_timeout > 0:
+                self.drain(drain_timeout)
             self._process.terminate()
             try:
                 self._process.wait(grace)
@@ -173,7 +218,6 @@ class ReplicaSet:
         self.options = options
         self.ports = list(ports)
         self._log_sink = log_sink
-        self.replicas: list[TritonProcess] = [self._replica(i) for i in range(len(self.ports))]
         upstreams = [Upstream("127.0.0.1", p.grpc, p.http) for p in self.ports]
         self.envoy = EnvoyProcess(
             EnvoySettings(
@@ -184,22 +228,25 @@ class ReplicaSet:
             ),
             log_sink=log_sink,
         )
+        self.replicas: list[TritonProcess] = [self._replica(i) for i in range(len(self.ports))]
 
     @property
     def url(self) -> str:
-        return f"127.0.0.1:{self.envoy.settings.listen_port}"
+        return self.envoy.url
 
     def _replica(self, index: int) -> TritonProcess:
         ports = self.ports[index]
         sink = self._log_sink
         tagged = None if sink is None else (lambda line: sink(f"[replica {index}] {line}"))
         # Replicas listen on loopback only: Envoy, on the caller's address, is the one way in.
+        # A replica told to stop keeps serving until Envoy's health checks have routed around it.
         options = replace(
             self.options,
             host="127.0.0.1",
             grpc_port=ports.grpc,
             http_port=ports.http,
             metrics_port=ports.metrics,
+            drain_delay=self.envoy.settings.drain_notice_s,
         )
         return TritonProcess(options, log_sink=tagged)
 
@@ -249,8 +296,13 @@ class ReplicaSet:
         return [i for i, replica in enumerate(self.replicas) if replica.returncode is not None]
 
     def stop(self) -> None:
-        """Envoy first (no new calls), then every replica (Triton drains what it holds)."""
-        self.envoy.stop()
+        """Envoy first (it takes no new calls and waits for those in flight, which the replicas
+        keep serving), then every replica at once (Triton drains what it holds)."""
+        self.envoy.stop(drain_timeout=self.options.exit_timeout)
+        for replica in self.replicas:
+            if replica.drain_hold is not None:
+                replica.drain_hold.release()  # no balancer left to wait for
+            replica.send_signal(signal.SIGTERM)
         for replica in self.replicas:
             replica.stop()
 
