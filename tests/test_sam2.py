@@ -84,9 +84,14 @@ def test_export_verifies_within_spec_tolerances(sam2_export: Any) -> None:
     assert {"box", "box + point, multimask", "point + mask_input refinement", "fg + bg points"} <= names
     info = contract.read_export_info(sam2_export.repository)
     assert info is not None and info["model_type"] == MODEL_TYPE and info["options"]["family"] == "sam2"
-    # Server-held sessions and automatic masks are not served for SAM 2 yet: no half-made models.
+    # Automatic masks are not served for SAM 2 yet: no half-made model.
     served = {p.parent.name for p in sam2_export.repository.glob("*/config.pbtxt")}
-    assert served == {contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL}
+    assert served == {
+        contract.ENCODER_MODEL,
+        contract.DECODER_MODEL,
+        contract.ENSEMBLE_MODEL,
+        contract.SESSION_MODEL,
+    }
 
 
 @pytest.mark.parametrize(
@@ -375,7 +380,7 @@ def test_sam_client_learns_the_family_and_refuses_foreign_handles(
     reference = SAM2ImagePredictor(sam2_model)
     reference.set_image(image)
     ref = reference.predict(point_coords=[[500, 20]], point_labels=[1], multimask_output=True)
-    with SamClient(sam2_server.grpc_url) as client:  # server_embeddings on: SAM 2 goes stateless
+    with SamClient(sam2_server.grpc_url, server_embeddings=False) as client:
         embedding = client.embed(image)
         assert embedding.family == "sam2" and set(embedding.features) == set(contract.HIGH_RES_FEATS)
         prompt = Prompt(point_coords=[[500, 20]], point_labels=[1])
@@ -392,8 +397,45 @@ def test_sam_client_learns_the_family_and_refuses_foreign_handles(
         sam1_handle = ImageEmbedding(np.zeros((256, 64, 64), np.float32), (37, 1100), (30, 1024))
         with pytest.raises(InvalidInputError, match="made by a sam1 model"):
             client.predict(sam1_handle, prompt)
-        with pytest.raises(InvalidInputError, match="SAM 1 models only"):
-            client.embed(image, session_id="mine")
     unknown = ModelNames(encoder="sam3_encoder")
     with SamClient(sam2_server.grpc_url, models=unknown) as client, pytest.raises(ModelNotFoundError):
         client.embed(image)
+
+
+def test_server_held_sam2_sessions(sam2_server: ServedTriton, sam2_model: Any) -> None:
+    """sam_session keeps a SAM 2 image's embedding and both high-resolution maps: the image is
+    uploaded once, clicks carry prompts only (mask-free and mask_input refinements both run
+    the whole decoder on the held maps), a second embed of the same pixels is a cache hit, and
+    the cache counts 16 MiB per session."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    from sam_triton import Prompt, SamClient
+
+    image = np.random.default_rng(11).integers(0, 256, (300, 410, 3), dtype=np.uint8)
+    reference = SAM2ImagePredictor(sam2_model)
+    reference.set_image(image)
+    sent: list[int] = []
+
+    def observe(method: str, request_bytes: int, response_bytes: int) -> None:
+        sent.append(request_bytes)
+
+    with SamClient(sam2_server.grpc_url, rpc_observer=observe) as client:
+        handle = client.embed(image)
+        assert handle.server_held and handle.family == "sam2" and handle.from_cache is False
+        assert client.embed(image).from_cache is True
+        sent.clear()
+        pred = client.predict(
+            handle, Prompt(point_coords=[[200, 150]], point_labels=[1]), multimask_output=False
+        )
+        assert max(sent) < 1024  # the click uploaded its prompts only
+        ref = reference.predict(point_coords=[[200, 150]], point_labels=[1], multimask_output=False)
+        _close((pred.masks.astype(np.float32), pred.scores, pred.low_res_logits), ref)
+        refine = Prompt(point_coords=[[200, 150]], point_labels=[1], mask_input=ref[2])
+        pred = client.predict(handle, refine, multimask_output=False)
+        ref = reference.predict(
+            point_coords=[[200, 150]], point_labels=[1], mask_input=ref[2], multimask_output=False
+        )
+        _close((pred.masks.astype(np.float32), pred.scores, pred.low_res_logits), ref)
+        held = client.fetch_embedding(handle)
+        assert np.abs(held - reference.get_image_embedding().numpy()[0]).max() < 1e-4
+        named = client.embed(image, session_id="mine")
+        assert named.session_id == "mine" and named.server_held

@@ -351,14 +351,10 @@ def embed_rgb_op(
     ``keep`` is the image a server-held handle holds for re-embedding (default: ``rgb``).
     """
     family = yield from family_op(config)
-    if family is not SAM1:
-        if session_id is not None:
-            raise errors.InvalidInputError(
-                f"server-held sessions (session_id=) are served for SAM 1 models only; this is {family.name}"
-            )
-        return (yield from _embed_features_op(config, family, rgb))
     if session_id is not None or config.server_embeddings:
-        return (yield from _session_embed_op(config, rgb, session_id, rgb if keep is None else keep))
+        return (yield from _session_embed_op(config, rgb, session_id, rgb if keep is None else keep, family))
+    if family is not SAM1:
+        return (yield from _embed_features_op(config, family, rgb))
     model = config.models.encoder
     inputs, input_size = encoder_inputs(rgb)
     request = build_infer_request(model, inputs, [IMAGE_EMBEDDINGS], model_version=config.models.version)
@@ -371,8 +367,8 @@ def embed_rgb_op(
 def _embed_features_op(
     config: ClientConfig, family: Family, rgb: npt.NDArray[np.uint8]
 ) -> Op[ImageEmbedding]:
-    """A family whose image features travel with each ``predict`` (SAM 2: the embedding and
-    its two high-resolution maps, 16 MiB; no server-held sessions for it yet)."""
+    """Stateless embed of a family with more image features than the embedding (SAM 2: its
+    two high-resolution maps too, 16 MiB in all, which then travel with each ``predict``)."""
     model = config.models.encoder
     names = list(family.encoder_outputs)
     request = build_infer_request(
@@ -463,11 +459,17 @@ def _session_step(config: ClientConfig, calls: list[Call]) -> Op[list[Any]]:
 
 
 def _session_handle(
-    rgb: npt.NDArray[np.uint8], session_id: str, keep: npt.NDArray[np.uint8] | None, from_cache: bool
+    rgb: npt.NDArray[np.uint8],
+    session_id: str,
+    keep: npt.NDArray[np.uint8] | None,
+    from_cache: bool,
+    family: Family = SAM1,
 ) -> ImageEmbedding:
     height, width = int(rgb.shape[0]), int(rgb.shape[1])
-    size = preprocess_shape(height, width)
-    return ImageEmbedding(None, (height, width), size, session_id, from_cache=from_cache, _image=keep)
+    size = preprocess_shape(height, width) if family is SAM1 else SQUARE_INPUT
+    return ImageEmbedding(
+        None, (height, width), size, session_id, from_cache=from_cache, _image=keep, family=family.name
+    )
 
 
 def session_lookup_op(config: ClientConfig, session_id: str) -> Op[bool]:
@@ -479,9 +481,11 @@ def session_lookup_op(config: ClientConfig, session_id: str) -> Op[bool]:
     return bool(hit.reshape(-1)[0]) if hit.size else False
 
 
-def _session_upload_op(config: ClientConfig, session_id: str, rgb: npt.NDArray[np.uint8]) -> Op[None]:
+def _session_upload_op(
+    config: ClientConfig, session_id: str, rgb: npt.NDArray[np.uint8], family: Family = SAM1
+) -> Op[None]:
     """Send the image to be encoded and kept under ``session_id``; nothing big comes back."""
-    inputs, _ = encoder_inputs(rgb)
+    inputs = encoder_inputs(rgb)[0] if family is SAM1 else family_sam2.encoder_inputs(rgb)
     call = _session_call(config, session_id, inputs, [CACHE_HIT], "embed")
     # sam_session's queue defaults to clicks' level; an upload is foreground work.
     call.request.parameters["priority"].uint64_param = Priority.FOREGROUND
@@ -493,6 +497,7 @@ def _session_embed_op(
     rgb: npt.NDArray[np.uint8],
     session_id: str | None,
     keep: npt.NDArray[np.uint8] | None,
+    family: Family = SAM1,
 ) -> Op[ImageEmbedding]:
     """Embed into the server's cache.
 
@@ -503,9 +508,9 @@ def _session_embed_op(
     if session_id is None:
         session_id = content_id(rgb)
         if (yield from session_lookup_op(config, session_id)):
-            return _session_handle(rgb, session_id, keep, from_cache=True)
-    yield from _session_upload_op(config, session_id, rgb)
-    return _session_handle(rgb, session_id, keep, from_cache=False)
+            return _session_handle(rgb, session_id, keep, True, family)
+    yield from _session_upload_op(config, session_id, rgb, family)
+    return _session_handle(rgb, session_id, keep, False, family)
 
 
 def _recovering(config: ClientConfig, embedding: ImageEmbedding, calls: list[Call]) -> Op[list[Any]]:
@@ -519,7 +524,8 @@ def _recovering(config: ClientConfig, embedding: ImageEmbedding, calls: list[Cal
     except errors.EmbeddingNotFoundError:
         if embedding.session_id is None or embedding._image is None:
             raise
-    yield from _session_upload_op(config, embedding.session_id, embedding._image)
+    family = family_named(embedding.family)
+    yield from _session_upload_op(config, embedding.session_id, embedding._image, family)
     return (yield from _session_step(config, calls))
 
 
@@ -578,8 +584,7 @@ def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding, family: F
             f"this image embedding was made by a {embedding.family} model, but {config.models.encoder!r} "
             f"serves {family.name}: embed the image with this model"
         )
-    if family is not SAM1:
-        assert embedding.embedding is not None
+    if family is not SAM1 and embedding.embedding is not None:
         arrays = {IMAGE_EMBEDDINGS: embedding.embedding, **embedding.features}
         for name, shape in family.features.items():
             if name not in arrays or arrays[name].shape != shape:

@@ -5,8 +5,9 @@ Replace ``SAM2ImagePredictor(model)`` with ``RemoteSam2ImagePredictor("host:8001
 ``set_image``, ``set_image_batch``, ``predict`` and ``predict_batch`` take the reference's
 arguments (``normalize_coords``, ``return_logits``, batched boxes and points) and return numpy
 arrays of its shapes and meaning (masks as float32 0/1 like the reference's ``.float()``,
-low-res logits clamped to [-32, 32]). The server must serve a SAM 2 model; the image
-features (16 MiB) come back with ``set_image`` and travel with each ``predict``.
+low-res logits clamped to [-32, 32]). The server must serve a SAM 2 model. By default it
+keeps the image's features (``sam_session``, 16 MiB) and each ``predict`` uploads the prompts
+only; with ``server_embeddings=False`` they come back and travel with each ``predict``.
 """
 
 from __future__ import annotations
@@ -137,25 +138,13 @@ class RemoteSam2ImagePredictor(ClientOwner):
         """The current image's embedding, (1, 256, 64, 64) float32."""
         if not self._is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) to generate an embedding.")
-        embedding = self._embeddings[-1].embedding
-        assert embedding is not None
+        held = self._embeddings[-1]
+        embedding = held.embedding if held.embedding is not None else self.client.fetch_embedding(held)
         return embedding[None]
 
     def reset_predictor(self) -> None:
         self._is_image_set = self._is_batch = False
         self._embeddings, self._orig_hw = [], []
-
-    @property
-    def _features(self) -> dict[str, Any] | None:
-        """The reference's feature dict: ``image_embed`` [B, 256, 64, 64], ``high_res_feats``."""
-        if not self._is_image_set:
-            return None
-        names = SAM2.encoder_outputs[1:]
-        embeddings = [e.embedding for e in self._embeddings]
-        return {
-            "image_embed": np.stack([e for e in embeddings if e is not None]),
-            "high_res_feats": [np.stack([e.features[n] for e in self._embeddings]) for n in names],
-        }
 
     # -- internals ---------------------------------------------------------------------------
 

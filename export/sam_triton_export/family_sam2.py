@@ -496,7 +496,10 @@ def verify_models(
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     report = VerifyReport(
-        precision=precision, tolerances=TOLERANCES[precision], reference="sam2 SAM2ImagePredictor"
+        precision=precision,
+        tolerances=TOLERANCES[precision],
+        reference="sam2 SAM2ImagePredictor",
+        has_split_decoder=False,
     )
     options = ort.SessionOptions()
     encoder = ort.InferenceSession(str(encoder_path), options, providers=["CPUExecutionProvider"])

@@ -390,7 +390,8 @@ def ensemble_config(options: RepositoryOptions) -> str:
 
 
 def session_config(options: RepositoryOptions) -> str:
-    optional = (*ENCODER_INPUTS, *DECODER_INPUTS[1:])
+    encoder_inputs = family_tensors(options)[0]
+    optional = (*encoder_inputs, *DECODER_INPUTS[1:])
     inputs = [SESSION_ID.message(), *(t.message(optional=True) for t in optional)]
     outputs = [t.message() for t in (*DECODER_OUTPUTS, *ENCODER_OUTPUTS, CACHE_HIT)]
     return render(
@@ -417,8 +418,14 @@ def session_config(options: RepositoryOptions) -> str:
                     # The decoder's own ONNX files: one set of weights, no BLS hop per click;
                     # mask-free clicks run the split graphs on features cached per embedding.
                     "onnx_file": f"../../{DECODER}/{VERSION}/model.onnx",
-                    "image_features_file": f"../../{DECODER}/{VERSION}/{IMAGE_FEATURES_FILE}",
-                    "prompt_decoder_file": f"../../{DECODER}/{VERSION}/{PROMPT_DECODER_FILE}",
+                    **(
+                        {
+                            "image_features_file": f"../../{DECODER}/{VERSION}/{IMAGE_FEATURES_FILE}",
+                            "prompt_decoder_file": f"../../{DECODER}/{VERSION}/{PROMPT_DECODER_FILE}",
+                        }
+                        if contract.family_named(options.family).split_decoder
+                        else {"family": options.family}
+                    ),
                     "encoder_model": ENCODER,
                     "intra_op_threads": "0",
                     "cpu_runtime": CPU_RUNTIMES["decoder"],
@@ -471,8 +478,10 @@ def automask_config(options: RepositoryOptions) -> str:
     )
 
 
-def shim(model: str) -> str:
+def shim(model: str, family: str = contract.SAM1.name) -> str:
     module = {ENCODER: "encoder", DECODER: "decoder", SESSION: "session", AUTOMASK: "automask"}[model]
+    if model == SESSION and family != contract.SAM1.name:
+        module = f"session_{family}"  # the family's session module (models/session_sam2.py)
     return f"from sam_triton_server.models.{module} import TritonPythonModel  # noqa\n"
 
 
@@ -483,16 +492,18 @@ def repository_files(options: RepositoryOptions) -> dict[str, bytes]:
         f"{DECODER}/config.pbtxt": decoder_config(options).encode(),
         f"{ENSEMBLE}/config.pbtxt": ensemble_config(options).encode(),
         f"{ENSEMBLE}/{VERSION}/.keep": b"",  # Triton wants a version directory even for ensembles
-        f"{SESSION}/config.pbtxt": session_config(options).encode(),
-        f"{SESSION}/{VERSION}/model.py": shim(SESSION).encode(),
     }
     if options.family != contract.SAM1.name:
-        # Server-held sessions and automatic masks serve SAM 1 only so far (README "Honest limits").
+        # Automatic masks serve SAM 1 only so far (README "Honest limits").
+        files[f"{SESSION}/config.pbtxt"] = session_config(options).encode()
+        files[f"{SESSION}/{VERSION}/model.py"] = shim(SESSION, options.family).encode()
         if options.target == "python-onnxruntime":
             for model in (ENCODER, DECODER):
                 files[f"{model}/{VERSION}/model.py"] = shim(model).encode()
         return files
     files |= {
+        f"{SESSION}/config.pbtxt": session_config(options).encode(),
+        f"{SESSION}/{VERSION}/model.py": shim(SESSION).encode(),
         f"{AUTOMASK}/config.pbtxt": automask_config(options).encode(),
         f"{AUTOMASK}/{VERSION}/model.py": shim(AUTOMASK).encode(),
         f"{ENCODER}/{_WARMUP_DIR}/{_WARMUP_INPUT_SIZE}": _int32_bytes([IMAGE_SIZE, IMAGE_SIZE]),

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -203,12 +203,28 @@ class OnnxModelBase:
         (0: none) lets the encoder's queue drop the request once its caller has given up.
         ``on_duration`` hears how long a successful call held this stub's BLS turn (its own
         wait for the turn excluded)."""
+        inputs = {IMAGE: images, INPUT_SIZE: input_sizes}
+        outputs = self.encode_features_via_bls(
+            encoder_model, inputs, [IMAGE_EMBEDDINGS], timeout_us=timeout_us, on_duration=on_duration
+        )
+        return outputs[IMAGE_EMBEDDINGS]
+
+    def encode_features_via_bls(
+        self,
+        encoder_model: str,
+        inputs: dict[str, Array],
+        outputs: Sequence[str],
+        *,
+        timeout_us: int = 0,
+        on_duration: Callable[[float], None] | None = None,
+    ) -> dict[str, Array]:
+        """:meth:`encode_via_bls` for any family's encoder: these inputs, these outputs."""
         pb = self.pb
         deadline = {"timeout": timeout_us} if timeout_us > 0 else {}
         request = pb.InferenceRequest(
             model_name=encoder_model,
-            requested_output_names=[IMAGE_EMBEDDINGS],
-            inputs=[pb.Tensor(IMAGE, images), pb.Tensor(INPUT_SIZE, input_sizes)],
+            requested_output_names=list(outputs),
+            inputs=[pb.Tensor(name, array) for name, array in inputs.items()],
             # Without it the outputs stay where the encoder made them: on the GPU for the native
             # KIND_GPU targets, where as_numpy() below raises "Tensor is stored in GPU".
             preferred_memory=pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0),
@@ -222,8 +238,7 @@ class OnnxModelBase:
             raise RuntimeError(f"{encoder_model}: {reply.error().message()}")
         if on_duration is not None:  # encodes only: a refusal or an expiry says nothing of one
             on_duration(took)
-        embeddings: Array = pb.get_output_tensor_by_name(reply, IMAGE_EMBEDDINGS).as_numpy()
-        return embeddings
+        return {name: pb.get_output_tensor_by_name(reply, name).as_numpy() for name in outputs}
 
     def finalize(self) -> None:
         for attribute in self.GRAPHS:  # frees the runtimes' memory before the stub exits
