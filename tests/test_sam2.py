@@ -151,9 +151,10 @@ def _images() -> list[np.ndarray]:
 
 
 def test_served_ensemble_matches_sam2_image_predictor(sam2_server: ServedTriton, sam2_model: Any) -> None:
-    """Image + prompts through the ``sam`` ensemble (the whole image travels; the server
-    resizes it) against the reference on images verify did not see, with the single-mask
-    dynamic fallback taken by some prompts and not by others."""
+    """Image + prompts through the ``sam`` ensemble and through ``sam_encoder`` +
+    ``sam_decoder`` (the whole image travels; the server resizes it) against the reference on
+    images verify did not see, with the single-mask dynamic fallback taken by some prompts and
+    not by others."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor
     from sam_triton_export.family_sam2 import prompt_arrays, upscale_masks
     from sam_triton_export.verify import Prompt, mask_iou
@@ -175,7 +176,10 @@ def test_served_ensemble_matches_sam2_image_predictor(sam2_server: ServedTriton,
                 box=np.array([0, 0, w * 0.8, h * 0.7]),
             )
         )
-        for prompt in prompts:
+        # The ensemble once per image; the other prompts go to sam_decoder with the features
+        # of one sam_encoder call (the ensemble would encode the image again for each).
+        features = _infer(sam2_server.grpc_url, contract.ENCODER_MODEL, {contract.IMAGE: image[None]})
+        for index, prompt in enumerate(prompts):
             masks, scores, logits = predictor.predict(
                 point_coords=prompt.points,
                 point_labels=prompt.labels,
@@ -188,18 +192,22 @@ def test_served_ensemble_matches_sam2_image_predictor(sam2_server: ServedTriton,
                 )
                 fallbacks.add(bool(np.array_equal(logits[0], multi_logits[int(np.argmax(multi_scores))])))
             coords, labels = prompt_arrays(prompt, (h, w))
-            result = _infer(
-                sam2_server.grpc_url,
-                contract.ENSEMBLE_MODEL,
-                {
-                    contract.IMAGE: image[None],
-                    "point_coords": coords[None, None],
-                    "point_labels": labels[None, None],
-                    "mask_input": np.zeros((1, 1, 1, 256, 256), np.float32),
-                    "has_mask_input": np.zeros((1, 1), np.float32),
-                    "multimask_output": np.array([[prompt.multimask]]),
-                },
-            )
+            prompt_inputs = {
+                "point_coords": coords[None, None],
+                "point_labels": labels[None, None],
+                "mask_input": np.zeros((1, 1, 1, 256, 256), np.float32),
+                "has_mask_input": np.zeros((1, 1), np.float32),
+                "multimask_output": np.array([[prompt.multimask]]),
+            }
+            if index == 0:
+                result = _infer(
+                    sam2_server.grpc_url,
+                    contract.ENSEMBLE_MODEL,
+                    {contract.IMAGE: image[None], **prompt_inputs},
+                )
+            else:
+                held = {name: features.as_numpy(name) for name in contract.SAM2.encoder_outputs}
+                result = _infer(sam2_server.grpc_url, contract.DECODER_MODEL, {**held, **prompt_inputs})
             served_logits = result.as_numpy(contract.LOW_RES_MASKS)[0, 0]
             served_scores = result.as_numpy(contract.IOU_PREDICTIONS)[0, 0]
             assert served_logits.shape[0] == masks.shape[0]
