@@ -447,3 +447,16 @@ def test_server_held_sam2_sessions(sam2_server: ServedTriton, sam2_model: Any) -
         assert np.abs(held - reference.get_image_embedding().numpy()[0]).max() < 1e-4
         named = client.embed(image, session_id="mine")
         assert named.session_id == "mine" and named.server_held
+
+
+def test_bench_reference_baseline_is_sam2s_predictor(sam2_checkpoint: Path) -> None:
+    """``sam-triton bench --baseline reference`` on a SAM 2 model runs sam2's own predictor."""
+    from sam_triton_bench.baselines import BaselineSpec, prepare_baseline
+    from sam_triton_bench.images import bench_images
+    from sam_triton_bench.scenarios import ScenarioOptions
+
+    spec = BaselineSpec("reference", model_type=MODEL_TYPE, checkpoint=sam2_checkpoint)
+    baseline = prepare_baseline(spec, "click", bench_images(limit=1), ScenarioOptions())
+    masks, scores, logits = baseline.request(0)
+    assert baseline.notes["model_type"] == MODEL_TYPE
+    assert masks.dtype == np.float32 and scores.shape == (3,) and logits.shape == (3, 256, 256)
