@@ -262,6 +262,9 @@ def test_sam2_configs_parse_and_carry_the_family_tensors() -> None:
     ensemble = parse(files[f"{contract.ENSEMBLE_MODEL}/config.pbtxt"].decode())
     assert [i.name for i in ensemble.input] == [contract.IMAGE, *contract.DECODER_INPUTS[1:]]
     assert contract.SAM2.feature_bytes == 16 << 20  # what a server-held SAM 2 session would keep
+    # A SAM 1 repository's export.json stays as it was before families: --if-changed keeps it.
+    assert "family" not in RepositoryOptions().to_dict()
+    assert RepositoryOptions(family="sam2").to_dict()["family"] == "sam2"
 
 
 def test_cli_offers_every_sam2_model_type() -> None:

@@ -88,10 +88,12 @@ class RepositoryOptions:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in ("target", "max_batch", "max_prompts", "max_points", "instances", "family")
+        values = {
+            k: getattr(self, k) for k in ("target", "max_batch", "max_prompts", "max_points", "instances")
         }
+        # Recorded only when it is not SAM 1, so a SAM 1 repository exported before families
+        # existed still matches (export --if-changed does not redo a vit_h export and its plans).
+        return values if self.family == contract.SAM1.name else {**values, "family": self.family}
 
 
 @dataclass(frozen=True)
