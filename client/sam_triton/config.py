@@ -177,12 +177,12 @@ class ClientConfig:
     channel_options: tuple[tuple[str, Any], ...] = ()
     server_embeddings: bool = True
     rpc_observer: RpcObserver | None = None
-    api_key: str | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
     families: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Filled by the client, not by callers: the model family each encoder model reported
     (its ModelMetadata outputs, ``contract.family_of_encoder``), asked once per model."""
+    api_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
         if not self.url or self.url.startswith(("http://", "https://")):
             raise ValueError(
                 f"url must be host:port of the gRPC endpoint (e.g. localhost:8001), got {self.url!r}"
