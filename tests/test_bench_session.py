@@ -207,8 +207,10 @@ def test_sdk_reports_cache_hits_and_bytes(triton_server: Any) -> None:
 
     first, second = asyncio.run(go())
     assert (first.from_cache, second.from_cache) == (False, True)
-    # lookup + upload, then a lookup only: the upload carries the resized image.
-    assert [m for m, _, _ in seen] == ["ModelInfer"] * 3
+    # The client asks the encoder's family once, then: lookup + upload, then a lookup only
+    # (the upload carries the resized image).
+    assert [m for m, _, _ in seen] == ["ModelMetadata"] + ["ModelInfer"] * 3
+    seen = seen[1:]
     assert seen[1][1] > 1024 * 683 * 3 > seen[0][1] == seen[2][1]
     assert all(received > 0 for _, _, received in seen)
 
