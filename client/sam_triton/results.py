@@ -23,7 +23,8 @@ class ImageEmbedding:
         embedding: (256, 64, 64) float32 image embedding, or None when held by the server
             (``SamClient.fetch_embedding`` downloads it).
         original_size: (H, W) of the image given by the user.
-        input_size: (h, w) of the resized image inside the 1024x1024 encoder input.
+        input_size: (h, w) of the resized image inside the 1024x1024 encoder input; (0, 0)
+            (``transforms.SQUARE_INPUT``) for SAM 2, whose whole image becomes the square.
         session_id: server-side id of the embedding, or None.
         from_cache: True when the server already held this image (nothing was uploaded or
             encoded), False when it encoded it now, None for a stateless embedding.
