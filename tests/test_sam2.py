@@ -463,3 +463,23 @@ def test_bench_reference_baseline_is_sam2s_predictor(sam2_checkpoint: Path) -> N
     masks, scores, logits = baseline.request(0)
     assert baseline.notes["model_type"] == MODEL_TYPE
     assert masks.dtype == np.float32 and scores.shape == (3,) and logits.shape == (3, 256, 256)
+
+
+def test_docker_image_and_make_venv_install_sam2_the_same_way() -> None:
+    """Both install the vetted, hash-pinned sam2 source without build isolation or its CUDA
+    extension (a plain `pip install sam2` would fetch another torch and try to build CUDA)."""
+    root = Path(__file__).resolve().parents[1]
+    command = "--no-build-isolation --no-deps --require-hashes"
+    makefile = (root / "Makefile").read_text()
+    dockerfile = (root / "docker" / "Dockerfile").read_text()
+    for raw in (makefile, dockerfile):
+        text = " ".join(raw.replace("\\\n", " ").split())  # continuation lines joined
+        assert "SAM2_BUILD_CUDA=0" in text and command in text and "-r export/requirements-sam2.txt" in text
+    pinned = [
+        line
+        for line in (root / "export" / "requirements-sam2.txt").read_text().splitlines()
+        if line[:1].isalnum()
+    ]
+    assert pinned == [
+        "sam2==1.1.0 --hash=sha256:7e0ea252d43c10d853e3acfce0b5770ac683c30481bd6de311300e9d44f45b74"
+    ]
