@@ -269,3 +269,37 @@ def test_session_drag_end_to_end(triton_server: Any, tmp_path: Path) -> None:
     drag = session["stages"]["drag"]
     assert drag["ok"] > 0 and drag["errors"] == 0
     assert session["drag"]["clicks"] == drag["requests"] + session["drag"]["superseded"]
+
+
+def test_ctrl_c_in_the_session_scenario_keeps_and_writes_what_was_measured(
+    triton_server: Any, tmp_path: Path
+) -> None:
+    """Ctrl-C stops the users at once; the finished requests are printed and written, the run
+    says it was interrupted and exits 130 (before: nothing was written)."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import wait_until
+
+    out, err = tmp_path / "out", tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "sam_triton", "bench", "--url", triton_server.grpc_url]
+    command += ["--scenario", "session", "--users", "1", "--clicks", "100000", "--think-time", "0"]
+    command += ["--duration", "600", "--warmup", "0", "--max-images", "1", "--no-plots", "--output", str(out)]
+    with err.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        done = lambda: [int(n) for n in re.findall(r"(\d+) req,", err.read_text(errors="replace"))]  # noqa: E731
+        assert wait_until(lambda: max(done(), default=0) >= 5, timeout=180), err.read_text()
+        process.send_signal(signal.SIGINT)
+        interrupted_at = time.monotonic()
+        stdout, _ = process.communicate(timeout=60)
+    assert time.monotonic() - interrupted_at < 20
+    assert process.returncode == 130
+    results = json.loads((out / "results.json").read_text())
+    assert results["interrupted"] is True
+    clicks = results["session"]["stages"]["click"]
+    assert clicks["ok"] >= 2 and clicks["errors"] == 0
+    assert "click c=1" in stdout
+    assert "interrupted (Ctrl-C)" in err.read_text()

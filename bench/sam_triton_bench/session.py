@@ -162,6 +162,8 @@ class SessionResult:
     """Drag mode: measured clicks sent (answered, failed or superseded)."""
     superseded: int = 0
     """Drag mode: measured clicks cancelled in flight by the user's next click."""
+    interrupted: bool = False
+    """Ctrl-C ended the run early: the stages hold the requests that finished before it."""
 
     @property
     def cache_hit_rate(self) -> float:
@@ -345,7 +347,7 @@ class _Session:
             return LoadLevel("closed", concurrency=workers[stage])
         return self.opts.level
 
-    def result(self) -> SessionResult:
+    def result(self, interrupted: bool = False) -> SessionResult:
         runs = [RunResult(s, self._level(s), samples) for s, samples in self.samples.items() if samples]
         return SessionResult(
             options=self.opts,
@@ -357,6 +359,7 @@ class _Session:
             users_turned_away=self.turned_away,
             drag_clicks=self.drag_clicks,
             superseded=self.superseded,
+            interrupted=interrupted,
         )
 
 
@@ -391,5 +394,10 @@ async def run_session(
             session.background_automask(job, generator.generate_async)
             for job in range(opts.background_automask)
         ]
-    await asyncio.gather(*work)
+    try:
+        await asyncio.gather(*work)
+    except asyncio.CancelledError:
+        # asyncio.run turns the first Ctrl-C into this cancellation (a second one raises
+        # KeyboardInterrupt at once): requests in flight are dropped, finished ones kept.
+        return session.result(interrupted=True)
     return session.result()

@@ -152,6 +152,7 @@ async def _measure(config: BenchConfig, opts: SessionOptions, images: Sequence[B
     from sam_triton.aio import AsyncSamClient
 
     from .progress import RunProgress
+    from .runner import wait_for_server
     from .session import count_rpc, run_session
 
     client = AsyncSamClient(
@@ -162,11 +163,13 @@ async def _measure(config: BenchConfig, opts: SessionOptions, images: Sequence[B
         **config.connection,
     )
     async with client:
-        await client.wait_until_ready(config.ready_timeout)
+        models = None  # the client's own
         if opts.background_automask:
+            from sam_triton._core import default_models
             from sam_triton.automask import RemoteAutomaticMaskGenerator
 
-            await client.wait_until_ready(config.ready_timeout, [RemoteAutomaticMaskGenerator(client).model])
+            models = [*default_models(client.config), RemoteAutomaticMaskGenerator(client).model]
+        await wait_for_server(client, config, models)
         label = f"session {opts.level.label} users"
         progress = RunProgress(label, config.warmup + config.duration, config.progress)
         async with progress.ticking():
@@ -195,6 +198,7 @@ def _checked_options(args: argparse.Namespace) -> SessionOptions | str:
 
 
 def run(args: argparse.Namespace, images: list[BenchImage], load_start: list[float] | None) -> int:
+    from sam_triton.cli.connection import next_step
     from sam_triton.errors import SamTritonError
 
     from .cli import write_outputs
@@ -208,10 +212,21 @@ def run(args: argparse.Namespace, images: list[BenchImage], load_start: list[flo
     config = _config(args, opts)
     try:
         result = asyncio.run(_measure(config, opts, images))
+    except KeyboardInterrupt:  # before the users started (or a second Ctrl-C)
+        print("\nsam-triton bench: interrupted; nothing was measured, nothing written", file=sys.stderr)
+        return 130
     except SamTritonError as exc:
-        print(f"sam-triton bench: cannot benchmark {config.url}: {exc}", file=sys.stderr)
+        hint = next_step(exc, args)
+        print(
+            f"sam-triton bench: cannot benchmark {config.url}: {exc}" + (f"\n  -> {hint}" if hint else ""),
+            file=sys.stderr,
+        )
         return 1
-    write_outputs(args, config, images, result.runs, [], load_start, session=session_record(result))
+    if result.interrupted and not result.runs:
+        print("\nsam-triton bench: interrupted; nothing was measured, nothing written", file=sys.stderr)
+        return 130
+    record, interrupted = session_record(result), result.interrupted
+    write_outputs(args, config, images, result.runs, [], load_start, session=record, interrupted=interrupted)
     print(
         f"\nsession @ {config.url}: {opts.level.label} users, {opts.clicks} clicks each, "
         f"{opts.background_embedders} background embedder(s), {opts.background_automask} automask job(s); "
@@ -223,4 +238,12 @@ def run(args: argparse.Namespace, images: list[BenchImage], load_start: list[flo
     if errors:
         print("\nerrors:\n" + errors)
     print(f"\nresults: {args.output / 'results.json'}")
+    if result.interrupted:
+        measured = sum(r.summary.requests for r in result.runs)
+        print(
+            f"sam-triton bench: interrupted (Ctrl-C): the {measured} requests measured before it are "
+            f"in the table above and in {args.output} (results.json says \"interrupted\": true)",
+            file=sys.stderr,
+        )
+        return 130
     return 0
