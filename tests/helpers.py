@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -35,3 +36,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return condition()
+
+
+def communicate(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``process.communicate`` that kills the process when it does not end in time: a command
+    left running (a 600 s bench) would load the shared test server for the tests after it."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise

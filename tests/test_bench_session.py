@@ -282,7 +282,7 @@ def test_ctrl_c_in_the_session_scenario_keeps_and_writes_what_was_measured(
     import sys
     import time
 
-    from tests.helpers import wait_until
+    from tests.helpers import communicate, wait_until
 
     out, err = tmp_path / "out", tmp_path / "stderr.txt"
     command = [sys.executable, "-m", "sam_triton", "bench", "--url", triton_server.grpc_url]
@@ -294,7 +294,7 @@ def test_ctrl_c_in_the_session_scenario_keeps_and_writes_what_was_measured(
         assert wait_until(lambda: max(done(), default=0) >= 5, timeout=180), err.read_text()
         process.send_signal(signal.SIGINT)
         interrupted_at = time.monotonic()
-        stdout, _ = process.communicate(timeout=60)
+        stdout, _ = communicate(process, timeout=60)
     assert time.monotonic() - interrupted_at < 20
     assert process.returncode == 130
     results = json.loads((out / "results.json").read_text())

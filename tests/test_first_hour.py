@@ -21,7 +21,7 @@ from sam_triton_server.process import HAS_GPU, is_gpu_noise
 from sam_triton_server.security import Security
 
 from tests.conftest import ServedTriton, start_triton
-from tests.helpers import free_ports
+from tests.helpers import communicate, free_ports
 from tests.test_serve import MODEL, READY, read_until, start_serve, write_repository
 
 API_KEY = "first-hour-key-0123456789"
@@ -127,7 +127,7 @@ def test_bench_says_at_once_what_it_waits_for(tmp_path: Path) -> None:
     first = process.stderr.readline()
     said_after = time.monotonic() - started
     process.send_signal(signal.SIGINT)  # the user gives up: no 20 s wait for the test either
-    rest = process.communicate(timeout=60)[1]
+    rest = communicate(process, timeout=60)[1]
     assert f"waiting up to 20 s (--ready-timeout) for 127.0.0.1:{port} to be ready" in first
     assert said_after < 15, "said while waiting, not after the timeout"
     assert process.returncode == 130

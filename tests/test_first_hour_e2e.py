@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ServedTriton
-from tests.helpers import wait_until
+from tests.helpers import communicate, wait_until
 
 CANCELLED = re.compile(r"sam_automask: cancelled by the client; stopped before .* after (\d+) batches")
 
@@ -74,7 +74,7 @@ def test_ctrl_c_in_bench_keeps_and_writes_what_was_measured(
         assert wait_until(lambda: max(baseline(), default=0) >= 5, timeout=180), _read_text(err)
         process.send_signal(signal.SIGINT)
         interrupted_at = time.monotonic()
-        stdout, _ = process.communicate(timeout=60)
+        stdout, _ = communicate(process, timeout=60)
     assert time.monotonic() - interrupted_at < 20, "stopped at once, not at the end of the 6 s round"
     assert process.returncode == 130
     results = json.loads((out / "results.json").read_text())
@@ -108,7 +108,7 @@ def test_ctrl_c_in_automask_stops_the_servers_job_at_its_next_batch(
     busy_from = _cpu_seconds(stub)
     assert wait_until(lambda: _cpu_seconds(stub) - busy_from > 0.5, timeout=120), "the job never started"
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = communicate(process, timeout=60)
     assert process.returncode == 130
     assert "interrupted; nothing written. The server stops the job at its next batch." in stderr
     assert not (tmp_path / "m").exists()
