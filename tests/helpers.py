@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -47,3 +48,10 @@ def communicate(process: subprocess.Popen[str], timeout: float) -> tuple[str, st
         process.kill()
         process.communicate()
         raise
+
+
+def takes_ctrl_c() -> None:
+    """``preexec_fn`` for a child a test will Ctrl-C (SIGINT): a suite started in the background
+    (``make test &``, nohup) runs with SIGINT ignored, children inherit that, and Python then
+    leaves it ignored, so the Ctrl-C a user's terminal would deliver never arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

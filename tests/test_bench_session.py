@@ -282,14 +282,16 @@ def test_ctrl_c_in_the_session_scenario_keeps_and_writes_what_was_measured(
     import sys
     import time
 
-    from tests.helpers import communicate, wait_until
+    from tests.helpers import communicate, takes_ctrl_c, wait_until
 
     out, err = tmp_path / "out", tmp_path / "stderr.txt"
     command = [sys.executable, "-m", "sam_triton", "bench", "--url", triton_server.grpc_url]
     command += ["--scenario", "session", "--users", "1", "--clicks", "100000", "--think-time", "0"]
     command += ["--duration", "600", "--warmup", "0", "--max-images", "1", "--no-plots", "--output", str(out)]
     with err.open("w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, preexec_fn=takes_ctrl_c
+        )
         done = lambda: [int(n) for n in re.findall(r"(\d+) req,", err.read_text(errors="replace"))]  # noqa: E731
         assert wait_until(lambda: max(done(), default=0) >= 5, timeout=180), err.read_text()
         process.send_signal(signal.SIGINT)

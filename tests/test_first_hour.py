@@ -21,7 +21,7 @@ from sam_triton_server.process import HAS_GPU, is_gpu_noise
 from sam_triton_server.security import Security
 
 from tests.conftest import ServedTriton, start_triton
-from tests.helpers import communicate, free_ports
+from tests.helpers import communicate, free_ports, takes_ctrl_c
 from tests.test_serve import MODEL, READY, read_until, start_serve, write_repository
 
 API_KEY = "first-hour-key-0123456789"
@@ -121,6 +121,7 @@ def test_bench_says_at_once_what_it_waits_for(tmp_path: Path) -> None:
          "--duration", "1", "--output", str(tmp_path / "out")],
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=takes_ctrl_c,
     )  # fmt: skip
     assert process.stderr is not None
     started = time.monotonic()

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ServedTriton
-from tests.helpers import communicate, wait_until
+from tests.helpers import communicate, takes_ctrl_c, wait_until
 
 CANCELLED = re.compile(r"sam_automask: cancelled by the client; stopped before .* after (\d+) batches")
 
@@ -67,7 +67,7 @@ def test_ctrl_c_in_bench_keeps_and_writes_what_was_measured(
             sam_triton("bench", "--url", triton_server.grpc_url, "--scenario", "click", "--duration", "600",
                        "--rounds", "100", "--warmup", "0.2", "--output", str(out), "--no-plots",
                        "--baseline", "onnxruntime", "--repository", str(triton_server.repository)),
-            stdout=subprocess.PIPE, stderr=stderr, text=True,
+            stdout=subprocess.PIPE, stderr=stderr, text=True, preexec_fn=takes_ctrl_c,
         )  # fmt: skip
         # The progress bars count finished requests: interrupt once the baseline has a few.
         baseline = lambda: [int(n) for n in re.findall(r"click onnxruntime.*?(\d+) req,", _read_text(err))]  # noqa: E731
@@ -103,7 +103,7 @@ def test_ctrl_c_in_automask_stops_the_servers_job_at_its_next_batch(
         sam_triton("automask", str(photo), "--url", triton_server.grpc_url, "--output", str(tmp_path / "m"),
                    "--points-per-side", "32", "--crop-n-layers", "1", "--points-per-batch", "8",
                    "--no-progress"),
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, preexec_fn=takes_ctrl_c,
     )  # fmt: skip
     busy_from = _cpu_seconds(stub)
     assert wait_until(lambda: _cpu_seconds(stub) - busy_from > 0.5, timeout=120), "the job never started"
