@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import free_ports
 
 if TYPE_CHECKING:
-    from sam_triton_server.process import TritonProcess
+    from sam_triton_server.launcher.process import TritonProcess
 
 TINY_SEED = 1234
 
@@ -34,7 +34,7 @@ class ServedTriton:
 def start_triton(repository: Path, **options: Any) -> ServedTriton:
     """A ready tritonserver on ``repository`` (``options``: more ServerOptions fields); the
     caller stops ``.process``."""
-    from sam_triton_server.process import ServerOptions, TritonProcess
+    from sam_triton_server.launcher.process import ServerOptions, TritonProcess
 
     grpc_port, http_port, metrics_port = free_ports(3)
     server_options = ServerOptions(

@@ -32,7 +32,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # The harness drives the SDK; its in-process baselines load export and server code lazily.
     "sam_triton_bench": ("sam_triton", "sam_triton_common", "sam_triton_export", "sam_triton_server"),
 }
-FORBIDDEN: dict[str, tuple[str, ...]] = {"sam_triton_export": ("sam_triton_server.models",)}
+FORBIDDEN: dict[str, tuple[str, ...]] = {"sam_triton_export": ("sam_triton_server.backend.models",)}
 
 
 def _modules(package: str) -> Iterator[tuple[str, ast.Module]]:
@@ -68,6 +68,24 @@ def test_each_package_imports_only_what_the_architecture_allows(package: str) ->
         or any(_within(name, f) for f in FORBIDDEN.get(package, ()))
     )
     assert not wrong, f"{package} reaches across the package boundaries:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("half", "other"),
+    [("launcher", "sam_triton_server.backend"), ("backend", "sam_triton_server.launcher")],
+)
+def test_the_server_halves_do_not_import_each_other(half: str, other: str) -> None:
+    """What runs Triton (launcher/) and what Triton runs (backend/) meet only through the
+    model repository: a backend import in the launcher would load model code into `serve`, a
+    launcher import in the backend would load process management into every Triton stub."""
+    wrong = sorted(
+        f"{path}: {name}"
+        for path, tree in _modules("sam_triton_server")
+        if Path(path).parts[2] == half
+        for name in set(_project_imports(tree))
+        if _within(name, other)
+    )
+    assert not wrong, f"server/{half} imports the other half:\n" + "\n".join(wrong)
 
 
 def test_the_contract_depends_on_the_standard_library_only() -> None:

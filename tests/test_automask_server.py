@@ -15,8 +15,8 @@ from sam_triton.rle import masks_to_rle
 from sam_triton_common.amg.wire import decode_params, decode_result, encode_params, encode_result
 from sam_triton_common.proto import automask_pb2
 from sam_triton_export.repository import AUTOMASK, TARGETS, RepositoryOptions, repository_files
-from sam_triton_server.automask import AutomaskLimits, CropEncoder, OnnxPointDecoder, check_request
-from sam_triton_server.prompt_decoder import PromptDecoder
+from sam_triton_server.backend.automask import AutomaskLimits, CropEncoder, OnnxPointDecoder, check_request
+from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
 from tests.test_repository import io, parse
 
@@ -191,4 +191,5 @@ def test_automask_config(target: str) -> None:
     assert params["image_features_file"] == "../../sam_decoder/1/image_features.onnx"
     assert params["encoder_max_batch"] == "4"
     assert {k: int(params[k]) for k in asdict(AutomaskLimits())} == asdict(AutomaskLimits())
-    assert files[f"{AUTOMASK}/1/model.py"].startswith(b"from sam_triton_server.models.automask import")
+    shim = b"from sam_triton_server.backend.models.automask import"
+    assert files[f"{AUTOMASK}/1/model.py"].startswith(shim)

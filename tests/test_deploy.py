@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sam_triton_server.metrics import EXPORTED
+from sam_triton_server.backend.metrics import EXPORTED
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -100,10 +100,10 @@ def test_service_monitor_scrapes_the_triton_metrics_port(overlay: str) -> None:
 
 
 def test_committed_envoy_config_is_the_rendered_one() -> None:
-    from sam_triton_server.envoy import KUBERNETES, render_json
+    from sam_triton_server.launcher.envoy import KUBERNETES, render_json
 
     assert (DEPLOY / "base" / "envoy.json").read_text() == render_json(KUBERNETES), (
-        "deploy/base/envoy.json is stale: python -m sam_triton_server.envoy > deploy/base/envoy.json"
+        "deploy/base/envoy.json is stale: python -m sam_triton_server.launcher.envoy > deploy/base/envoy.json"
     )
 
 
@@ -111,8 +111,8 @@ def test_committed_envoy_config_is_the_rendered_one() -> None:
 def test_envoy_routes_to_the_headless_service_and_a_real_envoy_accepts_it(
     overlay: str, tmp_path: Path
 ) -> None:
-    from sam_triton_server.envoy import HEALTH_PATH, KUBERNETES, render
-    from sam_triton_server.replicas import find_envoy
+    from sam_triton_server.launcher.envoy import HEALTH_PATH, KUBERNETES, render
+    from sam_triton_server.launcher.replicas import find_envoy
 
     docs = rendered(overlay)
     config = json.loads(one(docs, "ConfigMap", "sam-triton-envoy")["data"]["envoy.json"])
@@ -197,7 +197,7 @@ def test_the_target_loads_on_the_nodes_the_pods_get(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_triton_pods_serve_with_the_api_key_and_drain_within_the_grace_period(overlay: str) -> None:
     from sam_triton_common.contract import API_KEY_ENV
-    from sam_triton_server.cli import register
+    from sam_triton_server.launcher.cli import register
 
     pod = triton_pod(rendered(overlay))["spec"]
     triton = pod["containers"][0]
@@ -333,7 +333,7 @@ def test_the_onnxruntime_threads_follow_the_pods_cpu_request(
 ) -> None:
     import onnx
     from onnx import TensorProto, helper
-    from sam_triton_server.ort import THREADS_ENV, create_session
+    from sam_triton_server.backend.ort import THREADS_ENV, create_session
 
     triton = triton_pod(rendered("cpu"))["spec"]["containers"][0]
     (threads,) = [e for e in triton["env"] if e["name"] == THREADS_ENV]
@@ -358,7 +358,7 @@ def test_the_onnxruntime_threads_follow_the_pods_cpu_request(
 
 
 def test_gpu_pods_use_the_nvidia_runtime_and_refuse_to_click_on_the_cpu() -> None:
-    from sam_triton_server.ort import REQUIRE_GPU_ENV
+    from sam_triton_server.backend.ort import REQUIRE_GPU_ENV
 
     for overlay in OVERLAYS:
         docs = rendered(overlay)

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from sam_triton_server.embedding_cache import CacheStats, EmbeddingCache
+from sam_triton_server.backend.embedding_cache import CacheStats, EmbeddingCache
 
 EMBEDDING = np.zeros((256, 64, 64), np.float32)  # 4 MiB, the size of every SAM embedding
 

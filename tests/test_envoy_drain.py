@@ -54,7 +54,7 @@ from tests.test_replicas_e2e import (
 )
 
 if TYPE_CHECKING:
-    from sam_triton_server.replicas import EnvoyProcess, ReplicaSet
+    from sam_triton_server.launcher.replicas import EnvoyProcess, ReplicaSet
 
 HELD_S = 3.0
 PROMPT = Prompt(point_coords=[[20, 30]], point_labels=[1])
@@ -65,7 +65,7 @@ DRAIN_SCRIPT = DEPLOY / "base" / "envoy-drain.sh"
 
 @pytest.fixture(scope="module")
 def held_repository(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sam_triton_server.queues import overlay_repository
+    from sam_triton_server.launcher.queues import overlay_repository
 
     into = tmp_path_factory.mktemp("held") / "repo"
     repository = overlay_repository(tiny_repository, {"sam_decoder": 1}, into)
@@ -83,8 +83,8 @@ def retry_on(route: dict[str, Any]) -> set[str]:
 
 
 def test_envoy_retries_only_what_was_never_computed_and_drains_on_kubernetes() -> None:
-    from sam_triton_server.cli import register
-    from sam_triton_server.envoy import KUBERNETES, STOPPING_MESSAGES, render
+    from sam_triton_server.launcher.cli import register
+    from sam_triton_server.launcher.envoy import KUBERNETES, STOPPING_MESSAGES, render
 
     config = render(KUBERNETES)
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -131,8 +131,8 @@ def test_envoy_retries_only_what_was_never_computed_and_drains_on_kubernetes() -
 def envoy_beside(cluster: ReplicaSet, **changes: Any) -> EnvoyProcess:
     """Another Envoy in front of the same replicas (the cluster's settings with ``changes``),
     routing to both."""
-    from sam_triton_server.envoy import STATELESS_CLUSTER
-    from sam_triton_server.replicas import EnvoyProcess
+    from sam_triton_server.launcher.envoy import STATELESS_CLUSTER
+    from sam_triton_server.launcher.replicas import EnvoyProcess
 
     listen, admin = free_ports(2)
     envoy = EnvoyProcess(replace(cluster.envoy.settings, listen_port=listen, admin_port=admin, **changes))
@@ -266,7 +266,7 @@ def test_envoy_drains_before_it_exits_and_a_call_in_flight_finishes(cluster: Rep
 
 
 def test_the_kubernetes_prestop_script_drains_envoy(cluster: ReplicaSet) -> None:
-    from sam_triton_server.envoy import HEALTH_PATH
+    from sam_triton_server.launcher.envoy import HEALTH_PATH
 
     embedding = held_embedding(cluster)
     envoy = envoy_beside(cluster)
@@ -298,7 +298,7 @@ def drain_under_clicks(
     """Users click on every session (images ``seeds``, ``seeds + 1``...) without pause while
     replica 0 gets ``signum`` (``hold``: it serves on for its drain delay). Returns (seconds
     until it was gone, seconds until Envoy routed around it)."""
-    from sam_triton_server.envoy import SESSION_CLUSTER, STATELESS_CLUSTER
+    from sam_triton_server.launcher.envoy import SESSION_CLUSTER, STATELESS_CLUSTER
 
     # A click stuck somewhere fails (and is reported) well before the wait below gives up.
     with SamClient(cluster.url, timeout=20) as client:

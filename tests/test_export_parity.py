@@ -13,8 +13,8 @@ import torch
 from sam_triton_export.model_builder import build_sam
 from sam_triton_export.onnx_decoder import export_decoder, export_session_decoder
 from sam_triton_export.onnx_encoder import export_encoder
-from sam_triton_server.ort import create_session
-from sam_triton_server.prompt_decoder import PromptDecoder
+from sam_triton_server.backend.ort import create_session
+from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
 SEED = 11
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sam_triton_server.cli import random_weights_banner, repository_problem
-from sam_triton_server.process import HAS_GPU, is_gpu_noise
-from sam_triton_server.security import Security
+from sam_triton_server.launcher.cli import random_weights_banner, repository_problem
+from sam_triton_server.launcher.process import HAS_GPU, is_gpu_noise
+from sam_triton_server.launcher.security import Security
 
 from tests.conftest import ServedTriton, start_triton
 from tests.helpers import communicate, free_ports, takes_ctrl_c
@@ -274,7 +274,7 @@ def test_openvino_sends_no_telemetry_and_forks_nothing(tmp_path: Path) -> None:
     made gRPC log "fork_posix.cc ... skipping fork() handlers" in bench's onnxruntime baseline."""
     probe = (
         "import os, sys, time\n"
-        "import sam_triton_server.openvino_session\n"
+        "import sam_triton_server.backend.openvino_session\n"
         "import openvino\n"
         "forks = []\n"
         "os.register_at_fork(before=lambda: forks.append(1))\n"

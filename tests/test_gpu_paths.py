@@ -66,7 +66,7 @@ def fake_python_backend(embedding: np.ndarray) -> SimpleNamespace:
 
 
 def test_bls_encode_receives_its_embeddings_in_cpu_memory() -> None:
-    from sam_triton_server.models._common import OnnxModelBase
+    from sam_triton_server.backend.models._common import OnnxModelBase
 
     embedding = np.ones((1, 256, 64, 64), np.float32)
     model = OnnxModelBase.__new__(OnnxModelBase)
@@ -126,7 +126,7 @@ def test_a_required_gpu_fails_the_load_instead_of_running_on_the_cpu(
 ) -> None:
     """This machine's onnxruntime (PyPI's, CPU only, what the image once installed) offers no
     GPU provider: with SAM_TRITON_REQUIRE_GPU=1 the session is refused, naming the fix."""
-    from sam_triton_server.ort import REQUIRE_GPU_ENV, GpuUnavailable, create_session
+    from sam_triton_server.backend.ort import REQUIRE_GPU_ENV, GpuUnavailable, create_session
 
     monkeypatch.delenv("SAM_TRITON_ORT_PROVIDERS", raising=False)
     create_session(encoder_onnx, cpu_runtime=cpu_runtime)  # unset: the CPU serves, as everywhere here
@@ -141,7 +141,7 @@ def test_a_gpu_provider_that_falls_back_to_the_cpu_is_refused(
     """onnxruntime-gpu lists CUDAExecutionProvider even when CUDA or cuDNN fail to load; the
     session then quietly runs on the CPU. What the session reports is what counts."""
     import onnxruntime
-    from sam_triton_server.ort import REQUIRE_GPU_ENV, GpuUnavailable, create_session
+    from sam_triton_server.backend.ort import REQUIRE_GPU_ENV, GpuUnavailable, create_session
 
     class FellBack(onnxruntime.InferenceSession):
         def __init__(self, path: str, sess_options: Any = None, providers: Any = None) -> None:

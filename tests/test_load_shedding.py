@@ -27,9 +27,14 @@ from sam_triton_export.repository import (
     RepositoryOptions,
     repository_files,
 )
-from sam_triton_server.click_lane import ClickLane, LaneFull
-from sam_triton_server.embed_pool import EmbedPool, EncodeTimes, PoolFull
-from sam_triton_server.queues import QueueLimits, overlay_repository, parse_queue_overrides, queue_limits
+from sam_triton_server.backend.click_lane import ClickLane, LaneFull
+from sam_triton_server.backend.embed_pool import EmbedPool, EncodeTimes, PoolFull
+from sam_triton_server.launcher.queues import (
+    QueueLimits,
+    overlay_repository,
+    parse_queue_overrides,
+    queue_limits,
+)
 
 from tests.test_repository import parse
 from tests.test_sdk_errors import FakeRpcError
@@ -261,7 +266,7 @@ def test_bench_counts_rejections_apart_from_failures() -> None:
 def test_lower_cpu_priority_reaches_threads_that_already_run() -> None:
     script = """
 import os, threading
-from sam_triton_server.models._common import lower_cpu_priority
+from sam_triton_server.backend.models._common import lower_cpu_priority
 started, release = threading.Event(), threading.Event()
 tid = []
 def worker():
@@ -284,7 +289,7 @@ def test_bls_calls_of_one_stub_never_overlap() -> None:
     import time
     from types import SimpleNamespace
 
-    from sam_triton_server.models._common import OnnxModelBase
+    from sam_triton_server.backend.models._common import OnnxModelBase
 
     state = {"inside": 0, "most": 0}
     guard = threading.Lock()

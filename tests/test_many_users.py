@@ -43,8 +43,8 @@ from sam_triton import (
 )
 from sam_triton._tensors import build_infer_request
 from sam_triton.proto.inference_pb2_grpc import GRPCInferenceServiceStub
-from sam_triton_server.metrics import EMBED_PENDING
-from sam_triton_server.queues import overlay_repository
+from sam_triton_server.backend.metrics import EMBED_PENDING
+from sam_triton_server.launcher.queues import overlay_repository
 
 from tests.conftest import ServedTriton, start_triton
 from tests.test_metrics_e2e import scrape, value

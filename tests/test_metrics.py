@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sam_triton_server import metrics
-from sam_triton_server.embed_pool import EmbedPool
-from sam_triton_server.embedding_cache import EmbeddingCache
+from sam_triton_server.backend import metrics
+from sam_triton_server.backend.embed_pool import EmbedPool
+from sam_triton_server.backend.embedding_cache import EmbeddingCache
 
 EMBEDDING = np.zeros((256, 64, 64), np.float32)
 

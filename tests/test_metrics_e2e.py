@@ -30,7 +30,7 @@ from sam_triton import (
 from sam_triton._tensors import build_infer_request
 from sam_triton.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from sam_triton_common.contract import AUTOMASK_MODEL, CACHE_HIT, SESSION_ID, SESSION_MODEL
-from sam_triton_server import metrics
+from sam_triton_server.backend import metrics
 
 DASHBOARD = Path(__file__).parents[1] / "docker" / "grafana" / "sam-triton-dashboard.json"
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto import inference_pb2_grpc as pb_grpc
-from sam_triton_server.envoy import HEALTH_PATH
+from sam_triton_server.launcher.envoy import HEALTH_PATH
 
 from tests.helpers import free_ports, pid_alive, wait_until
 from tests.test_serve import READY, read_until, write_repository

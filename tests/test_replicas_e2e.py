@@ -1,7 +1,7 @@
 """Two real tritonserver replicas behind the real Envoy of ``sam-triton serve --replicas``.
 
 One module-scoped replica set on the tiny-test model, routed by the same configuration as the
-Kubernetes manifests (``sam_triton_server.envoy``). Per-replica evidence comes from each
+Kubernetes manifests (``sam_triton_server.launcher.envoy``). Per-replica evidence comes from each
 replica's own HTTP statistics endpoint (``/v2/models/<model>/stats``) and from asking a replica
 directly whether it holds an embedding. The last test kills a replica and restarts it, so it
 stays last in the file.
@@ -26,7 +26,7 @@ from tests.helpers import free_ports, pid_alive, wait_until
 
 if TYPE_CHECKING:
     from sam_triton import ImageEmbedding
-    from sam_triton_server.replicas import ReplicaSet
+    from sam_triton_server.launcher.replicas import ReplicaSet
 
 CLICK = Prompt(point_coords=[[40, 30]], point_labels=[1])
 N_SESSIONS = 8
@@ -35,8 +35,8 @@ CLICKS = 3
 
 def serve_two_replicas(repository: Path) -> Iterator[ReplicaSet]:
     """A module's replica set: two replicas of ``repository`` behind Envoy, on free ports."""
-    from sam_triton_server.process import ServerOptions, TritonStartError
-    from sam_triton_server.replicas import ReplicaPorts, ReplicaSet
+    from sam_triton_server.launcher.process import ServerOptions, TritonStartError
+    from sam_triton_server.launcher.replicas import ReplicaPorts, ReplicaSet
 
     ports = free_ports(8)
     replica_ports = [ReplicaPorts(*ports[0:3]), ReplicaPorts(*ports[3:6])]
@@ -157,7 +157,7 @@ def test_stateless_models_and_automask_through_envoy(replica_set: ReplicaSet) ->
 
 
 def test_replica_loss_costs_one_reembed_and_a_restart_rejoins(replica_set: ReplicaSet) -> None:
-    from sam_triton_server.envoy import SESSION_CLUSTER, STATELESS_CLUSTER
+    from sam_triton_server.launcher.envoy import SESSION_CLUSTER, STATELESS_CLUSTER
 
     cluster = replica_set
     envoy = cluster.envoy

@@ -1,4 +1,4 @@
-"""The python-onnxruntime models (model.py -> sam_triton_server.models.*) driven in-process with a
+"""The python-onnxruntime models (model.py -> sam_triton_server.backend.models.*) driven in-process with a
 stand-in for Triton's ``triton_python_backend_utils``: batching, grouping and per-request errors."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sam_triton_export.model_builder import build_sam
 from sam_triton_export.onnx_decoder import export_decoder
 from sam_triton_export.onnx_encoder import export_encoder
 from sam_triton_export.repository import DECODER, ENCODER, RepositoryOptions, repository_files
-from sam_triton_server.ort import create_session
+from sam_triton_server.backend.ort import create_session
 
 from tests.test_repository import parse
 
@@ -68,7 +68,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def load(model: str, repo: Path, **options: Any) -> Any:
-    from sam_triton_server.models import decoder, encoder
+    from sam_triton_server.backend.models import decoder, encoder
 
     text = repository_files(RepositoryOptions(**options))[f"{model}/config.pbtxt"].decode()
     config = json_format.MessageToJson(parse(text), preserving_proto_field_name=True)

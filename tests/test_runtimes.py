@@ -1,4 +1,4 @@
-"""How a graph's runtime is chosen (sam_triton_server.ort.create_session): cpu_runtime, the
+"""How a graph's runtime is chosen (sam_triton_server.backend.ort.create_session): cpu_runtime, the
 environment override, the fallback when OpenVINO is missing, and GPU providers first."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sam_triton_export.model_builder import build_sam
 from sam_triton_export.onnx_encoder import export_encoder
-from sam_triton_server.ort import CPU_RUNTIME_ENV, create_session
+from sam_triton_server.backend.ort import CPU_RUNTIME_ENV, create_session
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_missing_openvino_falls_back_to_onnxruntime_and_says_so(
     encoder_onnx: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
-    with caplog.at_level(logging.WARNING, logger="sam_triton_server.ort"):
+    with caplog.at_level(logging.WARNING, logger="sam_triton_server.backend.ort"):
         session = create_session(encoder_onnx, cpu_runtime="openvino")
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert "openvino is not installed" in caplog.text
@@ -64,7 +64,7 @@ def test_missing_openvino_falls_back_to_onnxruntime_and_says_so(
 
 def test_gpu_providers_win_over_cpu_runtime(encoder_onnx: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Asked for CUDA, a session is onnxruntime's (here it falls back to its CPU provider and warns)."""
-    with caplog.at_level(logging.WARNING, logger="sam_triton_server.ort"):
+    with caplog.at_level(logging.WARNING, logger="sam_triton_server.backend.ort"):
         session = create_session(
             encoder_onnx, cpu_runtime="openvino", providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
         )

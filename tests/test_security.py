@@ -32,8 +32,8 @@ from sam_triton.errors import from_status
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto import inference_pb2_grpc as pb_grpc
 from sam_triton_common.contract import API_KEY_METADATA
-from sam_triton_server.process import ServerOptions
-from sam_triton_server.security import Security, SecurityConfigError, ServerTls
+from sam_triton_server.launcher.process import ServerOptions
+from sam_triton_server.launcher.security import Security, SecurityConfigError, ServerTls
 
 from tests.conftest import ServedTriton, start_triton
 from tests.test_serve import read_until, start_serve, write_repository

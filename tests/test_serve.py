@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto import inference_pb2_grpc as pb_grpc
-from sam_triton_server.process import SHM_DIRECTORY, remove_stale_shm_regions, shm_region_prefix
+from sam_triton_server.launcher.process import SHM_DIRECTORY, remove_stale_shm_regions, shm_region_prefix
 
 from tests.conftest import start_triton
 from tests.helpers import free_ports, pid_alive, wait_until

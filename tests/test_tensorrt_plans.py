@@ -24,7 +24,7 @@ def tensorrt_repository(root: Path, built_for: dict[str, str] | None) -> tuple[P
     from sam_triton_common.contract import write_export_info
     from sam_triton_export.pipeline import EXPORT_FORMAT, weight_files
     from sam_triton_export.repository import RepositoryOptions, write_repository_files
-    from sam_triton_server.plans import PLAN_BUILD_KEY
+    from sam_triton_server.launcher.plans import PLAN_BUILD_KEY
 
     options = RepositoryOptions(target="tensorrt")
     write_repository_files(root, options)
@@ -42,7 +42,7 @@ def tensorrt_repository(root: Path, built_for: dict[str, str] | None) -> tuple[P
 
 def test_if_changed_rebuilds_plans_built_for_another_gpu_or_tensorrt(tmp_path: Path) -> None:
     from sam_triton_export.pipeline import is_up_to_date
-    from sam_triton_server.plans import PLAN_BUILD_KEY
+    from sam_triton_server.launcher.plans import PLAN_BUILD_KEY
 
     repository, info = tensorrt_repository(tmp_path, L4)
     assert is_up_to_date(repository, {**info, PLAN_BUILD_KEY: dict(L4)})
@@ -55,8 +55,8 @@ def test_serve_refuses_stale_plans_with_the_command_that_rebuilds_them(
 ) -> None:
     import argparse
 
-    from sam_triton_server import plans
-    from sam_triton_server.cli import register
+    from sam_triton_server.launcher import plans
+    from sam_triton_server.launcher.cli import register
 
     repository, _ = tensorrt_repository(tmp_path / "repo", L4)
     parser = argparse.ArgumentParser()

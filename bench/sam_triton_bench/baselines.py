@@ -5,7 +5,7 @@
   on the model built by ``sam_triton_export.model_builder.build_sam`` (the code path users
   and the exporter use), from a checkpoint or seeded random weights.
 * ``onnxruntime`` - the repository's exported ONNX files in sessions created exactly like
-  the served models create theirs (:func:`sam_triton_server.ort.create_session`, so on a
+  the served models create theirs (:func:`sam_triton_server.backend.ort.create_session`, so on a
   CPU-only machine the encoder runs on OpenVINO like the served one, unless
   ``SAM_TRITON_CPU_RUNTIME`` says otherwise), with the SDK's own client-side work around
   them (resize/pad, prompt encoding, mask upscaling). Served minus this is therefore the
@@ -172,8 +172,8 @@ class OrtSam:
     """
 
     def __init__(self, repository: Path, threads: int = 0) -> None:
-        from sam_triton_server.ort import CPU_RUNTIMES, create_session
-        from sam_triton_server.prompt_decoder import PromptDecoder
+        from sam_triton_server.backend.ort import CPU_RUNTIMES, create_session
+        from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
         def session(path: Path, graph: str) -> Any:
             return create_session(path, intra_op_threads=threads, cpu_runtime=CPU_RUNTIMES[graph])

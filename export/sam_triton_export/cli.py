@@ -110,7 +110,7 @@ def _fail(message: str) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from sam_triton_server.queues import parse_queue_overrides, queue_limits
+    from sam_triton_server.launcher.queues import parse_queue_overrides, queue_limits
 
     from sam_triton_export.checkpoints import CheckpointError
     from sam_triton_export.pipeline import ExportError, VerifyFailed, export_repository

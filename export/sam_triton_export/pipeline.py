@@ -20,8 +20,8 @@ from sam_triton_common.contract import (
     read_export_info,
     write_export_info,
 )
-from sam_triton_server.plans import PLAN_BUILD_KEY, current_build_environment, plans_mismatch
-from sam_triton_server.queues import QueueLimits
+from sam_triton_server.launcher.plans import PLAN_BUILD_KEY, current_build_environment, plans_mismatch
+from sam_triton_server.launcher.queues import QueueLimits
 
 from sam_triton_export import family_sam2
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
@@ -178,7 +178,7 @@ def export_repository(
         "opset": opset,
         "options": options.to_dict(),
     }
-    if target == "tensorrt":  # what the plans are built for (sam_triton_server.plans)
+    if target == "tensorrt":  # what the plans are built for (sam_triton_server.launcher.plans)
         wanted[PLAN_BUILD_KEY] = current_build_environment()
         held = read_export_info(repository) if if_changed else None
         if held is not None and held.get("target") == "tensorrt" and wanted[PLAN_BUILD_KEY] is not None:

@@ -28,9 +28,9 @@ from sam_triton_common.contract import (
     MODEL_FILE,
     PROMPT_DECODER_FILE,
 )
-from sam_triton_server.automask import AutomaskLimits
-from sam_triton_server.ort import CPU_RUNTIMES
-from sam_triton_server.queues import QueueLimits
+from sam_triton_server.backend.automask import AutomaskLimits
+from sam_triton_server.backend.ort import CPU_RUNTIMES
+from sam_triton_server.launcher.queues import QueueLimits
 
 from sam_triton_export.model_types import EMBED_DIM, EMBED_SIZE, IMAGE_SIZE, LOW_RES_SIZE
 from sam_triton_export.pbtxt import Comment, Enum, Field, Message, render
@@ -400,12 +400,12 @@ def session_config(options: RepositoryOptions) -> str:
         Message.of(
             _header(options.target),
             Comment(
-                "Server-held embeddings (sam_triton_server/models/session.py): embed once, then clicks\n"
-                "carry prompts only. A Python-backend model on every target, with exactly one\n"
+                "Server-held embeddings (sam_triton_server/backend/models/session.py): embed once,\n"
+                "then clicks carry prompts only. A Python-backend model on every target, with exactly one\n"
                 "instance because the cache lives in that instance's memory. No dynamic batcher, on\n"
                 "purpose: it polls for a free instance every 500 ms, which stalled back-to-back\n"
-                "clicks (sam_triton_server/click_lane.py). execute() only dispatches: clicks and\n"
-                "lookups run one at a time in arrival order (bounded by click_queue_size), encodes\n"
+                "clicks (sam_triton_server/backend/click_lane.py). execute() only dispatches: clicks\n"
+                "and lookups run one at a time in arrival order (bounded by click_queue_size), encodes\n"
                 "on a small pool (embed_workers, bounded by embed_queue_size), so clicks never wait\n"
                 "for them; both drop a request whose caller's deadline has passed."
             ),
@@ -449,10 +449,11 @@ def automask_config(options: RepositoryOptions) -> str:
         Message.of(
             _header(options.target),
             Comment(
-                "Automatic mask generation next to the model (sam_triton_server/models/automask.py):\n"
-                "crops are encoded through sam_encoder (BLS), prompts decoded in-process with the\n"
-                "decoder's ONNX files, and only the kept masks travel back, as RLE. A Python-backend\n"
-                "model on every target; one instance, since a request already keeps it busy."
+                "Automatic mask generation next to the model\n"
+                "(sam_triton_server/backend/models/automask.py): crops are encoded through sam_encoder\n"
+                "(BLS), prompts decoded in-process with the decoder's ONNX files, and only the kept\n"
+                "masks travel back, as RLE. A Python-backend model on every target; one instance,\n"
+                "since a request already keeps it busy."
             ),
             ("name", AUTOMASK),
             ("backend", "python"),
@@ -484,7 +485,7 @@ def shim(model: str, family: str = contract.SAM1.name) -> str:
     module = {ENCODER: "encoder", DECODER: "decoder", SESSION: "session", AUTOMASK: "automask"}[model]
     if model == SESSION and family != contract.SAM1.name:
         module = f"session_{family}"  # the family's session module (models/session_sam2.py)
-    return f"from sam_triton_server.models.{module} import TritonPythonModel  # noqa\n"
+    return f"from sam_triton_server.backend.models.{module} import TritonPythonModel  # noqa\n"
 
 
 def repository_files(options: RepositoryOptions) -> dict[str, bytes]:

@@ -31,8 +31,8 @@ from sam_triton_common.contract import (
 )
 
 if TYPE_CHECKING:
-    from sam_triton_server.ort import Session
-    from sam_triton_server.prompt_decoder import PromptDecoder
+    from sam_triton_server.backend.ort import Session
+    from sam_triton_server.backend.prompt_decoder import PromptDecoder
     from segment_anything import SamPredictor
     from segment_anything.modeling import Sam
 
@@ -395,8 +395,8 @@ def verify_models(
 ) -> VerifyReport:
     """Compare the two ONNX files with ``SamPredictor(sam)``; returns the report (never raises
     on disagreement: callers decide, see ``VerifyReport.passed``)."""
-    from sam_triton_server.ort import CPU_RUNTIMES, create_session
-    from sam_triton_server.prompt_decoder import PromptDecoder
+    from sam_triton_server.backend.ort import CPU_RUNTIMES, create_session
+    from sam_triton_server.backend.prompt_decoder import PromptDecoder
     from segment_anything import SamPredictor
 
     report = VerifyReport(precision=precision, tolerances=TOLERANCES[precision])

@@ -16,7 +16,7 @@ from typing import Any
 # (module, what to install when it is missing). Order is the order in --help.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "sam_triton_export.cli",  # export, verify
-    "sam_triton_server.cli",  # serve
+    "sam_triton_server.launcher.cli",  # serve
     "sam_triton.cli.segment",  # segment
     "sam_triton.cli.automask",  # automask
     "sam_triton_bench.cli",  # bench

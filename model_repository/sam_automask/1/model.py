@@ -1,1 +1,1 @@
-from sam_triton_server.models.automask import TritonPythonModel  # noqa
+from sam_triton_server.backend.models.automask import TritonPythonModel  # noqa

@@ -1,1 +1,1 @@
-from sam_triton_server.models.decoder import TritonPythonModel  # noqa
+from sam_triton_server.backend.models.decoder import TritonPythonModel  # noqa

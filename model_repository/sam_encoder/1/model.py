@@ -1,1 +1,1 @@
-from sam_triton_server.models.encoder import TritonPythonModel  # noqa
+from sam_triton_server.backend.models.encoder import TritonPythonModel  # noqa

@@ -1,1 +1,1 @@
-from sam_triton_server.models.session import TritonPythonModel  # noqa
+from sam_triton_server.backend.models.session import TritonPythonModel  # noqa

@@ -27,9 +27,9 @@ it (hash the session id at the load balancer), see the README.
 
 Many users at once: ``execute`` only dispatches, so Triton hands this instance each request
 the moment it arrives (the config has no dynamic batcher: its 500 ms polling stalled
-back-to-back clicks, see :mod:`~sam_triton_server.click_lane`). Clicks and lookups run on the
-:class:`~sam_triton_server.click_lane.ClickLane`, one at a time in arrival order; requests that
-need an encode go to a small :class:`~sam_triton_server.embed_pool.EmbedPool` (BLS and
+back-to-back clicks, see :mod:`~sam_triton_server.backend.click_lane`). Clicks and lookups run on the
+:class:`~sam_triton_server.backend.click_lane.ClickLane`, one at a time in arrival order; requests that
+need an encode go to a small :class:`~sam_triton_server.backend.embed_pool.EmbedPool` (BLS and
 onnxruntime release the GIL), so a click never waits for an encode. Both answer through the
 requests' response senders. A request for a session whose encode is in flight waits for that
 encode instead of encoding again (or missing). Both backlogs are bounded (``click_queue_size``,
@@ -66,11 +66,11 @@ from sam_triton_common.contract import (
     SESSION_ID,
 )
 
-from sam_triton_server.click_lane import ClickLane, LaneFull
-from sam_triton_server.embed_pool import EmbedPool, PoolFull
-from sam_triton_server.embedding_cache import CachedEmbedding, EmbeddingCache
-from sam_triton_server.metrics import SessionMetrics
-from sam_triton_server.models._common import (
+from sam_triton_server.backend.click_lane import ClickLane, LaneFull
+from sam_triton_server.backend.embed_pool import EmbedPool, PoolFull
+from sam_triton_server.backend.embedding_cache import CachedEmbedding, EmbeddingCache
+from sam_triton_server.backend.metrics import SessionMetrics
+from sam_triton_server.backend.models._common import (
     Array,
     InvalidInput,
     NotFound,
@@ -78,10 +78,10 @@ from sam_triton_server.models._common import (
     Unavailable,
     int_parameter,
 )
-from sam_triton_server.models.decoder import validate_decoder_inputs
-from sam_triton_server.models.encoder import validate_encoder_inputs
-from sam_triton_server.ort import Session
-from sam_triton_server.prompt_decoder import PromptDecoder
+from sam_triton_server.backend.models.decoder import validate_decoder_inputs
+from sam_triton_server.backend.models.encoder import validate_encoder_inputs
+from sam_triton_server.backend.ort import Session
+from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
 PROMPT_INPUTS = DECODER_INPUTS[1:]  # everything the decoder takes except the embedding
 OVERLOADED_PREFIX = "sam_session overloaded"

@@ -9,7 +9,7 @@ rest of those 500 ms: 7-20% of back-to-back clicks stalled for about half a seco
 ``sam_session`` therefore has no dynamic batcher. Triton hands it each request as it arrives
 (the instance thread waits on the request queue itself, nothing polls), ``execute`` only
 dispatches, and what the batcher's queue gave (a bound, arrival order, the caller's deadline)
-lives here for clicks and lookups and in the :class:`~sam_triton_server.embed_pool.EmbedPool`
+lives here for clicks and lookups and in the :class:`~sam_triton_server.backend.embed_pool.EmbedPool`
 for embeds. Clicks still never wait for encodes: those run on the pool's own workers.
 
 Plain threads, no Triton imports: the unit tests drive it directly.

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from sam_triton_server.installation import (
+from sam_triton_server.launcher.installation import (
     TritonInstallation,
     find_triton,
     prepare_backend_directory,
     server_environment,
 )
-from sam_triton_server.security import Security
+from sam_triton_server.launcher.security import Security
 
 _PR_SET_PDEATHSIG = 1
 SHM_DIRECTORY = Path("/dev/shm")

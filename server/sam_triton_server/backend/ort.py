@@ -2,7 +2,7 @@
 
 Preference: ONNX Runtime's TensorRT, then CUDA execution provider. With neither (a CPU-only
 machine), each graph runs on its ``cpu_runtime``: ONNX Runtime's CPU provider, or OpenVINO
-(:mod:`sam_triton_server.openvino_session`), whichever measured faster for that graph
+(:mod:`sam_triton_server.backend.openvino_session`), whichever measured faster for that graph
 (:data:`CPU_RUNTIMES`). What was chosen is logged at load, because "it silently ran on the
 CPU" is the most common surprise when serving on a GPU box.
 """
@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import numpy.typing as npt
 
-LOGGER = logging.getLogger("sam_triton_server.ort")
+LOGGER = logging.getLogger("sam_triton_server.backend.ort")
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = PREFERRED_PROVIDERS[:2]
@@ -146,7 +146,7 @@ def _openvino_session(model_path: Path, threads: int, log: logging.Logger) -> Se
     except ImportError as exc:
         log.warning("cpu_runtime openvino is not installed (%s); %s runs on onnxruntime", exc, model_path)
         return None
-    from sam_triton_server.openvino_session import OpenVinoSession
+    from sam_triton_server.backend.openvino_session import OpenVinoSession
 
     session = OpenVinoSession(model_path, threads=threads)
     log.info("openvino session for %s runs on the CPU (fp32, batch items one at a time)", model_path)

@@ -1,7 +1,7 @@
 """Server-side automatic mask generation: ``sam_triton.amg`` wired to an encoder and an ONNX decoder.
 
 No Triton import here, so everything is testable in-process: the ``sam_automask`` model
-(:mod:`sam_triton_server.models.automask`) passes a BLS call to ``sam_encoder`` as
+(:mod:`sam_triton_server.backend.models.automask`) passes a BLS call to ``sam_encoder`` as
 ``encode_batch`` and its split decoder sessions as ``decoder``.
 
 Why the decoder runs in-process and the encoder through Triton: one AMG request makes one
@@ -28,7 +28,7 @@ from sam_triton_common.errors import InvalidInputError
 from sam_triton_common.proto import automask_pb2
 from sam_triton_common.transforms import EMBEDDING_SHAPE, prepare_image, preprocess_shape
 
-from sam_triton_server.prompt_decoder import Features, PromptDecoder
+from sam_triton_server.backend.prompt_decoder import Features, PromptDecoder
 
 UInt8Array = npt.NDArray[np.uint8]
 Float32Array = npt.NDArray[np.float32]

@@ -4,7 +4,7 @@ One request carries the original image (UINT8 [1, H, W, 3]) and serialized
 ``AutomaskParams``; the answer is one serialized ``AutomaskResult``. Crops are encoded through
 ``sam_encoder`` (BLS, batched), prompts are decoded in this process with the decoder's own
 ONNX file (``onnx_file`` points at sam_decoder's), and filtering, stability scores, NMS and
-small-region clean-up run here too (:mod:`sam_triton_server.automask` explains the split).
+small-region clean-up run here too (:mod:`sam_triton_server.backend.automask` explains the split).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import numpy as np
 from sam_triton_common.amg.wire import decode_params
 from sam_triton_common.contract import AUTOMASK_PARAMS, AUTOMASK_RESULT, ENCODER_MODEL, IMAGE
 
-from sam_triton_server.automask import AutomaskCancelled, AutomaskLimits, run_automask, warm_up
-from sam_triton_server.metrics import AutomaskMetrics
-from sam_triton_server.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
-from sam_triton_server.ort import Session
-from sam_triton_server.prompt_decoder import PromptDecoder
+from sam_triton_server.backend.automask import AutomaskCancelled, AutomaskLimits, run_automask, warm_up
+from sam_triton_server.backend.metrics import AutomaskMetrics
+from sam_triton_server.backend.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
+from sam_triton_server.backend.ort import Session
+from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
 
 class TritonPythonModel(OnnxModelBase):

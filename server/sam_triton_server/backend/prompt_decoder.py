@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from sam_triton_common.contract import DECODER_OUTPUTS, IMAGE_EMBEDDINGS, IMAGE_FEATURE_NAMES
 
-from sam_triton_server.ort import Session
+from sam_triton_server.backend.ort import Session
 
 Array = npt.NDArray[Any]
 Features = tuple[Array, ...]

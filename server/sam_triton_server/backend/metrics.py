@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import astuple, fields
 from typing import Any
 
-from sam_triton_server.embedding_cache import CacheStats, EmbeddingCache
+from sam_triton_server.backend.embedding_cache import CacheStats, EmbeddingCache
 
 # Histogram upper bounds, seconds: a click takes milliseconds, an embed tens of milliseconds to
 # seconds (CPU), an automask run seconds to minutes.

@@ -21,8 +21,8 @@ import numpy.typing as npt
 from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, INPUT_SIZE, MODEL_FILE
 from sam_triton_common.errors import InvalidInputError
 
-from sam_triton_server.metrics import Rejections
-from sam_triton_server.ort import Session, create_session
+from sam_triton_server.backend.metrics import Rejections
+from sam_triton_server.backend.ort import Session, create_session
 
 Array = npt.NDArray[Any]
 
@@ -108,7 +108,7 @@ class OnnxModelBase:
         self.params = parameters(self.model_config)
         self.version_dir = Path(args["model_repository"]) / args["model_version"]
         self.name = args.get("model_name", "model")
-        self.logger = logging.getLogger(f"sam_triton_server.models.{self.name}")
+        self.logger = logging.getLogger(f"sam_triton_server.backend.models.{self.name}")
         if not any(isinstance(h, _PbLogHandler) for h in self.logger.handlers):
             self.logger.addHandler(_PbLogHandler(pb))
         self.logger.setLevel(logging.INFO)

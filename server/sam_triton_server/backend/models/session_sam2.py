@@ -1,4 +1,4 @@
-"""``sam_session`` for a SAM 2 repository: :mod:`~sam_triton_server.models.session` with the
+"""``sam_session`` for a SAM 2 repository: :mod:`~sam_triton_server.backend.models.session` with the
 family's three differences, and nothing else changed (cache, TTL, pools, priorities,
 deadlines, metrics and routing are the same code):
 
@@ -25,11 +25,11 @@ from sam_triton_common.contract import (
 )
 from sam_triton_common.transforms import SQUARE_INPUT
 
-from sam_triton_server.embedding_cache import CachedEmbedding
-from sam_triton_server.models import session
-from sam_triton_server.models._common import Array, InvalidInput
-from sam_triton_server.models.decoder import validate_decoder_inputs
-from sam_triton_server.models.encoder import validate_original_image
+from sam_triton_server.backend.embedding_cache import CachedEmbedding
+from sam_triton_server.backend.models import session
+from sam_triton_server.backend.models._common import Array, InvalidInput
+from sam_triton_server.backend.models.decoder import validate_decoder_inputs
+from sam_triton_server.backend.models.encoder import validate_original_image
 
 HIGH_RES = SAM2.encoder_outputs[1:]
 

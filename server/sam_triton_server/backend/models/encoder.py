@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, IMAGE_SIZE, INPUT_SIZE, SAM1, family_named
 
-from sam_triton_server.models._common import (
+from sam_triton_server.backend.models._common import (
     Array,
     InvalidInput,
     OnnxModelBase,
@@ -15,7 +15,7 @@ from sam_triton_server.models._common import (
     check_shape,
     split_batches,
 )
-from sam_triton_server.ort import Session
+from sam_triton_server.backend.ort import Session
 
 
 def validate_encoder_inputs(image: Array, input_size: Array) -> None:
