@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from sam_triton_common.contract import IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
-from sam_triton_server.ort import create_session
-from sam_triton_server.prompt_decoder import PromptDecoder
+from sam_triton_server.backend.ort import create_session
+from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
 
 def click_feed(seed: int) -> dict[str, np.ndarray]:

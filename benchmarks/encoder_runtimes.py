@@ -11,7 +11,7 @@ import argparse
 import time
 
 import numpy as np
-from sam_triton_server.ort import create_session
+from sam_triton_server.backend.ort import create_session
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sam_triton_server.envoy import MIN_RING_SIZE
+from sam_triton_server.launcher.envoy import MIN_RING_SIZE
 
 
 def hash64(text: str) -> int:
