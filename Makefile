@@ -31,7 +31,7 @@ WEIGHTS := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--random-weights --seed
 SECURITY := $(if $(TLS_CERT),--tls-cert $(TLS_CERT)) $(if $(TLS_KEY),--tls-key $(TLS_KEY)) \
 	$(if $(TLS_CLIENT_CA),--tls-client-ca $(TLS_CLIENT_CA)) $(if $(ALLOW_INSECURE),--allow-insecure)
 
-.PHONY: venv serve test lint typecheck proto clean
+.PHONY: venv serve test lint typecheck proto docs clean
 
 # Reinstalled only when the project's dependency list changes, so a second run is fast.
 # No pip cache: the export extra's CUDA torch build is ~5.5 GB in the venv, and a cached copy
@@ -70,5 +70,10 @@ typecheck: venv
 proto: venv
 	$(PY) proto/generate.py
 
+# The documentation site (docs/, mkdocs.yml) into site/: open site/index.html. --strict as in
+# tests/test_docs.py: a broken link, a missing reference or a docstring problem fails it.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache site

@@ -40,13 +40,14 @@ decoder prompts per crop) takes far longer than the SDK's 60 s default on a CPU 
 class RemoteAutomaticMaskGenerator:
     """Drop-in for ``segment_anything.SamAutomaticMaskGenerator`` (no ``model`` argument).
 
+    ``points_per_side`` to ``output_mode`` are exactly ``SamAutomaticMaskGenerator``'s
+    parameters, defaults and meanings; invalid values raise
+    :class:`~sam_triton.InvalidInputError` here, before anything is sent.
+
     Args:
         url_or_client: ``"host:port"`` (the generator opens, and closes, its own
             :class:`~sam_triton.SamClient`), or an open :class:`~sam_triton.SamClient` /
             :class:`~sam_triton.AsyncSamClient` to share (left open).
-        points_per_side ... output_mode: exactly ``SamAutomaticMaskGenerator``'s parameters,
-            defaults and meanings; invalid values raise
-            :class:`~sam_triton.InvalidInputError` here, before anything is sent.
         model: the served automatic-mask model's name.
         image_format: channel order of array images (``"RGB"`` like the reference, or ``"BGR"``).
         **options: client options (``timeout``, ``tls``, ...) when a URL is given; ``timeout``

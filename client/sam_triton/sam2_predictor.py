@@ -39,7 +39,9 @@ class RemoteSam2ImagePredictor(ClientOwner):
     Args:
         client: ``"host:port"`` of the server, or a :class:`~sam_triton.SamClient` to share.
         mask_threshold: logits above it are foreground (the reference's default 0.0).
-        max_hole_area, max_sprinkle_area: the reference's optional mask clean-up; only 0 (its
+        max_hole_area: the reference's optional hole filling; only 0 (its default, off) is
+            supported here.
+        max_sprinkle_area: the reference's optional removal of small specks; only 0 (its
             default, off) is supported here.
         **options: :class:`~sam_triton.SamClient` options when ``client`` is a URL.
     """
