@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+# The reference's remove_small_regions runs on real OpenCV (a dev dependency).
+import cv2
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-torchvision_boxes = pytest.importorskip("torchvision.ops.boxes")
-amg_ref = pytest.importorskip("segment_anything.utils.amg")
-# The reference's remove_small_regions runs on real OpenCV (a dev dependency).
-cv2 = pytest.importorskip("cv2")
-
-from sam_triton import amg  # noqa: E402
-from sam_triton.errors import InvalidInputError  # noqa: E402
-from sam_triton_common.amg._torch_sort import torch_unstable_argsort_descending  # noqa: E402
+import segment_anything.utils.amg as amg_ref
+import torch
+import torchvision.ops.boxes as torchvision_boxes
+from sam_triton import amg
+from sam_triton.errors import InvalidInputError
+from sam_triton_common.amg._torch_sort import torch_unstable_argsort_descending
 
 
 # --------------------------------------------------------------------------- grids and crops

@@ -17,15 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2  # noqa: F401  (the reference's min_mask_region_area path: fail, never skip, without it)
 import numpy as np
+import pycocotools.mask as mask_utils
 import pytest
-
-torch = pytest.importorskip("torch")
-segment_anything = pytest.importorskip("segment_anything")
-mask_utils = pytest.importorskip("pycocotools.mask")
-pytest.importorskip("cv2")  # the reference's min_mask_region_area path
-
-from sam_triton import (  # noqa: E402
+import segment_anything
+import torch
+from sam_triton import (
     AmgParams,
     AsyncSamClient,
     AutomaskOutput,
@@ -34,11 +32,11 @@ from sam_triton import (  # noqa: E402
     RemoteAutomaticMaskGenerator,
     SamClient,
 )
-from sam_triton._core import Call, Op  # noqa: E402
-from sam_triton._tensors import build_infer_request  # noqa: E402
-from sam_triton.cli import main as cli_main  # noqa: E402
+from sam_triton._core import Call, Op
+from sam_triton._tensors import build_infer_request
+from sam_triton.cli import main as cli_main
 
-from tests.test_amg_core_generate import _compare  # noqa: E402
+from tests.test_amg_core_generate import _compare
 
 # Loose enough that every candidate survives (see the module doc); 4x4 points on the image,
 # 2x2 on each of the 4 crops keeps the reference (torch decoder on 2 CPU cores) near 10 s.

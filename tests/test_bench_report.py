@@ -80,7 +80,6 @@ def test_ratios_table_and_results_json(tmp_path: Path) -> None:
 
 
 def test_plots_are_written(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     from sam_triton_bench.plots import write_plots
 
     served = [fake_run("served", lv, 0.01 * lv.concurrency) for lv in sweep_levels(4)]

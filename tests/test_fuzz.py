@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import onnxruntime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -332,7 +333,6 @@ class Fuzzing:
         feed = {name: as_array(t) for name, t in request.inputs if name in DECODER_INPUTS}
         if request.model == DECODER_MODEL:
             if self.decoder is None:
-                onnxruntime = pytest.importorskip("onnxruntime")
                 path = self.served.repository / DECODER_MODEL / MODEL_VERSION / MODEL_FILE
                 self.decoder = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             return dict(zip(DECODER_OUTPUTS, self.decoder.run(list(DECODER_OUTPUTS), feed), strict=True))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pycocotools.mask as mask_utils
 import pytest
-
-torch = pytest.importorskip("torch")
-amg_ref = pytest.importorskip("segment_anything.utils.amg")
-mask_utils = pytest.importorskip("pycocotools.mask")
-
-from sam_triton import rle  # noqa: E402
+import segment_anything.utils.amg as amg_ref
+import torch
+from sam_triton import rle
 
 
 def _random_masks(rng: np.random.Generator, batch: int, h: int, w: int) -> np.ndarray:

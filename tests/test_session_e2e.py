@@ -27,6 +27,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import segment_anything
+import torch
 from sam_triton import (
     EmbeddingNotFoundError,
     ImageEmbedding,
@@ -44,9 +46,6 @@ from sam_triton.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from tests import session_worker
 from tests.test_metrics_e2e import scrape, value
 from tests.test_predictor_e2e import PROMPTS, assert_same, make_scene, mask_iou, ref_predict, scaled
-
-torch = pytest.importorskip("torch")
-segment_anything = pytest.importorskip("segment_anything")
 
 EMBEDDING_BYTES = 256 * 64 * 64 * 4
 # A cache entry: the embedding plus the decoder's image features (the image tokens, as large

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import segment_anything.utils.transforms as ref_transforms
+import torch
 from sam_triton_common import transforms as T
 
-torch = pytest.importorskip("torch")
 F = torch.nn.functional
-ref_transforms = pytest.importorskip("segment_anything.utils.transforms")
 
 REF = ref_transforms.ResizeLongestSide(1024)
 
