@@ -131,9 +131,19 @@ def test_embed_pending_follows_the_pool(pb: Any) -> None:
     assert seen == [1] and gauge.value == 0
 
 
-def test_a_stub_without_custom_metrics_serves_unmetered() -> None:
-    pb = types.SimpleNamespace()
-    session = metrics.SessionMetrics(pb, "sam_session")
-    session.publish_cache(EmbeddingCache(max_bytes=1, ttl_seconds=1))
-    session.clicked(0.1)
-    metrics.Rejections(pb, "sam_session").count("internal")
+def test_a_stub_without_custom_metrics_serves_unmetered(pb: Any) -> None:
+    """A Python-backend stub without ``MetricFamily`` (Triton before 23.01): the calls a request
+    makes go through and record nothing, where the same calls on a metered stub are counted."""
+
+    def serve(stub: Any) -> None:
+        session = metrics.SessionMetrics(stub, "sam_session")
+        session.publish_cache(EmbeddingCache(max_bytes=1, ttl_seconds=1))
+        session.clicked(0.1)
+        metrics.Rejections(stub, "sam_session").count("internal")
+
+    serve(pb)
+    assert series(pb, metrics.REJECTIONS, reason="internal").value == 1
+    assert series(pb, metrics.CLICK_DURATION).observed == [0.1]
+    bare = types.SimpleNamespace()
+    serve(bare)
+    assert vars(bare) == {}

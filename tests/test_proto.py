@@ -7,7 +7,6 @@ import importlib.util
 from pathlib import Path
 
 from sam_triton.proto import inference_pb2, inference_pb2_grpc
-from sam_triton_common.proto import automask_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,10 +45,3 @@ def test_wire_names_match_the_kserve_v2_protocol() -> None:
     )
     reply = inference_pb2.ModelInferResponse.DESCRIPTOR.fields_by_name
     assert (reply["outputs"].number, reply["raw_output_contents"].number) == (5, 6)
-
-
-def test_automask_records_round_trip() -> None:
-    record = automask_pb2.MaskRecord(rle_counts=[3, 2, 5], area=2, bbox=[0, 1, 1, 2], predicted_iou=0.9)
-    result = automask_pb2.AutomaskResult(height=2, width=5, records=[record])
-    parsed = automask_pb2.AutomaskResult.FromString(result.SerializeToString())
-    assert parsed == result

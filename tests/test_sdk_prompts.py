@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
+import torch
 from sam_triton import InvalidInputError, Prompt
 from sam_triton.prompts import encode_prompt, group_by_points
+from segment_anything import SamPredictor
 
 SIZE = (480, 640)  # (H, W)
 
@@ -121,54 +126,34 @@ def test_grouping_keeps_order_and_splits() -> None:
     assert [p.num_points for p in prompts] == [2, 2, 3, 2, 0]
 
 
-def test_encoding_matches_reference_prompt_encoder() -> None:
-    """Our decoder-side convention (box = labels 2/3, padding point) equals PromptEncoder.forward.
+def test_encoded_prompts_through_the_exported_decoder_match_sam_predictor(
+    tiny_repository: Path, tiny_sam: Any
+) -> None:
+    """Our decoder-side convention (box = labels 2/3, padding point, coordinates in the 1024
+    frame), fed to the exported decoder graphs under onnxruntime the way the server runs them,
+    gives SamPredictor's answer for the same prompt on the same embedding: points, a box, both,
+    and a point labelled -1 (SAM's "not a point")."""
+    from sam_triton import ImageEmbedding
+    from sam_triton_bench.baselines import OrtHandle, OrtSam
 
-    The served decoder embeds all points the way segment_anything's ONNX model does; that
-    formula is reproduced here on a randomly initialised PromptEncoder and compared with the
-    reference path that SamPredictor takes (points + pad, or points + box embedding).
-    """
-    torch = pytest.importorskip("torch")
-    from segment_anything.modeling import PromptEncoder
-
-    torch.manual_seed(0)
-    pe = PromptEncoder(
-        embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
-    )
-    for w in pe.point_embeddings:
-        torch.nn.init.normal_(w.weight)
-    torch.nn.init.normal_(pe.not_a_point_embed.weight)
-
-    def onnx_style(coords: np.ndarray, labels: np.ndarray) -> torch.Tensor:
-        c = torch.from_numpy(coords)[None] + 0.5
-        c = c / 1024
-        emb = pe.pe_layer._pe_encoding(c)
-        lab = torch.from_numpy(labels)[None].unsqueeze(-1)
-        emb = emb * (lab != -1)
-        emb = emb + pe.not_a_point_embed.weight * (lab == -1)
-        for i in range(pe.num_point_embeddings):
-            emb = emb + pe.point_embeddings[i].weight * (lab == i)
-        return emb
-
+    model = OrtSam(tiny_repository)
+    embedding = np.random.default_rng(0).standard_normal((256, 64, 64)).astype(np.float32)
+    input_size = (768, 1024)  # SIZE with its longest side at 1024
+    handle = OrtHandle(ImageEmbedding(embedding, SIZE, input_size), model.split.image_features(embedding))
+    reference = SamPredictor(tiny_sam)
+    reference.features = torch.from_numpy(embedding)[None]
+    reference.original_size, reference.input_size, reference.is_image_set = SIZE, input_size, True
     cases = [
         Prompt([[100, 50], [300, 200]], [1, 0]),
         Prompt(box=[10, 20, 300, 400]),
         Prompt([[100, 50]], [0], box=[10, 20, 300, 400]),
         Prompt([[100, 50], [5, 5]], [1, -1]),
     ]
-    from segment_anything.utils.transforms import ResizeLongestSide
-
-    rls = ResizeLongestSide(1024)
-    with torch.no_grad():
-        for prompt in cases:
-            enc = encode_prompt(prompt, SIZE)
-            points = None
-            if prompt.point_coords is not None:
-                c = torch.as_tensor(rls.apply_coords(prompt.point_coords, SIZE), dtype=torch.float)[None]
-                points = (c, torch.as_tensor(prompt.point_labels, dtype=torch.int)[None])
-            boxes = None
-            if prompt.box is not None:
-                boxes = torch.as_tensor(rls.apply_boxes(prompt.box, SIZE), dtype=torch.float)[None]
-            ref_sparse, _ = pe(points=points, boxes=boxes, masks=None)
-            ours = onnx_style(enc.point_coords, enc.point_labels)
-            torch.testing.assert_close(ours, ref_sparse, atol=1e-5, rtol=1e-5)
+    for prompt in cases:
+        ours = model.predict(handle, prompt, multimask_output=True)
+        with torch.no_grad():
+            _, scores, low = reference.predict(
+                prompt.point_coords, prompt.point_labels, prompt.box, multimask_output=True
+            )
+        np.testing.assert_allclose(ours.scores, scores, atol=1e-4)
+        np.testing.assert_allclose(ours.low_res_logits, low, atol=1e-3 * max(1.0, float(np.abs(low).max())))
