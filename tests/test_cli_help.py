@@ -84,8 +84,10 @@ def test_the_project_cites_no_document_outside_it() -> None:
     root = Path(__file__).resolve().parents[1]
     cited = re.compile(r"\bSPEC(\.md| section| \d)|\.\./shared/")
     suffixes = {".py", ".md", ".pbtxt", ".yaml", ".yml", ".json", ".toml", ".sh", ".txt", ""}
-    places = [root / "README.md", root / "BENCHMARKS.md", root / "Makefile", root / "pyproject.toml"]
-    folders = ("client", "common", "server", "export", "bench", "tests", "deploy", "docker", "benchmarks")
+    files = ("README.md", "BENCHMARKS.md", "Makefile", "pyproject.toml", "mkdocs.yml")
+    places = [root / name for name in files]
+    folders = ("client", "common", "server", "export", "bench", "tests", "deploy", "docker", "benchmarks",
+               "docs")
     for folder in folders:
         places += [p for p in (root / folder).rglob("*") if p.is_file() and p.suffix in suffixes]
     found = [

@@ -24,6 +24,7 @@ from .errors import (
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
+    PredictionNotFoundError,
     ResourceExhaustedError,
     SamTritonError,
     ServerError,
@@ -34,7 +35,7 @@ from .images import load_image
 from .interactive import LatestClick, LatestClickThread
 from .predictor import RemoteSamPredictor
 from .prompts import Prompt
-from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
+from .results import ImageEmbedding, ModelMetadata, Prediction, PreviousMask, TensorSpec
 from .sam2_predictor import RemoteSam2ImagePredictor
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ __all__ = [
     "ModelNotFoundError",
     "ModelNotReadyError",
     "Prediction",
+    "PredictionNotFoundError",
+    "PreviousMask",
     "Priority",
     "Prompt",
     "RemoteAutomaticMaskGenerator",

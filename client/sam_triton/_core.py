@@ -43,7 +43,12 @@ from sam_triton_common.contract import (
     INPUT_SIZE,
     IOU_PREDICTIONS,
     LOW_RES_MASKS,
+    MASKS,
     MAX_SESSION_ID_BYTES,
+    ORIGINAL_SIZE,
+    PREDICTION_ID,
+    REFINE_FROM,
+    REFINE_MASK,
     SAM1,
     SAM2,
     SESSION_ID,
@@ -53,6 +58,7 @@ from sam_triton_common.contract import (
 )
 from sam_triton_common.contract import SESSION_HEADER as SESSION_HEADER
 from sam_triton_common.transforms import (
+from sam_triton_common.mask_codec import mask_shape
     EMBEDDING_SHAPE,
     LOW_RES_SIZE,
     SQUARE_INPUT,
@@ -549,7 +555,8 @@ def decoder_prompt_inputs(
     """The prompt tensors of one request (batch dim 1 in front: the models have max_batch_size > 0).
 
     With ``mask_optional`` (``sam_session``) the 256 KiB ``mask_input`` and ``has_mask_input``
-    are left out when no prompt carries a mask: the server implies zeros.
+    are left out when no prompt carries a mask: the server implies zeros; prompts that refine
+    a server-kept mask (:class:`~sam_triton.PreviousMask`) name it instead.
     """
     inputs = {
         "point_coords": batch.point_coords[None],
@@ -598,6 +605,15 @@ def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding, family: F
     if embedding.session_id is None:
         raise errors.InvalidInputError("this ImageEmbedding holds neither an embedding nor a session id")
     session_id = check_session_id(embedding.session_id, content_ids=True)
+    if batch.refines_kept_masks:
+        if not mask_optional:
+            raise errors.InvalidInputError(
+                "a PreviousMask names logits the server kept for a server-held embedding; here "
+                "pass the logits themselves (Prediction.low_res_logits) as mask_input"
+            )
+        kept = batch.previous_masks
+        inputs[REFINE_FROM] = np.array([[(m.prediction_id if m else "").encode() for m in kept]], np.object_)
+        inputs[REFINE_MASK] = np.array([[m.index if m else 0 for m in kept]], np.int32)
     return _Target(
         config.models.session,
         {SESSION_ID: np.array([[session_id.encode()]], dtype=np.object_)},
@@ -614,15 +630,14 @@ def decode_predictions(
     original_size: tuple[int, int],
     return_logits: bool,
 ) -> list[Prediction]:
-    low = require_output(outputs, LOW_RES_MASKS, model).astype(np.float32, copy=False)
+    """The predictions of one response: masks made here from the low-res logits, or (compact
+    answers) the server's encoded masks, decoded on first use; logits and ids when sent."""
     iou = require_output(outputs, IOU_PREDICTIONS, model).astype(np.float32, copy=False)
-    if low.ndim < 3 or low.shape[-2:] != (LOW_RES_SIZE, LOW_RES_SIZE) or low.size % (count * LOW_RES_SIZE**2):
-        raise errors.ServerError(
-            f"{model!r} returned low_res_masks of shape {list(low.shape)} for {count} prompts"
-        )
-    low = low.reshape(count, -1, LOW_RES_SIZE, LOW_RES_SIZE)
+    if iou.size % count:
+        raise errors.ServerError(f"{model!r} returned {iou.size} scores for {count} prompts")
     iou = iou.reshape(count, -1)
-    if iou.shape[1] != low.shape[1]:
+    low = _low_res_output(outputs, model, count) if LOW_RES_MASKS in outputs else None
+    if low is not None and iou.shape[1] != low.shape[1]:
         raise errors.ServerError(f"{model!r} returned {iou.shape[1]} scores for {low.shape[1]} masks")
     predictions = []
     for p in range(count):
@@ -631,7 +646,7 @@ def decode_predictions(
             masks = postprocess_masks(low[p], input_size, original_size)
         else:  # thresholded block by block: no full-size float logits
             masks = postprocess_to_masks(low[p], input_size, original_size)
-        predictions.append(Prediction(masks=masks, scores=iou[p].copy(), low_res_logits=low[p].copy()))
+        predictions.append(Prediction(masks, iou[p].copy(), logits, prediction_id=kept))
     return predictions
 
 
@@ -652,6 +667,33 @@ def predict_op(
     return_logits: bool = False,
 ) -> Op[Prediction | list[Prediction]]:
     """Decode prompts against an embedding; one request per group of equal-N prompts, concurrently."""
+def _low_res_output(outputs: dict[str, npt.NDArray[Any]], model: str, count: int) -> npt.NDArray[np.float32]:
+    low = require_output(outputs, LOW_RES_MASKS, model).astype(np.float32, copy=False)
+    if low.ndim < 3 or low.shape[-2:] != (LOW_RES_SIZE, LOW_RES_SIZE) or low.size % (count * LOW_RES_SIZE**2):
+        raise errors.ServerError(
+            f"{model!r} returned low_res_masks of shape {list(low.shape)} for {count} prompts"
+        )
+    return low.reshape(count, -1, LOW_RES_SIZE, LOW_RES_SIZE)
+
+
+def _compact_output(
+    outputs: dict[str, npt.NDArray[Any]], model: str, count: int, masks: int, original_size: tuple[int, int]
+) -> npt.NDArray[Any]:
+    """The encoded masks, (count, masks) bytes, each checked to be of ``original_size``."""
+    encoded = require_output(outputs, MASKS, model)
+    if encoded.size != count * masks:
+        raise errors.ServerError(f"{model!r} returned {encoded.size} masks for {count} x {masks}")
+    encoded = encoded.reshape(count, masks)
+    for data in encoded.flat:
+        try:
+            shape = mask_shape(bytes(data))
+        except ValueError as e:
+            raise errors.ServerError(f"{model!r} returned an unreadable mask: {e}") from None
+        if shape != tuple(original_size):
+            raise errors.ServerError(f"{model!r} returned a {shape} mask for an image of {original_size}")
+    return encoded
+
+
     items, single = _prompt_list(config, prompts)
     family = yield from family_op(config)
     encoded = encode_prompts(family, items, embedding.original_size)
@@ -662,16 +704,36 @@ def predict_op(
     for batch in batches:
         prompt_inputs = decoder_prompt_inputs(batch, multimask_output, mask_optional=target.mask_optional)
         inputs = {**target.inputs, **prompt_inputs}
-        request = build_infer_request(
-            model, inputs, [LOW_RES_MASKS, IOU_PREDICTIONS], model_version=config.models.version
-        )
+        if server_masks:
+            inputs[ORIGINAL_SIZE] = np.array([embedding.original_size], dtype=np.int32)
+        request = build_infer_request(model, inputs, outputs, model_version=config.models.version)
         calls.append(infer_call(config, request, f"predict via {model!r}", target.metadata))
     if embedding.server_held:
         responses = yield from _recovering(config, embedding, calls)
     else:
         responses = yield calls
+    compact = MASKS in outputs and not return_logits
+    encoded = _compact_output(outputs, model, count, iou.shape[1], original_size) if compact else None
+    if encoded is None and low is None:
+        low = _low_res_output(outputs, model, count)  # raises: the masks need the logits
+    ids = outputs.get(PREDICTION_ID)
+    if ids is not None and ids.size != count:
+        raise errors.ServerError(f"{model!r} returned {ids.size} prediction ids for {count} prompts")
     results: list[Prediction | None] = [None] * len(items)
     for batch, resp in zip(batches, responses, strict=True):
+        logits = None if low is None else low[p].copy()
+        kept = None if ids is None else bytes(ids.reshape(-1)[p]).decode()
+        if encoded is not None:
+            predictions.append(
+                Prediction(
+                    scores=iou[p].copy(),
+                    low_res_logits=logits,
+                    encoded_masks=tuple(encoded[p]),
+                    prediction_id=kept,
+                )
+            )
+            continue
+        assert low is not None
         preds = decode_predictions(
             decode_infer_response(resp),
             model,
@@ -681,6 +743,25 @@ def predict_op(
             return_logits,
         )
         for i, pred in zip(batch.indices, preds, strict=True):
+def _answer_outputs(
+    config: ClientConfig, target: _Target, return_logits: bool, low_res_logits: bool
+) -> tuple[list[str], bool]:
+    """The outputs a prediction asks for, and whether its masks come from the server.
+
+    Compact answers (``config.compact_answers``, server-held embeddings): the server's masks
+    unless ``return_logits`` wants full-size logits (made here from the low-res ones), the
+    logits only when asked for, and an id for each prompt's kept logits.
+    """
+    if not (target.mask_optional and config.compact_answers):
+        return [LOW_RES_MASKS, IOU_PREDICTIONS], False
+    outputs = [IOU_PREDICTIONS, PREDICTION_ID]
+    if return_logits or low_res_logits:
+        outputs.append(LOW_RES_MASKS)
+    if not return_logits:
+        outputs.append(MASKS)
+    return outputs, not return_logits
+
+
             results[i] = pred
     done = [r for r in results if r is not None]
     return done[0] if single else done
@@ -696,6 +777,7 @@ def segment_op(
 ) -> Op[Prediction | list[Prediction]]:
     """Image + prompts -> masks. One ``sam`` ensemble round trip when all prompts share N.
 
+    low_res_logits: bool = False,
     Prompts with different point counts need several decoder calls; rather than re-encoding
     the image once per group in the ensemble, embed once and decode each group.
     """
@@ -704,6 +786,7 @@ def segment_op(
     items, single = _prompt_list(config, prompts)
     family = yield from family_op(config)
     encoded = encode_prompts(family, items, original_size)
+    outputs, server_masks = _answer_outputs(config, target, return_logits, low_res_logits)
     batches = group_by_points(encoded, config.max_prompts_per_request)
     if len(batches) > 1:
         embedding = yield from embed_rgb_op(config, rgb)

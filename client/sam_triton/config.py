@@ -179,6 +179,11 @@ class ClientConfig:
     rpc_observer: RpcObserver | None = None
     families: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Filled by the client, not by callers: the model family each encoder model reported
+        compact_answers: a click on a server-held embedding gets its masks made on the server
+            and sent run-length encoded or bit-packed (a few KB instead of 256 KiB of logits
+            per mask), the same bits as masks made here; low-res logits only when asked for,
+            and the server keeps them for a refinement that names them (default). False:
+            the logits come back and the masks are made here (the wire format before).
     (its ModelMetadata outputs, ``contract.family_of_encoder``), asked once per model."""
     api_key: str | None = field(default=None, repr=False)
 
@@ -196,6 +201,7 @@ class ClientConfig:
         if self.compression not in (None, "gzip", "deflate"):
             raise ValueError(f"compression must be None, 'gzip' or 'deflate', got {self.compression!r}")
 
+    compact_answers: bool = True
     def grpc_options(self) -> list[tuple[str, Any]]:
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -263,6 +269,7 @@ def make_config(
     metadata: dict[str, str] | None = None,
     channel_options: dict[str, Any] | None = None,
     server_embeddings: bool = True,
+    compact_answers: bool
     rpc_observer: RpcObserver | None = None,
     api_key: str | None = None,
 ) -> ClientConfig:
@@ -286,6 +293,7 @@ def make_config(
         max_pixels=max_pixels,
         metadata=tuple((metadata or {}).items()),
         channel_options=tuple((channel_options or {}).items()),
+    compact_answers: bool = True,
         server_embeddings=server_embeddings,
         rpc_observer=rpc_observer,
         api_key=api_key if api_key is not None else os.environ.get(contract.API_KEY_ENV) or None,
@@ -312,3 +320,4 @@ class ClientConstruction:
 
     def _setup(self, config: ClientConfig) -> None:
         raise NotImplementedError
+        compact_answers=compact_answers,

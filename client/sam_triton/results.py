@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from sam_triton_common.mask_codec import decode_masks
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,20 +50,73 @@ class ImageEmbedding:
         return self.embedding is None and self.session_id is not None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
+class PreviousMask:
+    """A mask of an earlier prediction that the server kept, named instead of uploaded: pass it
+    as a prompt's ``mask_input`` to refine that mask (server-held embeddings only).
+
+    Made by :meth:`Prediction.mask_input`; ``prediction_id`` is the server's id of that
+    prediction's prompt, ``index`` which of its masks.
+    """
+
+    prediction_id: str
+    index: int
+
+
+@dataclass(frozen=True, eq=False, init=False, repr=False)
 class Prediction:
     """Masks for one prompt, with ``SamPredictor.predict``'s shapes and meaning.
 
     Attributes:
         masks: (K, H, W) bool at the original image size, or float32 logits with
-            ``return_logits=True``; K = 3 with ``multimask_output`` else 1.
+            ``return_logits=True``; K = 3 with ``multimask_output`` else 1. A compact answer
+            (see ``compact_answers``) is decoded on first access, then kept.
         scores: (K,) float32 predicted IoU of each mask.
-        low_res_logits: (K, 256, 256) float32 logits, usable as the next ``mask_input``.
+        low_res_logits: (K, 256, 256) float32 logits, usable as the next ``mask_input``; None
+            when a compact answer left them on the server (``predict(..., low_res_logits=True)``
+            asks for them). :meth:`mask_input` refines either way.
+        prediction_id: the server's id of this prompt's kept logits (compact answers on a
+            server-held embedding), else None.
     """
 
-    masks: npt.NDArray[np.bool_] | npt.NDArray[np.float32]
     scores: npt.NDArray[np.float32]
-    low_res_logits: npt.NDArray[np.float32]
+    low_res_logits: npt.NDArray[np.float32] | None
+    prediction_id: str | None
+    _masks: npt.NDArray[np.bool_] | npt.NDArray[np.float32] | None
+    _encoded: tuple[bytes, ...]
+
+    def __init__(
+        self,
+        masks: npt.NDArray[np.bool_] | npt.NDArray[np.float32] | None = None,
+        scores: npt.NDArray[np.float32] | None = None,
+        low_res_logits: npt.NDArray[np.float32] | None = None,
+        *,
+        encoded_masks: tuple[bytes, ...] = (),
+        prediction_id: str | None = None,
+    ) -> None:
+        if (masks is None) == (not encoded_masks):
+            raise ValueError("a Prediction takes either masks or encoded_masks")
+        if scores is None:
+            raise ValueError("a Prediction needs its scores")
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "low_res_logits", low_res_logits)
+        object.__setattr__(self, "prediction_id", prediction_id)
+        object.__setattr__(self, "_masks", masks)
+        object.__setattr__(self, "_encoded", tuple(encoded_masks))
+
+    @property
+    def masks(self) -> npt.NDArray[np.bool_] | npt.NDArray[np.float32]:
+        if self._masks is None:
+            # Two threads may both decode once; either result is the same array.
+            object.__setattr__(self, "_masks", decode_masks(list(self._encoded), (len(self._encoded),)))
+        assert self._masks is not None
+        return self._masks
+
+    @property
+    def encoded_masks(self) -> tuple[bytes, ...]:
+        """The masks as the server sent them (``sam_triton_common.mask_codec``), or () when
+        they were computed here."""
+        return self._encoded
 
     def best(self) -> int:
         """Index of the mask with the highest predicted IoU."""
@@ -71,6 +125,26 @@ class Prediction:
 
 @dataclass(frozen=True)
 class TensorSpec:
+    def mask_input(self, index: int | None = None) -> PreviousMask | npt.NDArray[np.float32]:
+        """What to pass as the next prompt's ``mask_input`` to refine mask ``index`` (default:
+        :meth:`best`): the server's kept copy when there is one (nothing is uploaded), else the
+        (1, 256, 256) logits."""
+        k = self.best() if index is None else int(index)
+        if not 0 <= k < len(self.scores):
+            raise IndexError(f"mask {k} of a prediction with {len(self.scores)} masks")
+        if self.prediction_id is not None:
+            return PreviousMask(self.prediction_id, k)
+        if self.low_res_logits is None:
+            raise ValueError(
+                "this prediction holds neither its logits nor a server-kept id to refine it with"
+            )
+        logits: npt.NDArray[np.float32] = self.low_res_logits[k][None]
+        return logits
+
+    def __repr__(self) -> str:
+        shape = self._masks.shape if self._masks is not None else f"{len(self._encoded)} encoded"
+        return f"Prediction(masks={shape}, scores={self.scores!r}, prediction_id={self.prediction_id!r})"
+
     """One input or output of a served model."""
 
     name: str

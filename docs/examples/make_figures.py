@@ -1,6 +1,6 @@
 """Regenerate the example pictures of the docs (docs/images/*.png) with the real CLI.
 
-    .venv/bin/python docs/examples/make_figures.py
+    .venv/bin/python docs/examples/make_figures.py [--work DIR]
 
 Exports ``tiny-test`` with seeded random weights into a temporary repository, serves it with
 ``sam-triton serve`` on free loopback ports, runs ``sam-triton segment``, ``sam-triton
@@ -8,11 +8,14 @@ automask`` and a short ``sam-triton bench --scenario session`` against it on a r
 (``grace_hopper.jpg``, shipped in matplotlib's sample data), copies what they wrote into
 docs/images/ (shrunk so the repository stays small) and stops the server. A few minutes on two
 cores. The masks of random weights are meaningless; the pictures show what the commands
-write, which is what the pages that show them say.
+write, which is what the pages that show them say. ``--work DIR`` keeps the exported
+repository and the raw outputs there (a second run skips the export).
 """
 
 from __future__ import annotations
 
+import argparse
+import shlex
 import socket
 import subprocess
 import sys
@@ -40,9 +43,10 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def run(*args: str) -> None:
-    print("+ sam-triton", " ".join(args), flush=True)
-    subprocess.run([*CLI, *args], check=True)
+def run(command: str) -> None:
+    """One ``sam-triton`` command line (shell-quoted), which must succeed."""
+    print("+ sam-triton", command, flush=True)
+    subprocess.run([*CLI, *shlex.split(command)], check=True)
 
 
 def keep(source: Path, name: str) -> None:
@@ -54,74 +58,33 @@ def keep(source: Path, name: str) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, help="keep the repository and raw outputs here")
+    args = parser.parse_args()
     IMAGES.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sam-triton-figures-") as tmp:
-        work = Path(tmp)
-        repository = work / "repository"
-        run(
-            "export",
-            "--model-type",
-            "tiny-test",
-            "--random-weights",
-            "--seed",
-            "0",
-            "--repository",
-            str(repository),
-        )
+        work = args.work or Path(tmp)
+        repository = shlex.quote(str(work / "repository"))
+        photo, out = shlex.quote(str(PHOTO)), shlex.quote(str(work))
+        run(f"export --model-type tiny-test --random-weights --seed 0 --if-changed --repository {repository}")
         grpc, http, metrics = free_ports(3)
         url = f"127.0.0.1:{grpc}"
-        ports = ["--grpc-port", str(grpc), "--http-port", str(http), "--metrics-port", str(metrics)]
-        server = subprocess.Popen([*CLI, "serve", "--repository", str(repository), *ports])
+        ports = f"--grpc-port {grpc} --http-port {http} --metrics-port {metrics}"
+        server = subprocess.Popen([*CLI, "serve", *shlex.split(f"--repository {repository} {ports}")])
         try:
-            # segment and bench wait for readiness themselves (bench: --ready-timeout).
+            # bench waits for readiness (--ready-timeout); segment and automask come after it.
             run(
-                "bench",
-                "--url",
-                url,
-                "--scenario",
-                "session",
-                "--users",
-                "2",
-                "--clicks",
-                "4",
-                "--think-time",
-                "0.2",
-                "--duration",
-                "20",
-                "--ready-timeout",
-                "300",
-                "--no-progress",
-                "--output",
-                str(work / "bench"),
+                f"bench --url {url} --scenario session --users 2 --clicks 4 --think-time 0.2 --duration 20"
+                f" --ready-timeout 300 --no-progress --output {out}/bench"
             )
             run(
-                "segment",
-                str(PHOTO),
-                "--url",
-                url,
-                "--point",
-                "250,200",
-                "--point",
-                "60,500,0",
-                "--box",
-                "100,60,420,420",
-                "--output",
-                str(work / "overlay.png"),
+                f"segment {photo} --url {url} --point 250,200 --point 60,500,0 --box 100,60,420,420"
+                f" --output {out}/overlay.png"
             )
+            # Random weights pass no default filter: thresholds 0 keep what the model scores.
             run(
-                "automask",
-                str(PHOTO),
-                "--url",
-                url,
-                "--points-per-side",
-                "16",
-                "--pred-iou-thresh",
-                "0",
-                "--stability-score-thresh",
-                "0",
-                "--no-progress",
-                "--output",
-                str(work / "masks"),
+                f"automask {photo} --url {url} --points-per-side 8 --pred-iou-thresh 0"
+                f" --stability-score-thresh 0 --no-progress --output {out}/masks"
             )
         finally:
             server.terminate()
