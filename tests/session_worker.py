@@ -23,6 +23,6 @@ def embed_and_click(
         emb = client.embed(image, session_id=session_id)
         assert emb.server_held
         for x, y in clicks:
-            pred: Any = client.predict(emb, Prompt([[x, y]], [1]))
+            pred: Any = client.predict(emb, Prompt([[x, y]], [1]), low_res_logits=True)
             out.append((pred.scores, pred.low_res_logits, np.packbits(pred.masks)))
     return out

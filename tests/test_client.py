@@ -41,6 +41,7 @@ from sam_triton._tensors import build_infer_request, decode_infer_response
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto import inference_pb2_grpc as pb_grpc
 from sam_triton.transforms import postprocess_masks, preprocess_shape
+from sam_triton_common.mask_codec import encode_prediction
 
 # ----------------------------------------------------------------------------- the fake server
 
@@ -81,6 +82,7 @@ class FakeBehaviour:
     lock: threading.Lock = field(default_factory=threading.Lock)
     session_model: bool = True  # serve the toy sam_session
     sessions: dict[str, np.ndarray] = field(default_factory=dict)  # its cache: id -> embedding
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # prediction id -> kept (M, 256, 256) logits
 
 
 class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
@@ -174,8 +176,27 @@ class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
                     "mask_input": np.zeros((1, p, 1, 256, 256), np.float32),
                     "has_mask_input": np.zeros((1, p), np.float32),
                 }
+            inputs = {k: np.array(v) for k, v in inputs.items()}  # writable: refinements fill masks in
+            for p, kept in enumerate(inputs.get("refine_from", np.zeros((1, 0), object))[0]):
+                if kept:
+                    if kept.decode() not in self.b.kept:
+                        context.abort(grpc.StatusCode.NOT_FOUND, f"prediction not found: {kept!r}")
+                    inputs["mask_input"][0, p, 0] = self.b.kept[kept.decode()][inputs["refine_mask"][0, p]]
+                    inputs["has_mask_input"][0, p] = 1.0
             outputs.update(toy_decoder(embedding, inputs))
+            self._compact(inputs, outputs)
         return {k: v for k, v in outputs.items() if k in wanted}
+
+    def _compact(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        """The compact answers: masks made and encoded the way sam_session does, kept logits."""
+        low = outputs["low_res_masks"][0]
+        ids = [f"kept-{len(self.b.kept) + p}" for p in range(low.shape[0])]
+        self.b.kept.update(zip(ids, low, strict=True))
+        outputs["prediction_id"] = np.array([[i.encode() for i in ids]], dtype=np.object_)
+        if "original_size" in inputs:
+            size = tuple(int(v) for v in inputs["original_size"][0])
+            masks = [encode_prediction(m, preprocess_shape(*size), size) for m in low]
+            outputs["masks"] = np.array([masks], dtype=np.object_)
 
 
 def decode_request(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
@@ -484,7 +505,9 @@ def test_async_matches_sync_under_concurrency(fake: Served) -> None:
     async def main() -> list[Any]:
         async with AsyncSamClient(fake.url, backoff=0.01) as aclient:
             embs = await aclient.embed_many(images, concurrency=3)
-            return await asyncio.gather(*(aclient.predict(e, p) for e, p in zip(embs, prompts, strict=True)))
+            return await asyncio.gather(
+                *(aclient.predict(e, p, low_res_logits=True) for e, p in zip(embs, prompts, strict=True))
+            )
 
     got = asyncio.run(main())
     for a, b in zip(got, expected, strict=True):

@@ -270,7 +270,7 @@ def test_segment_one_round_trip_matches_predict(triton_server: Any) -> None:
     prompt = Prompt([[100, 120], [200, 50]], [1, 0])
     with SamClient(triton_server.grpc_url) as client:
         one = client.segment(image, prompt)
-        two = client.predict(client.embed(image), prompt)
+        two = client.predict(client.embed(image), prompt, low_res_logits=True)
     assert not isinstance(one, list) and not isinstance(two, list)
     np.testing.assert_allclose(one.scores, two.scores, atol=1e-5)
     np.testing.assert_allclose(one.low_res_logits, two.low_res_logits, atol=1e-4)
@@ -280,13 +280,16 @@ def test_async_concurrency_equals_sequential(triton_server: Any) -> None:
     images = [make_scene(100 + 37 * i, 160 + 11 * i, seed=i) for i in range(6)]
     prompts = [Prompt([[20 + 5 * i, 30]], [1]) for i in range(6)]
     with SamClient(triton_server.grpc_url) as client:
-        sequential = [client.predict(client.embed(im), p) for im, p in zip(images, prompts, strict=True)]
+        sequential = [
+            client.predict(client.embed(im), p, low_res_logits=True)
+            for im, p in zip(images, prompts, strict=True)
+        ]
 
     async def concurrent() -> list[Any]:
         async with AsyncSamClient(triton_server.grpc_url) as aclient:
 
             async def one(i: int) -> Any:
-                return await aclient.predict(await aclient.embed(images[i]), prompts[i])
+                return await aclient.predict(await aclient.embed(images[i]), prompts[i], low_res_logits=True)
 
             return await asyncio.gather(*(one(i) for i in range(6)))
 

@@ -99,7 +99,7 @@ def holders(cluster: ReplicaSet, session_id: str) -> list[int]:
 
 
 def click(client: SamClient, embedding: ImageEmbedding) -> Prediction:
-    prediction = client.predict(embedding, CLICK)
+    prediction = client.predict(embedding, CLICK, low_res_logits=True)
     assert isinstance(prediction, Prediction)
     return prediction
 

@@ -435,13 +435,16 @@ def test_server_held_sam2_sessions(sam2_server: ServedTriton, sam2_model: Any) -
         assert client.embed(image).from_cache is True
         sent.clear()
         pred = client.predict(
-            handle, Prompt(point_coords=[[200, 150]], point_labels=[1]), multimask_output=False
+            handle,
+            Prompt(point_coords=[[200, 150]], point_labels=[1]),
+            multimask_output=False,
+            low_res_logits=True,
         )
         assert max(sent) < 1024  # the click uploaded its prompts only
         ref = reference.predict(point_coords=[[200, 150]], point_labels=[1], multimask_output=False)
         _close((pred.masks.astype(np.float32), pred.scores, pred.low_res_logits), ref)
         refine = Prompt(point_coords=[[200, 150]], point_labels=[1], mask_input=ref[2])
-        pred = client.predict(handle, refine, multimask_output=False)
+        pred = client.predict(handle, refine, multimask_output=False, low_res_logits=True)
         ref = reference.predict(
             point_coords=[[200, 150]], point_labels=[1], mask_input=ref[2], multimask_output=False
         )
@@ -450,6 +453,50 @@ def test_server_held_sam2_sessions(sam2_server: ServedTriton, sam2_model: Any) -
         assert np.abs(held - reference.get_image_embedding().numpy()[0]).max() < 1e-4
         named = client.embed(image, session_id="mine")
         assert named.session_id == "mine" and named.server_held
+
+
+@pytest.mark.parametrize("size", [(17, 23), (9, 1500), (333, 500)])
+def test_sam2_compact_answers_are_the_bits_the_sdk_makes(
+    sam2_server: ServedTriton, size: tuple[int, int]
+) -> None:
+    """SAM 2's masks made on the server (one resize of the logits to the original size, no
+    1024 frame) are the bits the SDK makes from the same logits and on the wire format
+    before, multimask on and off; a refinement that names a kept mask equals uploading it."""
+    from sam_triton import Prediction, Prompt, SamClient
+    from sam_triton.transforms import SQUARE_INPUT, postprocess_to_masks
+
+    h, w = size
+    image = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    prompts = [
+        Prompt([[0.5 * (w - 1), 0.5 * (h - 1)]], [1]),
+        Prompt(box=[0.1 * w, 0.2 * h, 0.8 * w, 0.9 * h]),
+    ]
+    with (
+        SamClient(sam2_server.grpc_url) as compact,
+        SamClient(sam2_server.grpc_url, compact_answers=False) as before,
+    ):
+        handle = compact.embed(image)
+        for multimask in (True, False):
+            got = compact.predict(handle, prompts, multimask, low_res_logits=True)
+            old = before.predict(handle, prompts, multimask)
+            assert isinstance(got, list) and isinstance(old, list)
+            for new, want in zip(got, old, strict=True):
+                assert new.encoded_masks and new.low_res_logits is not None
+                assert new.masks.shape == ((3 if multimask else 1), h, w)
+                np.testing.assert_array_equal(
+                    new.masks, postprocess_to_masks(new.low_res_logits, SQUARE_INPUT, size)
+                )
+                np.testing.assert_array_equal(new.masks, want.masks)
+                np.testing.assert_array_equal(new.scores, want.scores)
+        first = got[0]
+        assert first.low_res_logits is not None
+        refined = compact.predict(handle, Prompt(prompts[0].point_coords, [1], mask_input=first.mask_input()))
+        uploaded = before.predict(
+            handle, Prompt(prompts[0].point_coords, [1], mask_input=first.low_res_logits[first.best()][None])
+        )
+    assert isinstance(refined, Prediction) and isinstance(uploaded, Prediction)
+    np.testing.assert_array_equal(refined.masks, uploaded.masks)
+    np.testing.assert_array_equal(refined.scores, uploaded.scores)
 
 
 def test_bench_reference_baseline_is_sam2s_predictor(sam2_checkpoint: Path) -> None:

@@ -231,12 +231,12 @@ def test_miss_on_unknown_id_and_transparent_reembed(client: SamClient, triton_se
         client.predict(bare, prompt)
     assert info.value.code == "NOT_FOUND" and never in (info.value.server_message or "")
 
-    expected = client.predict(client.embed(image), prompt)
+    expected = client.predict(client.embed(image), prompt, low_res_logits=True)
     # the same id, on a handle that holds its image: re-embedded under it, then answered
     rec = recording(client)
     held = dataclasses.replace(client.embed(image), session_id=never)
     n = len(rec.sent)
-    got = client.predict(held, prompt)
+    got = client.predict(held, prompt, low_res_logits=True)
     assert [("image" in s.inputs) for s in rec.since(n)] == [False, True, False]  # miss, upload, retry
     assert client.has_embedding(never)
     assert not isinstance(got, list) and not isinstance(expected, list)
@@ -259,7 +259,7 @@ def test_eviction_reembeds_and_server_stays_healthy(small_cache_server: Any, tri
     images = [make_scene(300 + 10 * i, 400, seed=50 + i) for i in range(3)]
     prompt = Prompt([[200, 150]], [1])
     with SamClient(triton_server.grpc_url, timeout=300) as big:
-        expected = [big.predict(big.embed(im), prompt) for im in images]
+        expected = [big.predict(big.embed(im), prompt, low_res_logits=True) for im in images]
     with SamClient(small_cache_server.grpc_url, timeout=300) as client:
         client.wait_until_ready(timeout=300)
         handles = [client.embed(im) for im in images]
@@ -270,13 +270,13 @@ def test_eviction_reembeds_and_server_stays_healthy(small_cache_server: Any, tri
         assert value(scraped, "sam_cache_bytes") == 2 * CACHE_ENTRY_BYTES
         assert [client.has_embedding(h.session_id or "") for h in handles] == [False, True, True]
         rec = recording(client)
-        got = client.predict(handles[0], prompt)  # miss -> re-embed -> answer
+        got = client.predict(handles[0], prompt, low_res_logits=True)  # miss -> re-embed -> answer
         assert [("image" in s.inputs) for s in rec.sent] == [False, True, False]
         # the re-embed evicted the next least recently used
         held = [client.has_embedding(h.session_id or "") for h in handles]
         assert held == [True, False, True]
         # round-robin over three images with room for two: clicks keep missing, all are answered
-        results = [client.predict(handles[i % 3], prompt) for i in range(1, 7)]
+        results = [client.predict(handles[i % 3], prompt, low_res_logits=True) for i in range(1, 7)]
         assert client.server_live() and client.server_ready()
         assert sum(client.has_embedding(h.session_id or "") for h in handles) == 2
     for i, pred in enumerate([got, *results]):

@@ -21,6 +21,9 @@ from sam_triton import (
     ImageEmbedding,
     InvalidInputError,
     ModelNotFoundError,
+    Prediction,
+    PredictionNotFoundError,
+    PreviousMask,
     Prompt,
     RemoteSamPredictor,
     SamClient,
@@ -85,22 +88,24 @@ def test_click_sends_prompts_only(fake: Served) -> None:
         pred = client.predict(emb, CLICK)
         (req,) = fake.behaviour.calls[n:]
         assert req.model_name == "sam_session"
-        # no embedding, no image, and no empty 256x256 mask_input: the id and the points
+        # no embedding, no image, and no empty 256x256 mask_input: the id, the points and the
+        # image's size, for the masks the server makes (compact answers, the default)
         assert {t.name for t in req.inputs} == {
             "session_id",
             "point_coords",
             "point_labels",
             "multimask_output",
+            "original_size",
         }
-        assert [o.name for o in req.outputs] == ["low_res_masks", "iou_predictions"]
+        assert [o.name for o in req.outputs] == ["iou_predictions", "prediction_id", "masks"]
         assert req.ByteSize() < 1024
         assert fake.behaviour.metadata[-1][SESSION_HEADER] == emb.session_id
         # same answer as the stateless path (embedding sent along to sam_decoder)
         ref = stateless.predict(stateless.embed(IMAGE), CLICK)
     assert not isinstance(pred, list) and not isinstance(ref, list)
+    assert pred.low_res_logits is None and ref.low_res_logits is not None  # not asked for
     np.testing.assert_array_equal(pred.masks, ref.masks)
     np.testing.assert_array_equal(pred.scores, ref.scores)
-    np.testing.assert_array_equal(pred.low_res_logits, ref.low_res_logits)
     assert fake.behaviour.calls[-1].model_name == "sam_decoder"
 
 
@@ -246,3 +251,71 @@ def test_mask_input_travels_only_when_a_prompt_has_one(fake: Served) -> None:
         np.testing.assert_array_equal(inputs["mask_input"][0, 1], mask)
         assert 256 * 1024 < req.ByteSize() < 2 * 256 * 1024 + 1024
     assert isinstance(preds, list) and len(preds) == 2
+
+
+def test_compact_answers_are_opt_out_and_logits_on_request(fake: Served) -> None:
+    """compact_answers=False is the wire format before it (logits, masks made here); both give
+    the same masks, and low_res_logits=True adds the logits to a compact answer."""
+    with client_for(fake) as compact, client_for(fake, compact_answers=False) as legacy:
+        emb = compact.embed(IMAGE)
+        n = len(fake.behaviour.calls)
+        old = legacy.predict(emb, CLICK)
+        new = compact.predict(emb, CLICK, low_res_logits=True)
+        with_logits, compact_req = fake.behaviour.calls[n:]
+    assert [o.name for o in with_logits.outputs] == ["low_res_masks", "iou_predictions"]
+    assert "original_size" not in {t.name for t in with_logits.inputs}
+    assert [o.name for o in compact_req.outputs] == [
+        "iou_predictions",
+        "prediction_id",
+        "low_res_masks",
+        "masks",
+    ]
+    assert isinstance(old, Prediction) and isinstance(new, Prediction)
+    assert old.prediction_id is None and old.encoded_masks == () and new.encoded_masks
+    np.testing.assert_array_equal(new.masks, old.masks)
+    np.testing.assert_array_equal(new.low_res_logits, old.low_res_logits)
+
+
+def test_refinement_names_the_kept_mask_instead_of_uploading_it(fake: Served) -> None:
+    with client_for(fake) as client, client_for(fake, compact_answers=False) as legacy:
+        emb = client.embed(IMAGE)
+        first = client.predict(emb, CLICK, low_res_logits=True)
+        assert isinstance(first, Prediction) and first.low_res_logits is not None
+        kept = first.mask_input()
+        assert kept == PreviousMask(str(first.prediction_id), first.best())
+        n = len(fake.behaviour.calls)
+        refined = client.predict(emb, Prompt([[120, 80], [30, 40]], [1, 0], mask_input=kept))
+        (req,) = fake.behaviour.calls[n:]
+        inputs = decode_request(req)
+        assert "mask_input" not in inputs and req.ByteSize() < 1024
+        assert inputs["refine_from"].tolist() == [[str(first.prediction_id).encode()]]
+        assert inputs["refine_mask"].tolist() == [[first.best()]]
+        # the same masks as uploading that mask's logits
+        uploaded = legacy.predict(
+            emb, Prompt([[120, 80], [30, 40]], [1, 0], mask_input=first.low_res_logits[first.best()][None])
+        )
+        assert isinstance(refined, Prediction) and isinstance(uploaded, Prediction)
+        np.testing.assert_array_equal(refined.masks, uploaded.masks)
+        # a mask never kept is a typed error, and so is naming one on the stateless path
+        with pytest.raises(PredictionNotFoundError, match="prediction not found"):
+            client.predict(emb, Prompt([[1, 1]], [1], mask_input=PreviousMask("never-made", 0)))
+    with (
+        client_for(fake, server_embeddings=False) as stateless,
+        pytest.raises(InvalidInputError, match="PreviousMask"),
+    ):
+        stateless.predict(stateless.embed(IMAGE), Prompt([[1, 1]], [1], mask_input=kept))
+
+
+def test_predictor_keeps_the_reference_return_values_unless_compact(fake: Served) -> None:
+    with RemoteSamPredictor(fake.url, backoff=0.01) as reference_like:
+        reference_like.set_image(IMAGE)
+        masks, scores, logits = reference_like.predict(np.array([[120, 80]]), np.array([1]))
+    with RemoteSamPredictor(fake.url, compact=True, backoff=0.01) as compact:
+        compact.set_image(IMAGE)
+        cmasks, cscores, clogits = compact.predict(np.array([[120, 80]]), np.array([1]))
+        assert compact.last_prediction is not None
+        refine = compact.last_prediction.mask_input()
+        compact.predict(np.array([[120, 80]]), np.array([1]), mask_input=refine)
+    assert logits is not None and logits.shape == (3, 256, 256) and clogits is None
+    np.testing.assert_array_equal(cmasks, masks)
+    np.testing.assert_array_equal(cscores, scores)

@@ -260,7 +260,8 @@ class _Session:
             points.append(click_point(int(rng.integers(1 << 30)), source.size))
             labels.append(1 if not labels or rng.random() < FOREGROUND_SHARE else 0)
             refine = previous is not None and rng.random() < self.opts.refine_fraction
-            mask = previous.low_res_logits[previous.best()][None] if refine and previous else None
+            # The server-kept mask when the answer was compact (nothing uploaded), else its logits.
+            mask = previous.mask_input() if refine and previous else None
             prompt = Prompt(point_coords=points, point_labels=labels, mask_input=mask)
             predict = partial(self.client.predict, handle, prompt, self.opts.multimask_output)
             answer, _ = await self._stage("refine" if refine else "click", predict)

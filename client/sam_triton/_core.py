@@ -57,8 +57,8 @@ from sam_triton_common.contract import (
     family_of_encoder,
 )
 from sam_triton_common.contract import SESSION_HEADER as SESSION_HEADER
-from sam_triton_common.transforms import (
 from sam_triton_common.mask_codec import mask_shape
+from sam_triton_common.transforms import (
     EMBEDDING_SHAPE,
     LOW_RES_SIZE,
     SQUARE_INPUT,
@@ -566,6 +566,15 @@ def decoder_prompt_inputs(
     if not mask_optional or bool(np.any(batch.has_mask_input)):
         inputs["mask_input"] = batch.mask_input[None]
         inputs["has_mask_input"] = batch.has_mask_input[None]
+    if batch.refines_kept_masks:
+        if not mask_optional:
+            raise errors.InvalidInputError(
+                "a PreviousMask names logits the server kept for a server-held embedding; here "
+                "pass the logits themselves (Prediction.low_res_logits) as mask_input"
+            )
+        kept = batch.previous_masks
+        inputs[REFINE_FROM] = np.array([[(m.prediction_id if m else "").encode() for m in kept]], np.object_)
+        inputs[REFINE_MASK] = np.array([[m.index if m else 0 for m in kept]], np.int32)
     return inputs
 
 
@@ -605,15 +614,6 @@ def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding, family: F
     if embedding.session_id is None:
         raise errors.InvalidInputError("this ImageEmbedding holds neither an embedding nor a session id")
     session_id = check_session_id(embedding.session_id, content_ids=True)
-    if batch.refines_kept_masks:
-        if not mask_optional:
-            raise errors.InvalidInputError(
-                "a PreviousMask names logits the server kept for a server-held embedding; here "
-                "pass the logits themselves (Prediction.low_res_logits) as mask_input"
-            )
-        kept = batch.previous_masks
-        inputs[REFINE_FROM] = np.array([[(m.prediction_id if m else "").encode() for m in kept]], np.object_)
-        inputs[REFINE_MASK] = np.array([[m.index if m else 0 for m in kept]], np.int32)
     return _Target(
         config.models.session,
         {SESSION_ID: np.array([[session_id.encode()]], dtype=np.object_)},
@@ -622,51 +622,6 @@ def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding, family: F
     )
 
 
-def decode_predictions(
-    outputs: dict[str, npt.NDArray[Any]],
-    model: str,
-    count: int,
-    input_size: tuple[int, int],
-    original_size: tuple[int, int],
-    return_logits: bool,
-) -> list[Prediction]:
-    """The predictions of one response: masks made here from the low-res logits, or (compact
-    answers) the server's encoded masks, decoded on first use; logits and ids when sent."""
-    iou = require_output(outputs, IOU_PREDICTIONS, model).astype(np.float32, copy=False)
-    if iou.size % count:
-        raise errors.ServerError(f"{model!r} returned {iou.size} scores for {count} prompts")
-    iou = iou.reshape(count, -1)
-    low = _low_res_output(outputs, model, count) if LOW_RES_MASKS in outputs else None
-    if low is not None and iou.shape[1] != low.shape[1]:
-        raise errors.ServerError(f"{model!r} returned {iou.shape[1]} scores for {low.shape[1]} masks")
-    predictions = []
-    for p in range(count):
-        masks: npt.NDArray[np.bool_] | npt.NDArray[np.float32]
-        if return_logits:
-            masks = postprocess_masks(low[p], input_size, original_size)
-        else:  # thresholded block by block: no full-size float logits
-            masks = postprocess_to_masks(low[p], input_size, original_size)
-        predictions.append(Prediction(masks, iou[p].copy(), logits, prediction_id=kept))
-    return predictions
-
-
-def _prompt_list(config: ClientConfig, prompts: Prompt | Sequence[Prompt]) -> tuple[list[Prompt], bool]:
-    items, single = as_prompt_list(prompts)
-    if len(items) > config.max_prompts:
-        raise errors.InvalidInputError(
-            f"{len(items)} prompts in one call; the limit is max_prompts={config.max_prompts}"
-        )
-    return items, single
-
-
-def predict_op(
-    config: ClientConfig,
-    embedding: ImageEmbedding,
-    prompts: Prompt | Sequence[Prompt],
-    multimask_output: bool = True,
-    return_logits: bool = False,
-) -> Op[Prediction | list[Prediction]]:
-    """Decode prompts against an embedding; one request per group of equal-N prompts, concurrently."""
 def _low_res_output(outputs: dict[str, npt.NDArray[Any]], model: str, count: int) -> npt.NDArray[np.float32]:
     low = require_output(outputs, LOW_RES_MASKS, model).astype(np.float32, copy=False)
     if low.ndim < 3 or low.shape[-2:] != (LOW_RES_SIZE, LOW_RES_SIZE) or low.size % (count * LOW_RES_SIZE**2):
@@ -694,24 +649,23 @@ def _compact_output(
     return encoded
 
 
-    items, single = _prompt_list(config, prompts)
-    family = yield from family_op(config)
-    encoded = encode_prompts(family, items, embedding.original_size)
-    target = _embedding_inputs(config, embedding, family)
-    model = target.model
-    batches = group_by_points(encoded, config.max_prompts_per_request)
-    calls = []
-    for batch in batches:
-        prompt_inputs = decoder_prompt_inputs(batch, multimask_output, mask_optional=target.mask_optional)
-        inputs = {**target.inputs, **prompt_inputs}
-        if server_masks:
-            inputs[ORIGINAL_SIZE] = np.array([embedding.original_size], dtype=np.int32)
-        request = build_infer_request(model, inputs, outputs, model_version=config.models.version)
-        calls.append(infer_call(config, request, f"predict via {model!r}", target.metadata))
-    if embedding.server_held:
-        responses = yield from _recovering(config, embedding, calls)
-    else:
-        responses = yield calls
+def decode_predictions(
+    outputs: dict[str, npt.NDArray[Any]],
+    model: str,
+    count: int,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    return_logits: bool,
+) -> list[Prediction]:
+    """The predictions of one response: masks made here from the low-res logits, or (compact
+    answers) the server's encoded masks, decoded on first use; logits and ids when sent."""
+    iou = require_output(outputs, IOU_PREDICTIONS, model).astype(np.float32, copy=False)
+    if iou.size % count:
+        raise errors.ServerError(f"{model!r} returned {iou.size} scores for {count} prompts")
+    iou = iou.reshape(count, -1)
+    low = _low_res_output(outputs, model, count) if LOW_RES_MASKS in outputs else None
+    if low is not None and iou.shape[1] != low.shape[1]:
+        raise errors.ServerError(f"{model!r} returned {iou.shape[1]} scores for {low.shape[1]} masks")
     compact = MASKS in outputs and not return_logits
     encoded = _compact_output(outputs, model, count, iou.shape[1], original_size) if compact else None
     if encoded is None and low is None:
@@ -719,8 +673,8 @@ def _compact_output(
     ids = outputs.get(PREDICTION_ID)
     if ids is not None and ids.size != count:
         raise errors.ServerError(f"{model!r} returned {ids.size} prediction ids for {count} prompts")
-    results: list[Prediction | None] = [None] * len(items)
-    for batch, resp in zip(batches, responses, strict=True):
+    predictions = []
+    for p in range(count):
         logits = None if low is None else low[p].copy()
         kept = None if ids is None else bytes(ids.reshape(-1)[p]).decode()
         if encoded is not None:
@@ -734,15 +688,15 @@ def _compact_output(
             )
             continue
         assert low is not None
-        preds = decode_predictions(
-            decode_infer_response(resp),
-            model,
-            len(batch.indices),
-            embedding.input_size,
-            embedding.original_size,
-            return_logits,
-        )
-        for i, pred in zip(batch.indices, preds, strict=True):
+        masks: npt.NDArray[np.bool_] | npt.NDArray[np.float32]
+        if return_logits:
+            masks = postprocess_masks(low[p], input_size, original_size)
+        else:  # thresholded block by block: no full-size float logits
+            masks = postprocess_to_masks(low[p], input_size, original_size)
+        predictions.append(Prediction(masks, iou[p].copy(), logits, prediction_id=kept))
+    return predictions
+
+
 def _answer_outputs(
     config: ClientConfig, target: _Target, return_logits: bool, low_res_logits: bool
 ) -> tuple[list[str], bool]:
@@ -762,6 +716,54 @@ def _answer_outputs(
     return outputs, not return_logits
 
 
+def _prompt_list(config: ClientConfig, prompts: Prompt | Sequence[Prompt]) -> tuple[list[Prompt], bool]:
+    items, single = as_prompt_list(prompts)
+    if len(items) > config.max_prompts:
+        raise errors.InvalidInputError(
+            f"{len(items)} prompts in one call; the limit is max_prompts={config.max_prompts}"
+        )
+    return items, single
+
+
+def predict_op(
+    config: ClientConfig,
+    embedding: ImageEmbedding,
+    prompts: Prompt | Sequence[Prompt],
+    multimask_output: bool = True,
+    return_logits: bool = False,
+    low_res_logits: bool = False,
+) -> Op[Prediction | list[Prediction]]:
+    """Decode prompts against an embedding; one request per group of equal-N prompts, concurrently."""
+    items, single = _prompt_list(config, prompts)
+    family = yield from family_op(config)
+    encoded = encode_prompts(family, items, embedding.original_size)
+    target = _embedding_inputs(config, embedding, family)
+    model = target.model
+    batches = group_by_points(encoded, config.max_prompts_per_request)
+    outputs, server_masks = _answer_outputs(config, target, return_logits, low_res_logits)
+    calls = []
+    for batch in batches:
+        prompt_inputs = decoder_prompt_inputs(batch, multimask_output, mask_optional=target.mask_optional)
+        inputs = {**target.inputs, **prompt_inputs}
+        if server_masks:
+            inputs[ORIGINAL_SIZE] = np.array([embedding.original_size], dtype=np.int32)
+        request = build_infer_request(model, inputs, outputs, model_version=config.models.version)
+        calls.append(infer_call(config, request, f"predict via {model!r}", target.metadata))
+    if embedding.server_held:
+        responses = yield from _recovering(config, embedding, calls)
+    else:
+        responses = yield calls
+    results: list[Prediction | None] = [None] * len(items)
+    for batch, resp in zip(batches, responses, strict=True):
+        preds = decode_predictions(
+            decode_infer_response(resp),
+            model,
+            len(batch.indices),
+            embedding.input_size,
+            embedding.original_size,
+            return_logits,
+        )
+        for i, pred in zip(batch.indices, preds, strict=True):
             results[i] = pred
     done = [r for r in results if r is not None]
     return done[0] if single else done
@@ -777,7 +779,6 @@ def segment_op(
 ) -> Op[Prediction | list[Prediction]]:
     """Image + prompts -> masks. One ``sam`` ensemble round trip when all prompts share N.
 
-    low_res_logits: bool = False,
     Prompts with different point counts need several decoder calls; rather than re-encoding
     the image once per group in the ensemble, embed once and decode each group.
     """
@@ -786,7 +787,6 @@ def segment_op(
     items, single = _prompt_list(config, prompts)
     family = yield from family_op(config)
     encoded = encode_prompts(family, items, original_size)
-    outputs, server_masks = _answer_outputs(config, target, return_logits, low_res_logits)
     batches = group_by_points(encoded, config.max_prompts_per_request)
     if len(batches) > 1:
         embedding = yield from embed_rgb_op(config, rgb)

@@ -148,10 +148,14 @@ class AsyncSamClient(ClientConstruction):
         return_logits: bool = False,
         *,
         priority: int | None = None,
+        low_res_logits: bool = False,
     ) -> Prediction | list[Prediction]:
         """See :meth:`SamClient.predict`. Cancelling the awaiting task cancels the RPC."""
         return await self._run(
-            _core.predict_op(self.config, embedding, prompts, multimask_output, return_logits), priority
+            _core.predict_op(
+                self.config, embedding, prompts, multimask_output, return_logits, low_res_logits
+            ),
+            priority,
         )
 
     async def segment(

@@ -180,10 +180,19 @@ class SamClient(ClientConstruction):
         return_logits: bool = False,
         *,
         priority: int | None = None,
+        low_res_logits: bool = False,
     ) -> Prediction | list[Prediction]:
-        """Masks for one prompt (-> Prediction) or several (-> list, same order)."""
+        """Masks for one prompt (-> Prediction) or several (-> list, same order).
+
+        With compact answers (the default on server-held embeddings) ``low_res_logits=True``
+        also downloads each prediction's (K, 256, 256) logits; otherwise they stay on the
+        server and ``Prediction.mask_input()`` refines a mask by naming it.
+        """
         return self._run(
-            _core.predict_op(self.config, embedding, prompts, multimask_output, return_logits), priority
+            _core.predict_op(
+                self.config, embedding, prompts, multimask_output, return_logits, low_res_logits
+            ),
+            priority,
         )
 
     def segment(

@@ -35,7 +35,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 than a multi-prompt answer (0.8 MiB per prompt), so the SDK raises it on both ends."""
 
 
-
 def _read(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
     """PEM given as bytes, or as a path to read."""
     if value is None or isinstance(value, bytes):
@@ -160,6 +159,11 @@ class ClientConfig:
             False: the embedding comes back and travels with every ``predict`` (stateless).
         rpc_observer: called after every RPC attempt with its payload sizes (None: nothing
             is measured, and nothing is paid for it).
+        compact_answers: a click on a server-held embedding gets its masks made on the server
+            and sent run-length encoded or bit-packed (a few KB instead of 256 KiB of logits
+            per mask), the same bits as masks made here; low-res logits only when asked for,
+            and the server keeps them for a refinement that names them (default). False:
+            the logits come back and the masks are made here (the wire format before).
     """
 
     url: str = "localhost:8001"
@@ -177,13 +181,9 @@ class ClientConfig:
     channel_options: tuple[tuple[str, Any], ...] = ()
     server_embeddings: bool = True
     rpc_observer: RpcObserver | None = None
+    compact_answers: bool = True
     families: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Filled by the client, not by callers: the model family each encoder model reported
-        compact_answers: a click on a server-held embedding gets its masks made on the server
-            and sent run-length encoded or bit-packed (a few KB instead of 256 KiB of logits
-            per mask), the same bits as masks made here; low-res logits only when asked for,
-            and the server keeps them for a refinement that names them (default). False:
-            the logits come back and the masks are made here (the wire format before).
     (its ModelMetadata outputs, ``contract.family_of_encoder``), asked once per model."""
     api_key: str | None = field(default=None, repr=False)
 
@@ -201,7 +201,6 @@ class ClientConfig:
         if self.compression not in (None, "gzip", "deflate"):
             raise ValueError(f"compression must be None, 'gzip' or 'deflate', got {self.compression!r}")
 
-    compact_answers: bool = True
     def grpc_options(self) -> list[tuple[str, Any]]:
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -249,6 +248,7 @@ class ClientOptions(TypedDict, total=False):
     server_embeddings: bool
     rpc_observer: RpcObserver | None
     api_key: str | None
+    compact_answers: bool
 
 
 def make_config(
@@ -269,9 +269,9 @@ def make_config(
     metadata: dict[str, str] | None = None,
     channel_options: dict[str, Any] | None = None,
     server_embeddings: bool = True,
-    compact_answers: bool
     rpc_observer: RpcObserver | None = None,
     api_key: str | None = None,
+    compact_answers: bool = True,
 ) -> ClientConfig:
     """The keyword arguments of both clients, as one :class:`ClientConfig`.
 
@@ -293,9 +293,9 @@ def make_config(
         max_pixels=max_pixels,
         metadata=tuple((metadata or {}).items()),
         channel_options=tuple((channel_options or {}).items()),
-    compact_answers: bool = True,
         server_embeddings=server_embeddings,
         rpc_observer=rpc_observer,
+        compact_answers=compact_answers,
         api_key=api_key if api_key is not None else os.environ.get(contract.API_KEY_ENV) or None,
     )
 
@@ -320,4 +320,3 @@ class ClientConstruction:
 
     def _setup(self, config: ClientConfig) -> None:
         raise NotImplementedError
-        compact_answers=compact_answers,

@@ -61,6 +61,12 @@ class EmbeddingNotFoundError(SamTritonError, LookupError):
     """A server-held embedding (session id) is not, or no longer, in the server's cache."""
 
 
+class PredictionNotFoundError(SamTritonError, LookupError):
+    """A refinement named a kept prediction (``PreviousMask``) that the server does not hold:
+    never made there, dropped to bound its memory, or made on another image of the session.
+    Refine with the mask's logits instead (``predict(..., low_res_logits=True)``)."""
+
+
 # Server messages that refine a status code. Triton reports an unknown model with
 # INVALID_ARGUMENT or NOT_FOUND depending on the path, and a model without loaded versions
 # with UNAVAILABLE, so the text decides before the code does. Lower-case substrings.
@@ -73,6 +79,7 @@ _MESSAGE_RULES: tuple[tuple[str, type[SamTritonError]], ...] = (
     # Triton's restricted protocols: "This protocol is restricted, expecting header '...'".
     ("protocol is restricted", AuthenticationError),
     ("embedding not found", EmbeddingNotFoundError),
+    ("prediction not found", PredictionNotFoundError),
     ("unknown session", EmbeddingNotFoundError),
     # "Request for unknown model: 'x' has no available versions": known, but not loaded (a
     # stopping server unloads its models before it closes its port), so not a missing model.

@@ -8,6 +8,11 @@ only when the server does not already hold that content, and each ``predict`` up
 the prompts (a point click is well under 1 KiB). If the server has evicted the embedding, the
 predictor encodes the image again, once, without the caller noticing. Pass
 ``server_embeddings=False`` for the stateless path (the embedding travels with every click).
+
+``compact=True`` trades the reference's third return value for bytes: the masks are made on
+the server and come back run-length encoded or bit-packed (a few KB instead of 256 KiB of
+logits per mask; the same bits), ``predict`` returns None for the low-res logits, and the
+server keeps them: refine with ``mask_input=predictor.last_prediction.mask_input()``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy.typing as npt
 from sam_triton_common.transforms import IMAGE_SIZE, ResizeLongestSide
 
 from .client import SamClient
+from .errors import ServerError
 from .images import ImageFormat, ImageInput
 from .prompts import Prompt
 from .results import ImageEmbedding, Prediction
@@ -62,6 +68,8 @@ class RemoteSamPredictor(ClientOwner):
     Args:
         client: ``"host:port"`` of the server's gRPC endpoint, or an existing
             :class:`~sam_triton.SamClient` to share (then it is not closed by this predictor).
+        compact: return None for the low-res logits and leave them on the server (see the
+            module doc); False (default): ``SamPredictor``'s return values.
         **options: :class:`~sam_triton.SamClient` keyword options when ``client`` is a URL
             (e.g. ``server_embeddings=False`` for the stateless path).
 
@@ -70,8 +78,17 @@ class RemoteSamPredictor(ClientOwner):
     ``set_image(..., session_id=...)`` and :meth:`close` / context manager.
     """
 
-    def __init__(self, client: str | SamClient = "localhost:8001", **options: Unpack[ClientOptions]) -> None:
+    def __init__(
+        self,
+        client: str | SamClient = "localhost:8001",
+        *,
+        compact: bool = False,
+        **options: Unpack[ClientOptions],
+    ) -> None:
         super().__init__(client, options)
+        self.compact = compact
+        self.last_prediction: Prediction | None = None
+        """The typed result of the last ``predict`` (its ``mask_input()`` refines a mask)."""
         self.transform = ResizeLongestSide(IMAGE_SIZE)
         self._features: npt.NDArray[np.float32] | None = None  # downloaded on first request
         self.embedding: ImageEmbedding | None = None
@@ -111,18 +128,22 @@ class RemoteSamPredictor(ClientOwner):
         mask_input: npt.ArrayLike | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
-    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
         """Masks for prompts on the current image, exactly as ``SamPredictor.predict``.
+
+        ``mask_input`` also takes a :class:`~sam_triton.PreviousMask`
+        (``last_prediction.mask_input()``): the server's kept logits, not uploaded.
 
         Returns:
             masks: (C, H, W) bool at the original size (float32 logits with ``return_logits``),
-            scores: (C,) float32 predicted IoUs, low_res_logits: (C, 256, 256) float32;
-            C = 3 with ``multimask_output`` else 1.
+            scores: (C,) float32 predicted IoUs, low_res_logits: (C, 256, 256) float32 (None
+            with ``compact=True``); C = 3 with ``multimask_output`` else 1.
         """
         self._require_image()  # before validating prompts: the reference checks this first too
         prompt = Prompt(point_coords, point_labels, box, mask_input)
         pred = self._predict([prompt], multimask_output, return_logits)[0]
-        return pred.masks, pred.scores, pred.low_res_logits
+        self.last_prediction = pred
+        return pred.masks, pred.scores, None if self.compact else low_res_logits_of(pred)
 
     def get_image_embedding(self) -> npt.NDArray[np.float32]:
         """The current image's embedding, (1, 256, 64, 64) float32 like ``SamPredictor``'s.
@@ -148,6 +169,7 @@ class RemoteSamPredictor(ClientOwner):
     def reset_image(self) -> None:
         """Forget the current image."""
         self.is_image_set = False
+        self.last_prediction = None
         self.embedding = None
         self._features = None
         self.original_size = None
@@ -176,5 +198,14 @@ class RemoteSamPredictor(ClientOwner):
         self, prompts: list[Prompt], multimask_output: bool, return_logits: bool
     ) -> list[Prediction]:
         embedding = self._require_image()
-        result = self.client.predict(embedding, prompts, multimask_output, return_logits)
+        result = self.client.predict(
+            embedding, prompts, multimask_output, return_logits, low_res_logits=not self.compact
+        )
         return result if isinstance(result, list) else [result]
+
+
+def low_res_logits_of(pred: Prediction) -> npt.NDArray[np.float32]:
+    """A prediction's low-res logits, which the drop-ins ask for (the reference returns them)."""
+    if pred.low_res_logits is None:
+        raise ServerError("the server sent no low_res_masks although they were asked for")
+    return pred.low_res_logits

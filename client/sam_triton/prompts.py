@@ -23,6 +23,7 @@ import numpy.typing as npt
 from sam_triton_common.transforms import LOW_RES_SIZE, apply_boxes, apply_coords
 
 from .errors import InvalidInputError
+from .results import PreviousMask
 
 VALID_POINT_LABELS = (-1, 0, 1)
 """Labels a user point may carry; 2 and 3 are reserved for box corners (see module doc)."""
@@ -54,25 +55,33 @@ class Prompt:
         point_labels: (N,) int64 labels (1 fg, 0 bg, -1 ignored), or None.
         box: (4,) float64 XYXY pixels, or None.
         mask_input: (1, 256, 256) float32 low-res logits from an earlier prediction, or None.
+        previous_mask: the server-kept mask this prompt refines (``mask_input`` given a
+            :class:`~sam_triton.PreviousMask`, from ``Prediction.mask_input()``), or None.
     """
 
     point_coords: F64 | None
     point_labels: npt.NDArray[np.int64] | None
     box: F64 | None
     mask_input: F32 | None
+    previous_mask: PreviousMask | None
 
     def __init__(
         self,
         point_coords: npt.ArrayLike | None = None,
         point_labels: npt.ArrayLike | None = None,
         box: npt.ArrayLike | None = None,
-        mask_input: npt.ArrayLike | None = None,
+        mask_input: npt.ArrayLike | PreviousMask | None = None,
     ) -> None:
         coords, labels = _check_points(point_coords, point_labels)
         object.__setattr__(self, "point_coords", coords)
         object.__setattr__(self, "point_labels", labels)
         object.__setattr__(self, "box", _check_box(box))
-        object.__setattr__(self, "mask_input", _check_mask_input(mask_input))
+        if isinstance(mask_input, PreviousMask):
+            object.__setattr__(self, "previous_mask", mask_input)
+            object.__setattr__(self, "mask_input", None)
+        else:
+            object.__setattr__(self, "previous_mask", None)
+            object.__setattr__(self, "mask_input", _check_mask_input(mask_input))
 
     @property
     def num_points(self) -> int:
@@ -168,6 +177,7 @@ class EncodedPrompt:
     point_labels: F32  # (N,)
     mask_input: F32  # (1, 256, 256)
     has_mask_input: float
+    previous_mask: PreviousMask | None = None  # refines a server-kept mask instead
 
 
 def encode_prompt(
@@ -198,7 +208,11 @@ def encoded_rows(prompt: Prompt, coords: Sequence[F64], labels: Sequence[F64]) -
     if prompt.mask_input is not None:
         return EncodedPrompt(point_coords, point_labels, prompt.mask_input, 1.0)
     return EncodedPrompt(
-        point_coords, point_labels, np.zeros((1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32), 0.0
+        point_coords,
+        point_labels,
+        np.zeros((1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32),
+        0.0,
+        prompt.previous_mask,
     )
 
 
@@ -211,6 +225,11 @@ class PromptBatch:
     point_labels: F32  # (P, N)
     mask_input: F32  # (P, 1, 256, 256)
     has_mask_input: F32  # (P,)
+    previous_masks: tuple[PreviousMask | None, ...] = ()  # per prompt; () when none refines one
+
+    @property
+    def refines_kept_masks(self) -> bool:
+        return any(m is not None for m in self.previous_masks)
 
 
 def group_by_points(encoded: Sequence[EncodedPrompt], max_prompts: int) -> list[PromptBatch]:
@@ -232,6 +251,7 @@ def group_by_points(encoded: Sequence[EncodedPrompt], max_prompts: int) -> list[
                     point_labels=np.stack([e.point_labels for e in items]),
                     mask_input=np.stack([e.mask_input for e in items]),
                     has_mask_input=np.array([e.has_mask_input for e in items], dtype=np.float32),
+                    previous_masks=tuple(e.previous_mask for e in items),
                 )
             )
     return batches

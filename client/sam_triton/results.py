@@ -122,9 +122,6 @@ class Prediction:
         """Index of the mask with the highest predicted IoU."""
         return int(np.argmax(self.scores))
 
-
-@dataclass(frozen=True)
-class TensorSpec:
     def mask_input(self, index: int | None = None) -> PreviousMask | npt.NDArray[np.float32]:
         """What to pass as the next prompt's ``mask_input`` to refine mask ``index`` (default:
         :meth:`best`): the server's kept copy when there is one (nothing is uploaded), else the
@@ -145,6 +142,9 @@ class TensorSpec:
         shape = self._masks.shape if self._masks is not None else f"{len(self._encoded)} encoded"
         return f"Prediction(masks={shape}, scores={self.scores!r}, prediction_id={self.prediction_id!r})"
 
+
+@dataclass(frozen=True)
+class TensorSpec:
     """One input or output of a served model."""
 
     name: str

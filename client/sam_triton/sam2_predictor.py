@@ -20,7 +20,7 @@ import numpy.typing as npt
 from sam_triton_common.contract import SAM2
 
 from .client import SamClient
-from .predictor import ClientOwner
+from .predictor import ClientOwner, low_res_logits_of
 from .prompts import Prompt
 from .results import ImageEmbedding, Prediction
 
@@ -176,14 +176,17 @@ class RemoteSam2ImagePredictor(ClientOwner):
             point_coords, point_labels, box, mask_input, 1.0 if normalize_coords else (w, h)
         )
         logits = return_logits or self.mask_threshold != 0.0
-        result = self.client.predict(embedding, prompts, multimask_output, return_logits=logits)
+        # The reference returns the low-res logits: always ask for them.
+        result = self.client.predict(
+            embedding, prompts, multimask_output, return_logits=logits, low_res_logits=True
+        )
         preds: list[Prediction] = result if isinstance(result, list) else [result]
         masks: Array = np.stack([p.masks for p in preds])
         if logits and not return_logits:
             masks = masks > self.mask_threshold
         masks = masks.astype(np.float32)
         scores = np.stack([p.scores for p in preds]).astype(np.float32)
-        low = np.clip(np.stack([p.low_res_logits for p in preds]), -32.0, 32.0)
+        low = np.clip(np.stack([low_res_logits_of(p) for p in preds]), -32.0, 32.0)
         return (masks, scores, low) if batched else (masks[0], scores[0], low[0])
 
 

@@ -67,6 +67,26 @@ SESSION_ID = "session_id"
 CACHE_HIT = "cache_hit"
 """BOOL [1]: whether ``sam_session`` already held the session's embedding."""
 
+# Compact answers of a ``sam_session`` click (README "Compact answers"): what the caller
+# requests is what is computed and sent.
+MASKS = "masks"
+"""BYTES [B, P, M] output: each mask at the original image size, thresholded on the server
+and encoded by ``sam_triton_common.mask_codec`` (run lengths or bit-packed, the smaller)."""
+ORIGINAL_SIZE = "original_size"
+"""INT32 [B, 2] input: (H, W) of the user's image; required when ``masks`` is requested."""
+MAX_MASK_PIXELS = 8192 * 8192
+"""The largest ``original_size`` (H * W) ``sam_session`` makes masks for."""
+PREDICTION_ID = "prediction_id"
+"""BYTES [B, P] output: an id per prompt under which ``sam_session`` keeps the prompt's
+low-res logits for a later refinement (requesting it is what asks the server to keep them)."""
+REFINE_FROM = "refine_from"
+"""BYTES [B, P] input: per prompt, a ``prediction_id`` whose logits become its ``mask_input``
+(empty: none), so a refinement uploads no 256 KiB mask."""
+REFINE_MASK = "refine_mask"
+"""INT32 [B, P] input: which of that prediction's masks (0..M-1) each prompt refines."""
+PREDICTION_NOT_FOUND = "prediction not found"
+"""How ``sam_session``'s NOT_FOUND message for an unknown ``refine_from`` id starts."""
+
 AUTOMASK_PARAMS = "params"
 """BYTES [1]: one serialized ``AutomaskParams`` message."""
 AUTOMASK_RESULT = "result"

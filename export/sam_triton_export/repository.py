@@ -149,6 +149,18 @@ def family_tensors(options: RepositoryOptions) -> tuple[Tensors, Tensors, Tensor
 
 SESSION_ID = Tensor(contract.SESSION_ID, "TYPE_STRING", (1,))
 CACHE_HIT = Tensor(contract.CACHE_HIT, "TYPE_BOOL", (1,))
+# Compact click answers (contract.MASKS ...): optional inputs, outputs sent only when requested.
+COMPACT_INPUTS = (
+    Tensor(contract.ORIGINAL_SIZE, "TYPE_INT32", (2,)),
+    Tensor(contract.REFINE_FROM, "TYPE_STRING", (-1,)),
+    Tensor(contract.REFINE_MASK, "TYPE_INT32", (-1,)),
+)
+COMPACT_OUTPUTS = (
+    Tensor(contract.MASKS, "TYPE_STRING", (-1, -1)),
+    Tensor(contract.PREDICTION_ID, "TYPE_STRING", (-1,)),
+)
+# Low-res logits kept for refinements by id: 64 MiB is ~85 multimask clicks.
+PREDICTION_CACHE_BYTES = 64 << 20
 # 1 GiB holds 73 sessions (a 4 MiB embedding + 10 MiB of decoder image features each); idle
 # sessions are dropped after an hour.
 SESSION_CACHE_BYTES = 1 << 30
@@ -393,9 +405,9 @@ def ensemble_config(options: RepositoryOptions) -> str:
 
 def session_config(options: RepositoryOptions) -> str:
     encoder_inputs = family_tensors(options)[0]
-    optional = (*encoder_inputs, *DECODER_INPUTS[1:])
+    optional = (*encoder_inputs, *DECODER_INPUTS[1:], *COMPACT_INPUTS)
     inputs = [SESSION_ID.message(), *(t.message(optional=True) for t in optional)]
-    outputs = [t.message() for t in (*DECODER_OUTPUTS, *ENCODER_OUTPUTS, CACHE_HIT)]
+    outputs = [t.message() for t in (*DECODER_OUTPUTS, *ENCODER_OUTPUTS, CACHE_HIT, *COMPACT_OUTPUTS)]
     return render(
         Message.of(
             _header(options.target),
@@ -435,6 +447,7 @@ def session_config(options: RepositoryOptions) -> str:
                     "max_points": str(options.max_points),
                     "cache_bytes": str(SESSION_CACHE_BYTES),
                     "cache_ttl_seconds": str(SESSION_CACHE_TTL_SECONDS),
+                    "prediction_cache_bytes": str(PREDICTION_CACHE_BYTES),
                     "click_queue_size": str(options.queues.session),
                     "embed_workers": str(options.queues.embed_workers),
                     "embed_queue_size": str(options.queues.embed_queue),

@@ -10,17 +10,20 @@ small-region clean-up run here too (:mod:`sam_triton_server.backend.automask` ex
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+from sam_triton_common.amg import AmgParams
 from sam_triton_common.amg.wire import decode_params
 from sam_triton_common.contract import AUTOMASK_PARAMS, AUTOMASK_RESULT, ENCODER_MODEL, IMAGE
+from sam_triton_common.proto import automask_pb2
 
 from sam_triton_server.backend.automask import AutomaskCancelled, AutomaskLimits, run_automask, warm_up
 from sam_triton_server.backend.metrics import AutomaskMetrics
 from sam_triton_server.backend.models._common import Array, InvalidInput, OnnxModelBase, int_parameter
-from sam_triton_server.backend.ort import Session
+from sam_triton_server.backend.ort import MemoryReleasing, Session
 from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
 
@@ -33,15 +36,27 @@ class TritonPythonModel(OnnxModelBase):
     prompt_graph: Session
 
     def setup(self) -> None:
-        self.decoder = PromptDecoder(self.image_features, self.prompt_graph)
         defaults = asdict(AutomaskLimits())
         self.limits = AutomaskLimits(
             **{key: int_parameter(self.params, key, default) for key, default in defaults.items()}
         )
         self.encoder_model = self.params.get("encoder_model", ENCODER_MODEL)
-        self.encoder_max_batch = int_parameter(self.params, "encoder_max_batch", 8)
         self.metrics = AutomaskMetrics(self.pb, self.name)
+        self.setup_family()
+        self.release_memory()
+
+    def setup_family(self) -> None:
+        """What the model family needs beside the common set-up: SAM 1's split decoder."""
+        self.decoder = PromptDecoder(self.image_features, self.prompt_graph)
+        self.encoder_max_batch = int_parameter(self.params, "encoder_max_batch", 8)
         warm_up(self.decoder)
+
+    def release_memory(self) -> None:
+        """Hand back what the decoder's runtime kept from its largest batches: one small
+        decode through :class:`MemoryReleasing` sessions. A request's batches of
+        ``points_per_batch`` prompts need ~1.2 GB on vit_b; kept between requests, they made
+        this stub 3.3 GB resident (BENCHMARKS.md "Memory per replica")."""
+        warm_up(PromptDecoder(MemoryReleasing(self.image_features), MemoryReleasing(self.prompt_graph)), 1)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return self.execute_each(requests, self._handle_cancellable)
@@ -54,6 +69,8 @@ class TritonPythonModel(OnnxModelBase):
             message = f"{self.name}: {stopped}"
             self.logger.info(message)  # the operator sees why a job ended without an answer
             return self._error(message, "CANCELLED")
+        finally:
+            self.release_memory()
 
     def _handle(self, request: Any) -> Any:
         started = time.monotonic()
@@ -65,18 +82,25 @@ class TritonPythonModel(OnnxModelBase):
             raise InvalidInput(
                 f"params must hold exactly one serialized AutomaskParams, got {raw_params.size}"
             )
-        result = run_automask(
-            np.ascontiguousarray(image[0]),
-            decode_params(bytes(raw_params[0])),
+        params = decode_params(bytes(raw_params[0]))
+        result = self.run(np.ascontiguousarray(image[0]), params, request.is_cancelled)
+        payload = np.array([[result.SerializeToString()]], dtype=np.object_)
+        self.metrics.ran(time.monotonic() - started, len(result.records))
+        return self.respond({AUTOMASK_RESULT: payload})
+
+    def run(
+        self, image: Array, params: AmgParams, cancelled: Callable[[], bool]
+    ) -> automask_pb2.AutomaskResult:
+        """One image's masks, by this model family's generator."""
+        return run_automask(
+            image,
+            params,
             encode_batch=self._encode_batch,
             decoder=self.decoder,
             encoder_max_batch=self.encoder_max_batch,
             limits=self.limits,
-            cancelled=request.is_cancelled,
+            cancelled=cancelled,
         )
-        payload = np.array([[result.SerializeToString()]], dtype=np.object_)
-        self.metrics.ran(time.monotonic() - started, len(result.records))
-        return self.respond({AUTOMASK_RESULT: payload})
 
     def _encode_batch(self, images: Array, sizes: Array) -> Array:
         """All crops of a batch in one BLS request: one dynamic batch on the encoder."""

@@ -62,9 +62,17 @@ from sam_triton_common.contract import (
     IOU_PREDICTIONS,
     LOW_RES_MASKS,
     LOW_RES_SIZE,
+    MASKS,
+    MAX_MASK_PIXELS,
     MAX_SESSION_ID_BYTES,
+    ORIGINAL_SIZE,
+    PREDICTION_ID,
+    REFINE_FROM,
+    REFINE_MASK,
     SESSION_ID,
 )
+from sam_triton_common.mask_codec import encode_prediction
+from sam_triton_common.transforms import SQUARE_INPUT, preprocess_shape
 
 from sam_triton_server.backend.click_lane import ClickLane, LaneFull
 from sam_triton_server.backend.embed_pool import EmbedPool, PoolFull
@@ -81,9 +89,11 @@ from sam_triton_server.backend.models._common import (
 from sam_triton_server.backend.models.decoder import validate_decoder_inputs
 from sam_triton_server.backend.models.encoder import validate_encoder_inputs
 from sam_triton_server.backend.ort import Session
+from sam_triton_server.backend.prediction_store import PredictionNotFound, PredictionStore
 from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
 PROMPT_INPUTS = DECODER_INPUTS[1:]  # everything the decoder takes except the embedding
+CLICK_EXTRAS = (ORIGINAL_SIZE, REFINE_FROM, REFINE_MASK)  # what a compact click adds to the prompts
 OVERLOADED_PREFIX = "sam_session overloaded"
 WAITED_S = 0.002
 """A request that reached its worker later than this after arriving waited for its turn."""
@@ -126,6 +136,7 @@ class TritonPythonModel(OnnxModelBase):
             on_pending=self.metrics.embed_pending,
         )
         self.clicks = ClickLane(max_pending=int_parameter(self.params, "click_queue_size", 64))
+        self.predictions = PredictionStore(int_parameter(self.params, "prediction_cache_bytes", 64 << 20))
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -229,7 +240,16 @@ class TritonPythonModel(OnnxModelBase):
         wanted = set(request.requested_output_names())
         outputs: dict[str, Array] = {}
         if self._is_click(request):
-            outputs.update(self._decode(self._held(entry, session_id), request))
+            held = self._held(entry, session_id)
+            outputs.update(self._decode(held, request))
+            low = outputs[LOW_RES_MASKS]
+            if MASKS in wanted:  # before anything is kept: a refused request holds nothing
+                outputs[MASKS] = self._compact_masks(request, held, low)
+            if PREDICTION_ID in wanted:
+                ids = [self.predictions.keep(session_id, held, prompts) for prompts in low]
+                outputs[PREDICTION_ID] = np.array(
+                    [[i.encode() for i in row] for row in ids], dtype=np.object_
+                )
         if IMAGE_EMBEDDINGS in wanted:
             outputs[IMAGE_EMBEDDINGS] = self._held(entry, session_id).embedding[None]
         outputs[CACHE_HIT] = np.array([[hit]], dtype=np.bool_)
@@ -259,14 +279,16 @@ class TritonPythonModel(OnnxModelBase):
         (the request would otherwise be answered as a plain lookup)."""
         has = {
             name
-            for name in (IMAGE, INPUT_SIZE, *PROMPT_INPUTS)
+            for name in (IMAGE, INPUT_SIZE, *PROMPT_INPUTS, *CLICK_EXTRAS)
             if self.pb.get_input_tensor_by_name(request, name) is not None
         }
         if INPUT_SIZE in has and IMAGE not in has:
             raise InvalidInput(f"{INPUT_SIZE} given without {IMAGE}")
-        prompt_parts = sorted(has.intersection(PROMPT_INPUTS[1:]))
+        prompt_parts = sorted(has.intersection((*PROMPT_INPUTS[1:], *CLICK_EXTRAS)))
         if prompt_parts and "point_coords" not in has:
             raise InvalidInput(f"{prompt_parts} given without point_coords")
+        if (REFINE_FROM in has) != (REFINE_MASK in has):
+            raise InvalidInput(f"{REFINE_FROM} and {REFINE_MASK} go together")
 
     def _embed(self, session_id: str, request: Any, arrived: float) -> CachedEmbedding:
         image, input_size = self.input(request, IMAGE), self.input(request, INPUT_SIZE)
@@ -298,9 +320,10 @@ class TritonPythonModel(OnnxModelBase):
             )
         return left_us
 
-    def _prompt_arrays(self, request: Any) -> dict[str, Array]:
+    def _prompt_arrays(self, request: Any, entry: CachedEmbedding) -> dict[str, Array]:
         """The decoder's prompt inputs; an absent mask_input means "no mask" for every prompt
-        (a read-only zero view: the prompt decoder never reads it)."""
+        (a read-only zero view: the prompt decoder never reads it); prompts that name a kept
+        prediction (``refine_from``) get its logits as their mask."""
         arrays = {}
         for name in PROMPT_INPUTS:
             tensor = self.pb.get_input_tensor_by_name(request, name)
@@ -321,10 +344,58 @@ class TritonPythonModel(OnnxModelBase):
         missing = [name for name in PROMPT_INPUTS if name not in arrays]
         if missing:
             raise InvalidInput(f"missing input tensor {missing[0]!r}")
+        if self.pb.get_input_tensor_by_name(request, REFINE_FROM) is not None:
+            self._refine(request, entry, arrays)
         return arrays
 
+    def _refine(self, request: Any, entry: CachedEmbedding, arrays: dict[str, Array]) -> None:
+        """Puts the kept logits that ``refine_from``/``refine_mask`` name into the prompts' masks."""
+        names, indices = self.input(request, REFINE_FROM), self.input(request, REFINE_MASK)
+        shape = arrays["point_coords"].shape[:2]
+        if names.shape != shape or indices.shape != shape:
+            raise InvalidInput(
+                f"{REFINE_FROM} {list(names.shape)} and {REFINE_MASK} {list(indices.shape)} must be "
+                f"{list(shape)}: one per prompt"
+            )
+        session_id = self._session_id(request)
+        mask = np.array(arrays["mask_input"], dtype=np.float32)  # a writable copy
+        has_mask = np.array(arrays["has_mask_input"], dtype=np.float32)
+        for (b, p), name in np.ndenumerate(names):
+            text = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+            if not text:
+                continue
+            try:
+                mask[b, p, 0] = self.predictions.mask(session_id, entry, text, int(indices[b, p]))
+            except PredictionNotFound as e:
+                raise NotFound(str(e)) from None
+            except IndexError as e:
+                raise InvalidInput(str(e)) from None
+            has_mask[b, p] = 1.0
+        arrays["mask_input"], arrays["has_mask_input"] = mask, has_mask
+
+    def _compact_masks(self, request: Any, entry: CachedEmbedding, low: Array) -> Array:
+        """BYTES [B, P, M]: each mask at the caller's ``original_size``, encoded compactly;
+        the same bits as the SDK's own postprocessing of the logits (the same code makes them)."""
+        tensor = self.pb.get_input_tensor_by_name(request, ORIGINAL_SIZE)
+        if tensor is None:
+            raise InvalidInput(f"{MASKS} requested without {ORIGINAL_SIZE}: the masks' size is needed")
+        height, width = (int(v) for v in tensor.as_numpy().reshape(2))  # INT32 [1, 2] (the config)
+        if height <= 0 or width <= 0 or height * width > MAX_MASK_PIXELS:
+            raise InvalidInput(
+                f"{ORIGINAL_SIZE} {height}x{width}: expected positive sides, at most {MAX_MASK_PIXELS} pixels"
+            )
+        if entry.input_size != SQUARE_INPUT and preprocess_shape(height, width) != entry.input_size:
+            raise InvalidInput(
+                f"{ORIGINAL_SIZE} {height}x{width} is not the embedded image's size (it was resized to "
+                f"{entry.input_size[0]}x{entry.input_size[1]}, which {height}x{width} is not)"
+            )
+        out = np.empty(low.shape[:3], dtype=np.object_)
+        for b, p in np.ndindex(*low.shape[:2]):  # one prompt's full-size masks at a time
+            out[b, p] = encode_prediction(low[b, p], entry.input_size, (height, width))
+        return out
+
     def _decode(self, entry: CachedEmbedding, request: Any) -> dict[str, Array]:
-        arrays = self._prompt_arrays(request)
+        arrays = self._prompt_arrays(request, entry)
         arrays[IMAGE_EMBEDDINGS] = entry.embedding[None]
         validate_decoder_inputs(
             arrays, max_prompts=self.max_prompts, max_points=self.max_points, embedding_is_trusted=True

@@ -83,7 +83,7 @@ class TritonPythonModel(session.TritonPythonModel):
         return entry
 
     def _decode(self, entry: CachedEmbedding, request: Any) -> dict[str, Array]:
-        arrays = self._prompt_arrays(request)
+        arrays = self._prompt_arrays(request, entry)
         return self._run(entry, arrays)
 
     def _run(self, entry: CachedEmbedding, arrays: dict[str, Array]) -> dict[str, Array]:
