@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import importlib.util
 import inspect
 import re
 from collections.abc import Callable
@@ -55,8 +56,21 @@ def _cell(text: str) -> str:
     return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|").replace("*", "\\*")
 
 
+def _load_sibling(name: str) -> Any:
+    """A module beside this hook (MkDocs loads hooks by path, so their folder is not importable)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_roles = _load_sibling("sphinx_roles")
+
+
 def _doc(obj: Any) -> str:
-    return inspect.getdoc(obj) or ""
+    """An object's docstring, with its Sphinx roles as Markdown code (as the reference shows them)."""
+    return _roles.as_markdown(inspect.getdoc(obj) or "")
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -301,9 +315,93 @@ def _include(relative: str) -> str:
     return f"{title}\n\n{note}{rest}"
 
 
+# Pictures written at build time: uri -> SVG bytes (the benchmark plots, drawn from the tables).
+PICTURES: dict[str, bytes] = {}
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+def _first_number(cell: str) -> float | None:
+    match = _NUMBER.search(cell.replace("**", ""))
+    return float(match.group()) if match else None
+
+
+def _tables(markdown: str) -> list[tuple[int, list[str], list[list[str]]]]:
+    """(index of the line after the table, header cells, body rows) of every Markdown table."""
+    lines = markdown.split("\n")
+    found = []
+    number = 0
+    while number < len(lines) - 1:
+        if lines[number].startswith("|") and re.match(r"^\|[ :|-]+\|$", lines[number + 1].strip()):
+            header = [cell.strip() for cell in lines[number].strip().strip("|").split("|")]
+            end = number + 2
+            rows = []
+            while end < len(lines) and lines[end].startswith("|"):
+                rows.append([cell.strip() for cell in lines[end].strip().strip("|").split("|")])
+                end += 1
+            found.append((end, header, rows))
+            number = end
+        else:
+            number += 1
+    return found
+
+
+def _plot(header: list[str], rows: list[list[str]]) -> bytes | None:
+    """An SVG of a table: ratios as bars (a "served / reference" column), or every numeric column
+    against a first column of concurrency or users. None for tables of neither kind."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ratio = next((i for i, name in enumerate(header) if name == "served / reference"), None)
+    figure = None
+    if ratio is not None:
+        points = [(row[0], _first_number(row[ratio])) for row in rows if len(row) > ratio]
+        points = [(re.sub(r"[`*]", "", label)[:48], value) for label, value in points if value is not None]
+        if len(points) > 1:
+            figure, axes = plt.subplots(figsize=(7, 0.45 * len(points) + 1))
+            axes.barh(
+                [label for label, _ in points][::-1], [value for _, value in points][::-1], color="#3f51b5"
+            )
+            axes.axvline(1.0, color="black", linewidth=0.8)
+            axes.set_xlabel("served / reference, p50 (below 1: faster than the reference)")
+    elif header[0] in ("concurrency", "users"):
+        xs = [_first_number(row[0]) for row in rows]
+        columns = [
+            (name, [_first_number(row[i]) if i < len(row) else None for row in rows])
+            for i, name in enumerate(header[1:], 1)
+            if "before" not in name and all(_first_number(row[i]) is not None for row in rows if i < len(row))
+        ]
+        if columns and len(xs) > 1 and None not in xs:
+            figure, axes = plt.subplots(len(columns), 1, figsize=(7, 1.8 * len(columns)), sharex=True)
+            for ax, (name, ys) in zip(figure.axes, columns, strict=True):
+                ax.plot(xs, ys, marker="o", color="#3f51b5")
+                ax.set_ylabel(name)
+                ax.grid(alpha=0.3)
+            figure.axes[-1].set_xlabel(header[0])
+    if figure is None:
+        return None
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 @_page("benchmarks.md")
 def benchmarks_page() -> str:
-    return _include("BENCHMARKS.md")
+    text = _include("BENCHMARKS.md")
+    lines = text.split("\n")
+    for end, header, rows in reversed(_tables(text)):
+        svg = _plot(header, rows)
+        if svg is not None:
+            uri = f"images/benchmarks-{len(PICTURES)}.svg"
+            PICTURES[uri] = svg
+            lines[end:end] = ["", f"![The table above, plotted at build time]({uri})", ""]
+    return "\n".join(lines)
 
 
 @_page("operating/deploy.md")
@@ -315,8 +413,11 @@ def deploy_page() -> str:
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
+    PICTURES.clear()
     for uri, write in PAGES.items():
         files.append(File.generated(config, uri, content=write()))
+    for uri, svg in PICTURES.items():
+        files.append(File.generated(config, uri, content=svg))
     return files
 
 
