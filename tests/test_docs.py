@@ -238,3 +238,13 @@ def test_python_sample_runs_against_a_real_server(
     monkeypatch.chdir(sample_folder)
     namespace: dict[str, object] = {"__name__": "__main__"}
     exec(compile(code, sample.name, "exec"), namespace)  # noqa: S102 - the sample is the test
+
+
+def test_readme_links_lead_somewhere() -> None:
+    """The README is the door: each of its links opens a file of the repository (GitHub shows
+    docs/ pages as they are; `make docs` builds the same pages as a site)."""
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    assert targets, "the README links into the documentation"
+    broken = [target for target in targets if "://" not in target and not (ROOT / target).exists()]
+    assert broken == []
