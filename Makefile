@@ -7,7 +7,11 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/sam-triton
 STAMP := $(VENV)/.installed
 
+# MODEL: any `sam-triton export --model-type` (vit_b|vit_l|vit_h, sam2.1_hiera_tiny|small|base_plus|large,
+# sam2_hiera_*). NAME=...: export it under that name beside the repository's other models
+# (clients choose it with model=NAME / --model NAME; README "Several models in one repository").
 MODEL ?= vit_b
+NAME ?=
 CHECKPOINT ?=
 SEED ?= 0
 REPOSITORY ?= model_repository
@@ -52,7 +56,7 @@ venv: $(STAMP)
 # Export (only when the repository does not already hold this model and these weights),
 # then run Triton in the foreground until Ctrl-C (the serve line is not echoed: it may hold the API key).
 serve: venv
-	$(CLI) export --model-type $(MODEL) $(WEIGHTS) --repository $(REPOSITORY) --if-changed
+	$(CLI) export --model-type $(MODEL) $(WEIGHTS) --repository $(REPOSITORY) $(if $(NAME),--name $(NAME)) --if-changed
 	@$(if $(API_KEY),SAM_TRITON_API_KEY='$(API_KEY)') exec $(CLI) serve --repository $(REPOSITORY) --replicas $(REPLICAS) \
 		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT) \
 		--host $(HOST) --exit-timeout $(EXIT_TIMEOUT) $(SECURITY)
@@ -61,7 +65,7 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv typecheck
-	$(VENV)/bin/ruff check client common bench export server tests proto
+	$(VENV)/bin/ruff check client common bench export server tests proto docs
 
 # The SDK is the typed public surface; the server and export packages are held to the same bar.
 typecheck: venv

@@ -224,7 +224,7 @@ def contract_reference() -> str:
         "encoder outputs (all of them decoder inputs), never renames one. FP32 unless said.",
         "",
         "| family | preprocessing | encoder inputs | encoder outputs | decoder inputs "
-        "| bytes held per session |",
+        "| encoder output bytes per image |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for family in contract.FAMILIES.values():
