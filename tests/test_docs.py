@@ -13,6 +13,7 @@ argument parser and every ``make serve VAR=`` names a variable of the Makefile.
 from __future__ import annotations
 
 import ast
+import html
 import os
 import re
 import shlex
@@ -158,7 +159,7 @@ def test_included_pages_follow_their_files(site: Path) -> None:
 
 def _plain(markdown: str) -> str:
     """The start of a heading as the site writes it: the text before its first code span."""
-    return markdown.split("`")[0].replace("->", "-&gt;").strip()
+    return html.escape(markdown.split("`")[0].strip(), quote=False)
 
 
 def test_an_unknown_generated_part_fails_the_build() -> None:
