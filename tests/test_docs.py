@@ -148,7 +148,6 @@ def test_error_page_explains_every_sdk_error(site: Path) -> None:
     assert unexplained == [], 'give each error advice in docs/sdk/errors.md, "What to do about each"'
 
 
-
 def test_included_pages_follow_their_files(site: Path) -> None:
     # BENCHMARKS.md and deploy/README.md stay where they are; the site shows them as they are now.
     for source, page in (("BENCHMARKS.md", "benchmarks.html"), ("deploy/README.md", "operating/deploy.html")):
@@ -248,4 +247,30 @@ def test_readme_links_lead_somewhere() -> None:
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
     assert targets, "the README links into the documentation"
     broken = [target for target in targets if "://" not in target and not (ROOT / target).exists()]
+    assert broken == []
+
+
+def test_citations_in_the_code_lead_somewhere() -> None:
+    """Comments, docstrings and messages that send a reader to the docs name a page that exists
+    (docs/....md) or a section the README still has."""
+    readme = (ROOT / "README.md").read_text()
+    sections = set(re.findall(r"^#+ (.+)$", readme, re.MULTILINE)) | set(
+        re.findall(r"^\*\*(.+?)\.\*\*", readme, re.MULTILINE)
+    )
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    suffixes = {".py", ".toml", ".json", ".yaml", ".yml", ".pbtxt", ".sh", ""}
+    broken = []
+    for name in tracked.split():
+        path = ROOT / name
+        if name.startswith("docs/") or name == "tests/test_docs.py" or path.suffix not in suffixes:
+            continue
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        for page in re.findall(r"\bdocs/[\w/.-]+?\.md\b", text):
+            if not (ROOT / page).exists():
+                broken.append(f"{name}: {page}")
+        for cited in re.findall(r"README(?:\.md)?(?:'s)?(?:,| section)?\s+\"([^\"\n]+)\"", text):
+            if not any(section.startswith(" ".join(cited.split())) for section in sections):
+                broken.append(f'{name}: README "{cited}"')
     assert broken == []
