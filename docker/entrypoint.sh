@@ -3,33 +3,54 @@
 # With --export-only it stops after the export (the Kubernetes init container, deploy/).
 set -euo pipefail
 
-if [[ ! -f "${CHECKPOINT}" ]]; then
-    echo "sam-triton: checkpoint ${CHECKPOINT} not found; mount your SAM .pth file (see docker-compose.yml)" >&2
-    exit 2
-fi
-
 verify_flag=()
 [[ "${VERIFY}" == "0" ]] && verify_flag=(--no-verify)
 
-# As PID 1 (a Kubernetes container has no init) bash gets no SIGTERM it has no handler for, and
-# it would not run one before a foreground child exits: the export (minutes) runs in the
-# background and a stop is passed on to it, so `docker stop` or a pod deletion stops it now.
-sam-triton export \
-    --model-type "${MODEL_TYPE}" \
-    --checkpoint "${CHECKPOINT}" \
-    --repository "${REPOSITORY}" \
-    --target "${TARGET}" \
-    --precision "${PRECISION}" \
-    --if-changed \
-    "${verify_flag[@]}" &
-export_pid=$!
-trap 'kill -TERM "${export_pid}" 2>/dev/null || true' TERM INT
-status=0
-wait "${export_pid}" || status=$?
-# A signal ends `wait` early (status > 128); the export may still be exiting.
-while kill -0 "${export_pid}" 2>/dev/null; do wait "${export_pid}" || status=$?; done
-trap - TERM INT
-(( status == 0 )) || exit "${status}"
+# export_model MODEL_TYPE CHECKPOINT [NAME]: one model into the repository (under NAME beside
+# the others there, when given), skipped when it already holds this exact export.
+export_model() {
+    local model_type=$1 checkpoint=$2 name_flag=()
+    [[ -n "${3:-}" ]] && name_flag=(--name "$3")
+    if [[ ! -f "${checkpoint}" ]]; then
+        echo "sam-triton: checkpoint ${checkpoint} not found; mount your SAM .pth / SAM 2 .pt file (see docker-compose.yml)" >&2
+        exit 2
+    fi
+    # As PID 1 (a Kubernetes container has no init) bash gets no SIGTERM it has no handler for,
+    # and it would not run one before a foreground child exits: the export (minutes) runs in
+    # the background and a stop is passed on to it, so `docker stop` or a pod deletion stops it now.
+    sam-triton export \
+        --model-type "${model_type}" \
+        --checkpoint "${checkpoint}" \
+        --repository "${REPOSITORY}" \
+        --target "${TARGET}" \
+        --precision "${PRECISION}" \
+        --if-changed \
+        "${name_flag[@]}" \
+        "${verify_flag[@]}" &
+    export_pid=$!
+    trap 'kill -TERM "${export_pid}" 2>/dev/null || true' TERM INT
+    status=0
+    wait "${export_pid}" || status=$?
+    # A signal ends `wait` early (status > 128); the export may still be exiting.
+    while kill -0 "${export_pid}" 2>/dev/null; do wait "${export_pid}" || status=$?; done
+    trap - TERM INT
+    (( status == 0 )) || exit "${status}"
+}
+
+# One model (MODEL_TYPE + CHECKPOINT; MODEL_NAME names it), or several in one repository:
+# MODELS="NAME=MODEL_TYPE:CHECKPOINT ..." (clients choose one with model=NAME / --model NAME).
+if [[ -n "${MODELS:-}" ]]; then
+    for entry in ${MODELS}; do
+        if [[ "${entry}" != ?*=?*:?* ]]; then
+            echo "sam-triton: MODELS entry '${entry}': expected NAME=MODEL_TYPE:CHECKPOINT" >&2
+            exit 2
+        fi
+        spec=${entry#*=}
+        export_model "${spec%%:*}" "${spec#*:}" "${entry%%=*}"
+    done
+else
+    export_model "${MODEL_TYPE}" "${CHECKPOINT}" "${MODEL_NAME:-}"
+fi
 
 [[ "${1:-}" == "--export-only" ]] && exit 0
 

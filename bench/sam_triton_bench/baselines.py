@@ -39,8 +39,10 @@ BASELINES: tuple[BaselineKind, ...] = ("reference", "onnxruntime")
 
 SyncRequest = Callable[[int], object]
 
-ENCODER_ONNX = Path(contract.ENCODER_MODEL) / contract.MODEL_VERSION / contract.MODEL_FILE
-DECODER_ONNX = Path(contract.DECODER_MODEL) / contract.MODEL_VERSION / contract.MODEL_FILE
+
+def onnx_path(role: str, model: str | None = None) -> Path:
+    """The ONNX file of ``role`` (encoder, decoder) of the repository's model ``model``."""
+    return Path(contract.served_name(model, role)) / contract.MODEL_VERSION / contract.MODEL_FILE
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class BaselineSpec:
     checkpoint: Path | None = None
     random_seed: int | None = None
     repository: Path | None = None
+    model: str | None = None
+    """Which model of the repository (``export --name``; None: the unnamed one)."""
     threads: int = 0
     """onnxruntime intra-op threads (0: its default, as the served models use unless configured)."""
 
@@ -68,7 +72,9 @@ def resolve_weights(spec: BaselineSpec) -> tuple[str, Path | None, int | None]:
     Explicit arguments win; otherwise the repository says which weights the server runs, so
     ``--baseline reference --repository R`` compares like with like without repeating them.
     """
-    info = (contract.read_export_info(spec.repository) if spec.repository is not None else None) or {}
+    info = (
+        contract.read_export_info(spec.repository, spec.model) if spec.repository is not None else None
+    ) or {}
     raw_weights = info.get("weights")
     weights: dict[str, Any] = raw_weights if isinstance(raw_weights, dict) else {}
     model_type = spec.model_type or info.get("model_type")
@@ -171,18 +177,19 @@ class OrtSam:
     time (as ``sam_session`` and ``sam_automask`` do), prompts with a mask through the full one.
     """
 
-    def __init__(self, repository: Path, threads: int = 0) -> None:
+    def __init__(self, repository: Path, threads: int = 0, model: str | None = None) -> None:
         from sam_triton_server.backend.ort import CPU_RUNTIMES, create_session
         from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
         def session(path: Path, graph: str) -> Any:
             return create_session(path, intra_op_threads=threads, cpu_runtime=CPU_RUNTIMES[graph])
 
-        self.encoder = session(repository / ENCODER_ONNX, "encoder")
-        self.decoder = session(repository / DECODER_ONNX, "decoder")
+        decoder = repository / onnx_path(contract.DECODER_MODEL, model)
+        self.encoder = session(repository / onnx_path(contract.ENCODER_MODEL, model), "encoder")
+        self.decoder = session(decoder, "decoder")
         self.split = PromptDecoder(
-            session(repository / DECODER_ONNX.with_name(contract.IMAGE_FEATURES_FILE), "decoder"),
-            session(repository / DECODER_ONNX.with_name(contract.PROMPT_DECODER_FILE), "decoder"),
+            session(decoder.with_name(contract.IMAGE_FEATURES_FILE), "decoder"),
+            session(decoder.with_name(contract.PROMPT_DECODER_FILE), "decoder"),
         )
 
     def embed(self, rgb: npt.NDArray[np.uint8]) -> OrtHandle:
@@ -242,7 +249,7 @@ def _onnxruntime(
 ) -> PreparedBaseline:
     if spec.repository is None:
         raise ScenarioUnavailable("--baseline onnxruntime needs --repository (the exported model repository)")
-    model = OrtSam(spec.repository, spec.threads)
+    model = OrtSam(spec.repository, spec.threads, spec.model)
     notes = {
         "repository": str(spec.repository),
         "providers": list(model.encoder.get_providers()),

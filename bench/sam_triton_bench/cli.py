@@ -218,6 +218,7 @@ def _baseline_specs(args: argparse.Namespace) -> list[BaselineSpec]:
             random_seed=seed,
             repository=args.repository,
             threads=args.ort_threads,
+            model=args.model,
         )
         # Fail on a missing argument now, not after minutes of served measurements.
         if kind == "reference":

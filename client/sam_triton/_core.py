@@ -55,6 +55,7 @@ from sam_triton_common.contract import (
     Family,
     family_named,
     family_of_encoder,
+    model_of,
 )
 from sam_triton_common.contract import SESSION_HEADER as SESSION_HEADER
 from sam_triton_common.mask_codec import mask_shape
@@ -107,6 +108,7 @@ def run_sync(op: Op[T], execute: Callable[[Sequence[Call]], list[Any]]) -> T:
 
     An SDK error raised by ``execute`` is thrown into ``op``, which may handle it with more calls.
     """
+    op = naming_served_models(op)
     try:
         step = next(op)
         while True:
@@ -141,6 +143,7 @@ async def run_async(op: Op[T], execute: Callable[[Sequence[Call]], Awaitable[lis
     (numpy and Pillow release the GIL), so concurrent requests really overlap.
     """
     loop = asyncio.get_running_loop()
+    op = naming_served_models(op)
     done, value = await loop.run_in_executor(None, _advance, op, None)
     while not done:
         try:
@@ -270,6 +273,32 @@ def model_metadata_op(name: str, version: str = "") -> Op[ModelMetadata]:
     )
 
 
+def served_models_op() -> Op[list[str | None]]:
+    """The models the server has loaded (None: the unnamed one; others by their
+    ``sam-triton export --name``), from its repository index."""
+    request = pb.RepositoryIndexRequest(ready=True)
+    (resp,) = yield [Call("RepositoryIndex", request, "RepositoryIndex")]
+    found = {parsed[0] for m in resp.models if (parsed := model_of(m.name)) is not None}
+    return sorted(found, key=lambda name: (name is not None, name or ""))
+
+
+def naming_served_models(op: Op[T]) -> Op[T]:
+    """``op``, whose ModelNotFoundError also lists the models the server does have (one more
+    call, made only then), so a wrong ``model=`` says what to choose instead."""
+    try:
+        return (yield from op)
+    except errors.ModelNotFoundError as exc:
+        try:
+            served = yield from served_models_op()
+        except errors.SamTritonError:
+            raise exc from None  # the index is unavailable: the original error stands
+        names = ", ".join("the unnamed one (no model=)" if m is None else repr(m) for m in served)
+        listing = f"this server serves {names}" if served else "this server serves no SAM model"
+        raise errors.ModelNotFoundError(
+            f"{exc}; {listing}", code=exc.code, server_message=exc.server_message
+        ) from None
+
+
 def family_op(config: ClientConfig) -> Op[Family]:
     """The family of the encoder model this client talks to: asked once (ModelMetadata: the
     encoder's outputs name it), then remembered for the client's life."""
@@ -367,7 +396,7 @@ def embed_rgb_op(
     (resp,) = yield [infer_call(config, request, f"embed via {model!r}")]
     emb = _embedding_output(resp, model)
     original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-    return ImageEmbedding(emb, original_size, input_size)
+    return ImageEmbedding(emb, original_size, input_size, model=model)
 
 
 def _embed_features_op(
@@ -392,7 +421,9 @@ def _embed_features_op(
         features[name] = array.reshape(shape).astype(np.float32, copy=False)
     embedding = features.pop(IMAGE_EMBEDDINGS)
     original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-    return ImageEmbedding(embedding, original_size, SQUARE_INPUT, family=family.name, features=features)
+    return ImageEmbedding(
+        embedding, original_size, SQUARE_INPUT, family=family.name, features=features, model=model
+    )
 
 
 # --------------------------------------------------------------------------- server-held embeddings
@@ -465,6 +496,7 @@ def _session_step(config: ClientConfig, calls: list[Call]) -> Op[list[Any]]:
 
 
 def _session_handle(
+    config: ClientConfig,
     rgb: npt.NDArray[np.uint8],
     session_id: str,
     keep: npt.NDArray[np.uint8] | None,
@@ -474,7 +506,14 @@ def _session_handle(
     height, width = int(rgb.shape[0]), int(rgb.shape[1])
     size = preprocess_shape(height, width) if family is SAM1 else SQUARE_INPUT
     return ImageEmbedding(
-        None, (height, width), size, session_id, from_cache=from_cache, _image=keep, family=family.name
+        None,
+        (height, width),
+        size,
+        session_id,
+        from_cache=from_cache,
+        _image=keep,
+        family=family.name,
+        model=config.models.encoder,
     )
 
 
@@ -514,9 +553,9 @@ def _session_embed_op(
     if session_id is None:
         session_id = content_id(rgb)
         if (yield from session_lookup_op(config, session_id)):
-            return _session_handle(rgb, session_id, keep, True, family)
+            return _session_handle(config, rgb, session_id, keep, True, family)
     yield from _session_upload_op(config, session_id, rgb, family)
-    return _session_handle(rgb, session_id, keep, False, family)
+    return _session_handle(config, rgb, session_id, keep, False, family)
 
 
 def _recovering(config: ClientConfig, embedding: ImageEmbedding, calls: list[Call]) -> Op[list[Any]]:
@@ -599,6 +638,13 @@ def _embedding_inputs(config: ClientConfig, embedding: ImageEmbedding, family: F
         raise errors.InvalidInputError(
             f"this image embedding was made by a {embedding.family} model, but {config.models.encoder!r} "
             f"serves {family.name}: embed the image with this model"
+        )
+    if embedding.model is not None and embedding.model != config.models.encoder:
+        # Same family, other weights (a server serving several models): its embedding would
+        # decode into wrong masks without an error.
+        raise errors.InvalidInputError(
+            f"this image embedding was made by {embedding.model!r}, but this client uses "
+            f"{config.models.encoder!r}: embed the image with this model"
         )
     if family is not SAM1 and embedding.embedding is not None:
         arrays = {IMAGE_EMBEDDINGS: embedding.embedding, **embedding.features}

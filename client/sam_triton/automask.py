@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy.typing as npt
 from sam_triton_common.amg import AmgParams, MaskRecord, OutputMode
 
-from ._automask_core import AUTOMASK_MODEL, AutomaskOutput
+from ._automask_core import AutomaskOutput
 from .aio import AsyncSamClient
 from .client import SamClient
 from .images import ImageFormat, ImageInput
@@ -48,10 +48,11 @@ class RemoteAutomaticMaskGenerator:
         url_or_client: ``"host:port"`` (the generator opens, and closes, its own
             :class:`~sam_triton.SamClient`), or an open :class:`~sam_triton.SamClient` /
             :class:`~sam_triton.AsyncSamClient` to share (left open).
-        model: the served automatic-mask model's name.
         image_format: channel order of array images (``"RGB"`` like the reference, or ``"BGR"``).
         **options: client options (``timeout``, ``tls``, ...) when a URL is given; ``timeout``
-            defaults to 600 s.
+            defaults to 600 s. ``model="NAME"`` picks a served model on a server that serves
+            several (``sam-triton export --name NAME``); with an open client it must be the
+            client's own.
     """
 
     def __init__(
@@ -71,7 +72,6 @@ class RemoteAutomaticMaskGenerator:
         min_mask_region_area: int = 0,
         output_mode: OutputMode = "binary_mask",
         *,
-        model: str = AUTOMASK_MODEL,
         image_format: ImageFormat = "RGB",
         **options: Unpack[ClientOptions],
     ) -> None:
@@ -90,16 +90,20 @@ class RemoteAutomaticMaskGenerator:
             min_mask_region_area=min_mask_region_area,
             output_mode=output_mode,
         )
-        self.model = model
         self.image_format: ImageFormat = image_format
+        model = options.get("model")
         self._owns_client = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             options.setdefault("timeout", DEFAULT_TIMEOUT)
             self.client: SamClient | AsyncSamClient = SamClient(url_or_client, **options)
         else:
-            if options:
+            if set(options) - {"model"}:
                 raise TypeError(f"client options {sorted(options)} need a URL, not an open client")
+            if model is not None and model != url_or_client.config.models.model:
+                raise TypeError(f"model={model!r} needs a URL or a client made with model={model!r}")
             self.client = url_or_client
+        self.model = self.client.config.models.automask
+        """The Triton model that computes the masks."""
 
     def run(self, image: ImageInput, *, priority: int | None = None) -> AutomaskOutput:
         """Records plus what the call cost (bytes received, server time, crops, prompts).

@@ -124,7 +124,9 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class ModelNames:
-    """Names of the served models (change them only for a renamed repository)."""
+    """Names of the served models (change them only for a renamed repository).
+
+    :meth:`of` gives those of one model in a repository of several (``model="NAME"``)."""
 
     encoder: str = contract.ENCODER_MODEL
     decoder: str = contract.DECODER_MODEL
@@ -132,6 +134,23 @@ class ModelNames:
     session: str = contract.SESSION_MODEL
     automask: str = contract.AUTOMASK_MODEL
     version: str = ""
+    model: str | None = None
+    """The repository model these names belong to (``sam-triton export --name``), or None."""
+
+    @classmethod
+    def of(cls, model: str | None) -> ModelNames:
+        """The Triton names of the model exported as ``model`` (None: the unnamed one)."""
+        if model is None:
+            return cls()
+        names = {role: contract.served_name(model, role) for role in contract.MODEL_ROLES}
+        return cls(
+            encoder=names[contract.ENCODER_MODEL],
+            decoder=names[contract.DECODER_MODEL],
+            ensemble=names[contract.ENSEMBLE_MODEL],
+            session=names[contract.SESSION_MODEL],
+            automask=names[contract.AUTOMASK_MODEL],
+            model=model,
+        )
 
 
 @dataclass(frozen=True)
@@ -239,6 +258,7 @@ class ClientOptions(TypedDict, total=False):
     compression: Compression | None
     max_message_bytes: int
     keepalive: KeepAliveConfig | None
+    model: str | None
     models: ModelNames | None
     max_prompts_per_request: int
     max_prompts: int
@@ -262,6 +282,7 @@ def make_config(
     compression: Compression | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     keepalive: KeepAliveConfig | None = None,
+    model: str | None = None,
     models: ModelNames | None = None,
     max_prompts_per_request: int = 64,
     max_prompts: int = 4096,
@@ -277,8 +298,16 @@ def make_config(
 
     ``retries``/``backoff``/``max_backoff`` configure :class:`RetryPolicy` (UNAVAILABLE only);
     ``metadata`` keys must be lower-case (a gRPC rule). ``api_key`` defaults to the
-    ``SAM_TRITON_API_KEY`` environment variable.
+    ``SAM_TRITON_API_KEY`` environment variable. ``model`` chooses one model of a server that
+    serves several (``sam-triton export --name NAME``; default: the unnamed one).
     """
+    if model is not None and models is not None:
+        raise ValueError("give model= (a served model's name) or models= (its Triton names), not both")
+    if model is not None:
+        try:
+            models = ModelNames.of(model)
+        except ValueError as e:
+            raise ValueError(f"model={model!r}: {e}") from None
     return ClientConfig(
         url=url,
         timeout=timeout,

@@ -43,6 +43,9 @@ class ImageEmbedding:
     fits a model of its own family."""
     features: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict, repr=False, kw_only=True)
     """The family's other image features beside ``embedding`` (SAM 2: the high-resolution maps)."""
+    model: str | None = field(default=None, kw_only=True)
+    """The encoder model that made it (its Triton name; None: not known): a client choosing
+    another served model (``model=``) refuses it rather than decode it into wrong masks."""
 
     @property
     def server_held(self) -> bool:

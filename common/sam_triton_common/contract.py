@@ -21,6 +21,39 @@ SESSION_MODEL = "sam_session"
 AUTOMASK_MODEL = "sam_automask"
 MODEL_VERSION = "1"
 """The one version directory the exporter writes."""
+MODEL_ROLES = (ENCODER_MODEL, DECODER_MODEL, ENSEMBLE_MODEL, SESSION_MODEL, AUTOMASK_MODEL)
+
+# Several models in one repository (``sam-triton export --name NAME``): each named model's
+# Triton names are its roles above prefixed with "NAME." (``sam2.1-tiny.sam_encoder``); the
+# unnamed model keeps the bare names, so a one-model repository needs no name anywhere.
+MODEL_NAME_SEPARATOR = "."
+_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when it can name a model in a repository, else ValueError saying what can."""
+    valid = 0 < len(name) <= 64 and name[0].isascii() and name[0].isalnum() and set(name) <= _NAME_CHARACTERS
+    if not valid or name.endswith(MODEL_NAME_SEPARATOR):
+        raise ValueError(
+            f"model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (e.g. sam2.1-tiny)"
+        )
+    return name
+
+
+def served_name(model: str | None, role: str) -> str:
+    """The Triton model name of ``role`` (one of MODEL_ROLES) for the model exported under
+    ``model`` (None or "": the unnamed one)."""
+    return f"{check_model_name(model)}{MODEL_NAME_SEPARATOR}{role}" if model else role
+
+
+def model_of(served: str) -> tuple[str | None, str] | None:
+    """(model name or None, role) of a Triton model name, or None when it is no SAM role."""
+    if served in MODEL_ROLES:
+        return None, served
+    model, _, role = served.rpartition(MODEL_NAME_SEPARATOR)
+    return (model, role) if model and role in MODEL_ROLES else None
+
 
 # --------------------------------------------------------------------------- sizes
 
@@ -237,21 +270,33 @@ EXPORT_INFO_FILE = "export.json"
 """What was exported from which weights, beside the encoder (written by ``sam-triton export``)."""
 
 
-def export_info_path(repository: Path) -> Path:
-    return repository / ENCODER_MODEL / EXPORT_INFO_FILE
+def export_info_path(repository: Path, model: str | None = None) -> Path:
+    return repository / served_name(model, ENCODER_MODEL) / EXPORT_INFO_FILE
 
 
-def write_export_info(repository: Path, info: dict[str, Any]) -> Path:
-    path = export_info_path(repository)
+def write_export_info(repository: Path, info: dict[str, Any], model: str | None = None) -> Path:
+    path = export_info_path(repository, model)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return path
 
 
-def read_export_info(repository: Path) -> dict[str, Any] | None:
-    """The repository's export.json, or None when it is missing or unreadable."""
+def read_export_info(repository: Path, model: str | None = None) -> dict[str, Any] | None:
+    """The export.json of the repository's model ``model`` (None: the unnamed one), or None
+    when it is missing or unreadable."""
     try:
-        info = json.loads(export_info_path(repository).read_text())
+        info = json.loads(export_info_path(repository, model).read_text())
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
+
+
+def exported_models(repository: Path) -> list[str | None]:
+    """The models exported into ``repository`` (None for the unnamed one, first), by the
+    export.json beside each encoder."""
+    found = []
+    for path in repository.glob(f"*/{EXPORT_INFO_FILE}"):
+        parsed = model_of(path.parent.name)
+        if parsed is not None and parsed[1] == ENCODER_MODEL:
+            found.append(parsed[0])
+    return sorted(found, key=lambda name: (name is not None, name or ""))

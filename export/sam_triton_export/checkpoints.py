@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sam_triton_export.model_types import MODEL_TYPES, ModelType, get_model_type
+from sam_triton_export.model_types import MODEL_TYPES, AnyModelType, ModelType, get_model_type
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +57,7 @@ def _describe_shape(state_dict: dict[str, torch.Tensor]) -> str:
     return f"encoder width {int(patch.shape[0])}, depth {depth}: not a known SAM type"
 
 
-def load_state_dict(path: Path | str, model_type: str) -> dict[str, torch.Tensor]:
+def load_state_dict(path: Path | str, model_type: str | AnyModelType) -> dict[str, torch.Tensor]:
     """Read ``path`` and check that it holds a ``model_type`` SAM state dict."""
     import torch
 

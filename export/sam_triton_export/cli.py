@@ -11,15 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Kept in step with model_types.MODEL_TYPES and family_sam2.SAM2_MODEL_TYPES (tests/test_sam2.py).
-MODEL_TYPES = (
-    "vit_h",
-    "vit_l",
-    "vit_b",
-    "tiny-test",
-    *(f"sam2{v}_hiera_{size}" for v in (".1", "") for size in ("tiny", "small", "base_plus", "large")),
-    "sam2.1-tiny-test",
-)
+from sam_triton_export.model_types import ALL_MODEL_TYPES
+
+MODEL_TYPES = tuple(ALL_MODEL_TYPES)
 TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
 
 
@@ -34,6 +28,22 @@ def _add_weights(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
     parser.add_argument("--repository", type=Path, required=True, help="Triton model repository directory")
+    parser.add_argument(
+        "--name",
+        type=_model_name,
+        help="the model's name in a repository of several: its Triton models are NAME.sam_encoder, "
+        "NAME.sam_decoder, ... and the others there are left alone; clients choose it with "
+        "model=NAME / --model NAME (default: none, the one-model layout)",
+    )
+
+
+def _model_name(text: str) -> str:
+    from sam_triton_common.contract import check_model_name
+
+    try:
+        return check_model_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def register(subparsers: Any) -> None:
@@ -84,7 +94,7 @@ def register(subparsers: Any) -> None:
         "verify",
         help="compare an exported repository with the PyTorch reference",
         description="Run the repository's ONNX models and segment_anything's SamPredictor on sample "
-        "images and prompts; exit 1 beyond the tolerances in README.md, section \"Fidelity\".",
+        'images and prompts; exit 1 beyond the tolerances in README.md, section "Fidelity".',
     )
     _add_weights(verify)
     verify.add_argument(
@@ -113,14 +123,17 @@ def run_export(args: argparse.Namespace) -> int:
     from sam_triton_server.launcher.queues import parse_queue_overrides, queue_limits
 
     from sam_triton_export.checkpoints import CheckpointError
+    from sam_triton_export.model_types import resolve_model_type
     from sam_triton_export.pipeline import ExportError, VerifyFailed, export_repository
 
     checkpoint, seed = _weights(args)
+    spec = resolve_model_type(args.model_type)  # once, here; the exporter passes the object on
     try:
         queues = queue_limits(parse_queue_overrides(args.queue))
         result = export_repository(
-            args.model_type,
+            spec,
             args.repository,
+            name=args.name,
             checkpoint=checkpoint,
             random_seed=seed,
             target=args.target,
@@ -143,42 +156,45 @@ def run_export(args: argparse.Namespace) -> int:
         for path, size in result.files.items():
             print(f"  {path}: {size / 1e6:.1f} MB")
         print(
-            f"exported {args.model_type} ({args.precision}, {args.target}) to {args.repository} "
-            f"in {sum(result.timings.values()):.1f} s"
+            f"exported {spec.name}{f' as {args.name!r}' if args.name else ''} ({args.precision}, "
+            f"{args.target}) to {args.repository} in {sum(result.timings.values()):.1f} s"
         )
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from sam_triton_common.contract import DECODER_MODEL, ENCODER_MODEL, read_export_info
+    from sam_triton_common.contract import DECODER_MODEL, ENCODER_MODEL, SAM2, read_export_info, served_name
 
     from sam_triton_export.checkpoints import CheckpointError
-    from sam_triton_export.family_sam2 import build_sam2_model, is_sam2
+    from sam_triton_export.family_sam2 import build_sam2_model
     from sam_triton_export.family_sam2 import verify_models as verify_sam2
     from sam_triton_export.model_builder import build_sam
+    from sam_triton_export.model_types import resolve_model_type
     from sam_triton_export.repository import model_file
-    from sam_triton_export.verify import verify_repository
+    from sam_triton_export.verify import verify_models
 
     checkpoint, seed = _weights(args)
-    info = read_export_info(args.repository)
-    if info is not None and info.get("model_type") != args.model_type:
+    spec = resolve_model_type(args.model_type)
+    info = read_export_info(args.repository, args.name)
+    if info is not None and info.get("model_type") != spec.name:
         print(
             f"warning: {args.repository} was exported from {info.get('model_type')}, "
-            f"verifying against {args.model_type}",
+            f"verifying against {spec.name}",
             file=sys.stderr,
         )
+    encoder, decoder = (
+        model_file(args.repository, served_name(args.name, m)) for m in (ENCODER_MODEL, DECODER_MODEL)
+    )
+    precision = args.precision or str((info or {}).get("precision", "fp32"))
     try:
-        if is_sam2(args.model_type):
-            model = build_sam2_model(args.model_type, checkpoint, random_seed=seed)
+        if spec.family is SAM2:
             report = verify_sam2(
-                model_file(args.repository, ENCODER_MODEL),
-                model_file(args.repository, DECODER_MODEL),
-                model,
-                precision=args.precision or str((info or {}).get("precision", "fp32")),
+                encoder, decoder, build_sam2_model(spec, checkpoint, random_seed=seed), precision=precision
             )
         else:
-            sam = build_sam(args.model_type, checkpoint, random_seed=seed)
-            report = verify_repository(args.repository, sam, precision=args.precision)
+            report = verify_models(
+                encoder, decoder, build_sam(spec, checkpoint, random_seed=seed), precision=precision
+            )
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         return _fail(str(e))
     print(report.format())

@@ -21,7 +21,6 @@ import pickle
 import re
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,9 @@ from sam_triton_common.contract import (
 
 from sam_triton_export.checkpoints import CheckpointError
 from sam_triton_export.model_builder import save_checkpoint, seeded_state_dict
+from sam_triton_export.model_types import SAM2_MODEL_TYPES as SAM2_MODEL_TYPES
+from sam_triton_export.model_types import AnyModelType, get_sam2_model_type
+from sam_triton_export.model_types import Sam2ModelType as Sam2ModelType
 from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
 from sam_triton_export.verify import (
     TOLERANCES,
@@ -58,80 +60,14 @@ PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
-class Sam2ModelType:
-    """One SAM 2 model: its hydra config inside the sam2 package, and its trunk's geometry
-    (how a checkpoint's size is recognised)."""
-
-    name: str
-    config: str
-    trunk_width: int
-    trunk_depth: int
-    overrides: tuple[str, ...] = ()
-
-    family = SAM2
-
-    @property
-    def version(self) -> str:
-        return "2.1" if "/sam2.1/" in self.config else "2.0"
-
-    def describe(self) -> str:
-        return f"{self.name} (SAM {self.version} Hiera, width {self.trunk_width}, depth {self.trunk_depth})"
-
-
-# A five-block Hiera of width 16 with SAM 2.1's heads: the whole structure (four stages,
-# windowed and global attention, q-pooling, FPN neck, the full decoder with high-res features)
-# in a few MB, so the suite runs the family in seconds.
-_TEST_OVERRIDES = (
-    "++model.image_encoder.trunk.embed_dim=16",
-    "++model.image_encoder.trunk.num_heads=1",
-    "++model.image_encoder.trunk.stages=[1,1,2,1]",
-    "++model.image_encoder.trunk.global_att_blocks=[3]",
-    "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
-    "++model.memory_attention.num_layers=1",
-    "++model.memory_encoder.fuser.num_layers=1",
-)
-
-_SIZES = {
-    "tiny": ("t", 96, 12),
-    "small": ("s", 96, 16),
-    "base_plus": ("b+", 112, 24),
-    "large": ("l", 144, 48),
-}
-SAM2_MODEL_TYPES: dict[str, Sam2ModelType] = {
-    **{
-        f"sam2.1_hiera_{size}": Sam2ModelType(
-            f"sam2.1_hiera_{size}", f"configs/sam2.1/sam2.1_hiera_{s}.yaml", w, d
-        )
-        for size, (s, w, d) in _SIZES.items()
-    },
-    **{
-        f"sam2_hiera_{size}": Sam2ModelType(f"sam2_hiera_{size}", f"configs/sam2/sam2_hiera_{s}.yaml", w, d)
-        for size, (s, w, d) in _SIZES.items()
-    },
-    "sam2.1-tiny-test": Sam2ModelType(
-        "sam2.1-tiny-test", "configs/sam2.1/sam2.1_hiera_t.yaml", 16, 5, _TEST_OVERRIDES
-    ),
-}
-
-
-def is_sam2(model_type: str) -> bool:
-    return model_type in SAM2_MODEL_TYPES
-
-
-def get_sam2_model_type(name: str) -> Sam2ModelType:
-    try:
-        return SAM2_MODEL_TYPES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown SAM 2 model type {name!r}; choose one of: {', '.join(SAM2_MODEL_TYPES)}"
-        ) from None
+def is_sam2(model_type: str | AnyModelType) -> bool:
+    return isinstance(model_type, Sam2ModelType) or model_type in SAM2_MODEL_TYPES
 
 
 # ----------------------------------------------------------------------------- building
 
 
-def instantiate_sam2(model_type: str, checkpoint: Path | None = None) -> Any:
+def instantiate_sam2(model_type: str | AnyModelType, checkpoint: Path | None = None) -> Any:
     """``sam2.build_sam.build_sam2`` on the CPU, eval mode, with the image predictor's
     post-processing switches (the dynamic multimask fallback): the user's code path, which
     loads ``checkpoint`` (``{"model": state_dict}``) strictly when given."""
@@ -146,13 +82,14 @@ def instantiate_sam2(model_type: str, checkpoint: Path | None = None) -> Any:
     )
 
 
-def random_state_dict(model_type: str, seed: int) -> dict[str, torch.Tensor]:
+def random_state_dict(model_type: str | AnyModelType, seed: int) -> dict[str, torch.Tensor]:
     """The state dict of a fresh ``model_type``, fully determined by ``seed``; parameters that
     sam2 initialises to zero (position embeddings, norm biases) get small noise."""
-    return seeded_state_dict(lambda: instantiate_sam2(model_type), seed, lambda _, p: bool((p == 0).all()))
+    spec = get_sam2_model_type(model_type)
+    return seeded_state_dict(lambda: instantiate_sam2(spec), seed, lambda _, p: bool((p == 0).all()))
 
 
-def save_random_checkpoint(model_type: str, path: Path | str, seed: int) -> Path:
+def save_random_checkpoint(model_type: str | AnyModelType, path: Path | str, seed: int) -> Path:
     """A seeded random ``model_type`` checkpoint in the official format, ``{"model": state_dict}``."""
     return save_checkpoint({"model": random_state_dict(model_type, seed)}, path)
 
@@ -164,7 +101,7 @@ _SAM1_PATCH = "image_encoder.patch_embed.proj.weight"
 _SAM21_ONLY = "no_obj_embed_spatial"
 
 
-def check_checkpoint(path: Path, model_type: str) -> None:
+def check_checkpoint(path: Path, model_type: str | AnyModelType) -> None:
     """Raise CheckpointError unless ``path`` holds a ``model_type`` checkpoint; names what was
     expected and what was found (a SAM 1 file, another size, another SAM 2 version)."""
     import torch
@@ -207,7 +144,7 @@ def check_checkpoint(path: Path, model_type: str) -> None:
 
 
 def build_sam2_model(
-    model_type: str, checkpoint: Path | str | None = None, *, random_seed: int | None = None
+    model_type: str | AnyModelType, checkpoint: Path | str | None = None, *, random_seed: int | None = None
 ) -> Any:
     """SAM 2 of ``model_type`` with weights from ``checkpoint`` (checked, then loaded by sam2's
     own builder) or, only when asked, ``random_seed``."""
@@ -215,12 +152,13 @@ def build_sam2_model(
 
     if (checkpoint is None) == (random_seed is None):
         raise ValueError("give exactly one of a checkpoint file or a random seed")
+    spec = get_sam2_model_type(model_type)
     if checkpoint is not None:
-        check_checkpoint(Path(checkpoint), model_type)
-        return instantiate_sam2(model_type, Path(checkpoint))
+        check_checkpoint(Path(checkpoint), spec)
+        return instantiate_sam2(spec, Path(checkpoint))
     assert random_seed is not None
-    model = instantiate_sam2(model_type)
-    model.load_state_dict(random_state_dict(model_type, random_seed), strict=True)
+    model = instantiate_sam2(spec)
+    model.load_state_dict(random_state_dict(spec, random_seed), strict=True)
     with torch.no_grad():
         return model.eval()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sam_triton_export.checkpoints import apply_state_dict, load_state_dict
-from sam_triton_export.model_types import get_model_type
+from sam_triton_export.model_types import AnyModelType, get_model_type
 
 if TYPE_CHECKING:
     import torch
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 _ZERO_INIT_SUFFIXES = ("pos_embed", "rel_pos_h", "rel_pos_w")
 
 
-def instantiate_sam(model_type: str) -> Sam:
+def instantiate_sam(model_type: str | AnyModelType) -> Sam:
     """A randomly initialised ``Sam`` of ``model_type`` (torch's global RNG decides the weights)."""
     # segment_anything's own builder, so tiny-test has exactly SAM's structure and only a
     # smaller ViT; _build_sam is private but segment-anything is pinned to 1.0.
@@ -39,7 +39,7 @@ def instantiate_sam(model_type: str) -> Sam:
 
 
 def build_sam(
-    model_type: str,
+    model_type: str | AnyModelType,
     checkpoint: Path | str | None = None,
     *,
     random_seed: int | None = None,
@@ -52,12 +52,13 @@ def build_sam(
         raise ValueError(
             "give exactly one of a checkpoint file or a random seed (random weights are never implicit)"
         )
-    sam = instantiate_sam(model_type)
+    spec = get_model_type(model_type)
+    sam = instantiate_sam(spec)
     if checkpoint is not None:
-        apply_state_dict(sam, load_state_dict(checkpoint, model_type), str(checkpoint))
+        apply_state_dict(sam, load_state_dict(checkpoint, spec), str(checkpoint))
     else:
         assert random_seed is not None
-        apply_state_dict(sam, random_state_dict(model_type, random_seed), f"random seed {random_seed}")
+        apply_state_dict(sam, random_state_dict(spec, random_seed), f"random seed {random_seed}")
     return sam.eval()
 
 
@@ -81,10 +82,11 @@ def seeded_state_dict(
     return state
 
 
-def random_state_dict(model_type: str, seed: int) -> dict[str, torch.Tensor]:
+def random_state_dict(model_type: str | AnyModelType, seed: int) -> dict[str, torch.Tensor]:
     """The state dict of a freshly initialised ``model_type`` SAM, fully determined by ``seed``."""
+    spec = get_model_type(model_type)
     return seeded_state_dict(
-        lambda: instantiate_sam(model_type), seed, lambda name, _: name.endswith(_ZERO_INIT_SUFFIXES)
+        lambda: instantiate_sam(spec), seed, lambda name, _: name.endswith(_ZERO_INIT_SUFFIXES)
     )
 
 
@@ -98,6 +100,6 @@ def save_checkpoint(content: object, path: Path | str) -> Path:
     return path
 
 
-def save_random_checkpoint(model_type: str, path: Path | str, seed: int) -> Path:
+def save_random_checkpoint(model_type: str | AnyModelType, path: Path | str, seed: int) -> Path:
     """Write a seeded, randomly initialised ``model_type`` checkpoint in the official format."""
     return save_checkpoint(random_state_dict(model_type, seed), path)

@@ -1,6 +1,11 @@
-"""The SAM variants this project exports, described by their image-encoder geometry.
+"""The model types this project exports, each described by the object that carries its
+facts: :class:`ModelType` (SAM 1) and :class:`Sam2ModelType` (SAM 2 / 2.1).
 
-All variants share SAM's prompt encoder and mask decoder (256-d prompts, 64x64 embeddings,
+A type name is resolved once, at the edge (:func:`resolve_model_type`: the CLI, or the first
+line of ``export_repository``), and the object is what the exporter passes on; its
+``family`` (``sam_triton_common.contract``) picks every family-specific step.
+
+SAM 1 variants share SAM's prompt encoder and mask decoder (256-d prompts, 64x64 embeddings,
 1024-pixel input); only the ViT image encoder differs. ``tiny-test`` is a two-block ViT with
 that same structure so the whole pipeline (export, serve, parity) runs in seconds on a CPU.
 """
@@ -8,8 +13,9 @@ that same structure so the whole pipeline (export, serve, parity) runs in second
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from sam_triton_common.contract import EMBEDDING_SHAPE
+from sam_triton_common.contract import EMBEDDING_SHAPE, SAM1, SAM2, Family
 from sam_triton_common.contract import IMAGE_SIZE as IMAGE_SIZE
 from sam_triton_common.contract import LOW_RES_SIZE as LOW_RES_SIZE
 
@@ -25,6 +31,8 @@ class ModelType:
     encoder_num_heads: int
     encoder_global_attn_indexes: tuple[int, ...]
 
+    family: ClassVar[Family] = SAM1
+
     def describe(self) -> str:
         return f"{self.name} (encoder width {self.encoder_embed_dim}, depth {self.encoder_depth})"
 
@@ -39,9 +47,90 @@ MODEL_TYPES: dict[str, ModelType] = {
 }
 
 
-def get_model_type(name: str) -> ModelType:
+@dataclass(frozen=True)
+class Sam2ModelType:
+    """One SAM 2 model: its hydra config inside the sam2 package, and its trunk's geometry
+    (how a checkpoint's size is recognised)."""
+
+    name: str
+    config: str
+    trunk_width: int
+    trunk_depth: int
+    overrides: tuple[str, ...] = ()
+
+    family: ClassVar[Family] = SAM2
+
+    @property
+    def version(self) -> str:
+        return "2.1" if "/sam2.1/" in self.config else "2.0"
+
+    def describe(self) -> str:
+        return f"{self.name} (SAM {self.version} Hiera, width {self.trunk_width}, depth {self.trunk_depth})"
+
+
+# A five-block Hiera of width 16 with SAM 2.1's heads: the whole structure (four stages,
+# windowed and global attention, q-pooling, FPN neck, the full decoder with high-res features)
+# in a few MB, so the suite runs the family in seconds.
+_TEST_OVERRIDES = (
+    "++model.image_encoder.trunk.embed_dim=16",
+    "++model.image_encoder.trunk.num_heads=1",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
+    "++model.memory_attention.num_layers=1",
+    "++model.memory_encoder.fuser.num_layers=1",
+)
+
+_SIZES = {
+    "tiny": ("t", 96, 12),
+    "small": ("s", 96, 16),
+    "base_plus": ("b+", 112, 24),
+    "large": ("l", 144, 48),
+}
+SAM2_MODEL_TYPES: dict[str, Sam2ModelType] = {
+    **{
+        f"sam2.1_hiera_{size}": Sam2ModelType(
+            f"sam2.1_hiera_{size}", f"configs/sam2.1/sam2.1_hiera_{s}.yaml", w, d
+        )
+        for size, (s, w, d) in _SIZES.items()
+    },
+    **{
+        f"sam2_hiera_{size}": Sam2ModelType(f"sam2_hiera_{size}", f"configs/sam2/sam2_hiera_{s}.yaml", w, d)
+        for size, (s, w, d) in _SIZES.items()
+    },
+    "sam2.1-tiny-test": Sam2ModelType(
+        "sam2.1-tiny-test", "configs/sam2.1/sam2.1_hiera_t.yaml", 16, 5, _TEST_OVERRIDES
+    ),
+}
+
+AnyModelType = ModelType | Sam2ModelType
+ALL_MODEL_TYPES: dict[str, AnyModelType] = {**MODEL_TYPES, **SAM2_MODEL_TYPES}
+"""Every ``--model-type`` the exporter takes, by name."""
+
+
+def resolve_model_type(model_type: str | AnyModelType) -> AnyModelType:
+    """The object of a model type name (an object is returned as it is); ValueError naming
+    the known ones otherwise."""
+    if not isinstance(model_type, str):
+        return model_type
     try:
-        return MODEL_TYPES[name]
+        return ALL_MODEL_TYPES[model_type]
     except KeyError:
-        known = ", ".join(MODEL_TYPES)
-        raise ValueError(f"unknown model type {name!r}; choose one of: {known}") from None
+        known = ", ".join(ALL_MODEL_TYPES)
+        raise ValueError(f"unknown model type {model_type!r}; choose one of: {known}") from None
+
+
+def get_model_type(model_type: str | AnyModelType) -> ModelType:
+    """:func:`resolve_model_type` for the code that builds SAM 1 (ValueError for another family)."""
+    spec = resolve_model_type(model_type)
+    if not isinstance(spec, ModelType):
+        raise ValueError(f"{spec.describe()} is not a SAM 1 model type (vit_b, vit_l, vit_h, tiny-test)")
+    return spec
+
+
+def get_sam2_model_type(model_type: str | AnyModelType) -> Sam2ModelType:
+    """:func:`resolve_model_type` for the code that builds SAM 2 (ValueError for another family)."""
+    spec = resolve_model_type(model_type)
+    if not isinstance(spec, Sam2ModelType):
+        raise ValueError(f"{spec.describe()} is not a SAM 2 model type ({', '.join(SAM2_MODEL_TYPES)})")
+    return spec

@@ -15,9 +15,11 @@ from sam_triton_common.contract import (
     PROMPT_DECODER_FILE,
     SAM1,
     SAM2,
+    check_model_name,
     export_info_path,
     family_named,
     read_export_info,
+    served_name,
     write_export_info,
 )
 from sam_triton_server.launcher.plans import PLAN_BUILD_KEY, current_build_environment, plans_mismatch
@@ -25,7 +27,7 @@ from sam_triton_server.launcher.queues import QueueLimits
 
 from sam_triton_export import family_sam2
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
-from sam_triton_export.model_types import get_model_type
+from sam_triton_export.model_types import AnyModelType, resolve_model_type
 from sam_triton_export.onnx_common import DEFAULT_OPSET, PRECISIONS, onnx_files
 from sam_triton_export.repository import (
     DECODER,
@@ -78,21 +80,27 @@ def _same_weights(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a.get("random_seed") == b.get("random_seed")
 
 
-def weight_files(repository: Path, target: str, family: str = SAM1.name) -> list[Path]:
-    files = [f for m in (ENCODER, DECODER) for f in onnx_files(model_file(repository, m))]
+def weight_files(
+    repository: Path, target: str, family: str = SAM1.name, name: str | None = None
+) -> list[Path]:
+    """The weight files of the model exported under ``name`` (None: the unnamed one)."""
+    encoder, decoder = served_name(name, ENCODER), served_name(name, DECODER)
+    files = [f for m in (encoder, decoder) for f in onnx_files(model_file(repository, m))]
     if family_named(family).split_decoder:
         split = (IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE)
-        files += [model_dir(repository, DECODER) / name for name in split]
+        files += [model_dir(repository, decoder) / file for file in split]
     if target == "tensorrt":
-        files += [model_file(repository, m, target) for m in (ENCODER, DECODER)]
+        files += [model_file(repository, m, target) for m in (encoder, decoder)]
     return files
 
 
-def is_up_to_date(repository: Path, wanted: dict[str, Any]) -> bool:
-    """True when export.json describes ``wanted`` exactly and the weight files are present."""
-    info = read_export_info(repository)
+def is_up_to_date(repository: Path, wanted: dict[str, Any], name: str | None = None) -> bool:
+    """True when the export.json of model ``name`` describes ``wanted`` exactly and its weight
+    files are present."""
+    info = read_export_info(repository, name)
     family = wanted["options"].get("family", SAM1.name)
-    if info is None or not all(p.is_file() for p in weight_files(repository, wanted["target"], family)):
+    files = weight_files(repository, wanted["target"], family, name)
+    if info is None or not all(p.is_file() for p in files):
         return False
     keys = ("format", "model_type", "precision", "target", "opset", "options")
     if not all(info.get(k) == wanted[k] for k in keys):
@@ -120,9 +128,10 @@ class _Steps:
 
 
 def export_repository(
-    model_type: str,
+    model_type: str | AnyModelType,
     repository: Path | str,
     *,
+    name: str | None = None,
     checkpoint: Path | str | None = None,
     random_seed: int | None = None,
     target: str = "python-onnxruntime",
@@ -142,15 +151,21 @@ def export_repository(
     Exactly one of ``checkpoint`` and ``random_seed`` must be given: random weights are never
     implicit. Raises CheckpointError (bad checkpoint), ExportError (refused, TensorRT missing)
     or VerifyFailed (outputs beyond README "Fidelity" tolerances; export.json is then not written).
+
+    ``name``: add the model to ``repository`` under its own Triton names (``NAME.sam_encoder``
+    ...; ``sam_triton_common.contract.served_name``) and leave every other model there alone;
+    None writes the unnamed layout, the one a one-model repository has.
     """
     from sam_triton_export.tensorrt import tensorrt_unavailable_reason
 
     repository = Path(repository)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    # The model type is resolved here, once: its family decides every step below.
-    family = SAM2 if family_sam2.is_sam2(model_type) else SAM1
-    if family is SAM1:
-        get_model_type(model_type)
+    # The model type is resolved here, once; the object is passed on and its family decides
+    # every step below.
+    spec = resolve_model_type(model_type)
+    family = spec.family
+    if name is not None:
+        check_model_name(name)
     if checkpoint is None and random_seed is None:
         raise ExportError(
             "no weights given: pass --checkpoint PATH (an official SAM .pth file), or "
@@ -163,15 +178,17 @@ def export_repository(
     if checkpoint is not None and not checkpoint.is_file():
         raise CheckpointError(f"checkpoint file not found: {checkpoint}")
     queues = queues or QueueLimits()
-    options = RepositoryOptions(target, max_batch, max_prompts, max_points, instances, queues, family.name)
+    options = RepositoryOptions(
+        target, max_batch, max_prompts, max_points, instances, queues, family.name, name
+    )
     if family is SAM2 and target != "python-onnxruntime":
-        raise ExportError(f"{model_type}: only --target python-onnxruntime serves SAM 2 models so far")
+        raise ExportError(f"{spec.name}: only --target python-onnxruntime serves SAM 2 models so far")
     if target == "tensorrt" and (reason := tensorrt_unavailable_reason()) is not None:
         raise ExportError(f"cannot export --target tensorrt: {reason}")
 
     wanted: dict[str, Any] = {
         "format": EXPORT_FORMAT,
-        "model_type": model_type,
+        "model_type": spec.name,
         "weights": weights_description(checkpoint, random_seed),
         "precision": precision,
         "target": target,
@@ -180,7 +197,7 @@ def export_repository(
     }
     if target == "tensorrt":  # what the plans are built for (sam_triton_server.launcher.plans)
         wanted[PLAN_BUILD_KEY] = current_build_environment()
-        held = read_export_info(repository) if if_changed else None
+        held = read_export_info(repository, name) if if_changed else None
         if held is not None and held.get("target") == "tensorrt" and wanted[PLAN_BUILD_KEY] is not None:
             mismatch = plans_mismatch(held.get(PLAN_BUILD_KEY), wanted[PLAN_BUILD_KEY])
             if mismatch is not None:
@@ -188,47 +205,49 @@ def export_repository(
     if random_seed is not None:
         log(RANDOM_WEIGHTS_BANNER.format(seed=random_seed))
     result = ExportResult(repository=repository, info=wanted)
-    if if_changed and is_up_to_date(repository, wanted):
+    where = f"{repository}" + (f" (model {name!r})" if name else "")
+    if if_changed and is_up_to_date(repository, wanted, name):
         write_repository_files(repository, options)  # configs follow the generator, cheaply
         result.skipped = True
-        result.info = read_export_info(repository) or wanted
-        log(f"{repository} already holds this export ({model_type}, {precision}, {target}); skipping")
+        result.info = read_export_info(repository, name) or wanted
+        log(f"{where} already holds this export ({spec.name}, {precision}, {target}); skipping")
         return result
 
     total = 4 + int(verify) + int(target == "tensorrt")
     steps = _Steps(total, log, result.timings)
     with steps.step(
-        f"loading {model_type} " + (f"from {checkpoint}" if checkpoint else f"random seed {random_seed}")
+        f"loading {spec.name} " + (f"from {checkpoint}" if checkpoint else f"random seed {random_seed}")
     ):
         if family is SAM2:
-            sam = family_sam2.build_sam2_model(model_type, checkpoint, random_seed=random_seed)
+            sam = family_sam2.build_sam2_model(spec, checkpoint, random_seed=random_seed)
         else:
             from sam_triton_export.model_builder import build_sam
 
-            sam = build_sam(model_type, checkpoint, random_seed=random_seed)
+            sam = build_sam(spec, checkpoint, random_seed=random_seed)
     # A half-written repository must not look complete to --if-changed.
-    export_info_path(repository).unlink(missing_ok=True)
+    export_info_path(repository, name).unlink(missing_ok=True)
+    encoder, decoder = options.served(ENCODER), options.served(DECODER)
     with steps.step(f"exporting image encoder to ONNX ({precision})"):
         from sam_triton_export.onnx_encoder import export_encoder
 
         sam2_or_1 = family_sam2.export_encoder if family is SAM2 else export_encoder
-        sam2_or_1(sam, model_file(repository, ENCODER), opset=opset, precision=precision)
+        sam2_or_1(sam, model_file(repository, encoder), opset=opset, precision=precision)
     with steps.step(f"exporting prompt encoder + mask decoder to ONNX ({precision})"):
         if family is SAM2:
-            family_sam2.export_decoder(sam, model_file(repository, DECODER), opset=opset, precision=precision)
+            family_sam2.export_decoder(sam, model_file(repository, decoder), opset=opset, precision=precision)
         else:
             from sam_triton_export.onnx_decoder import export_decoder, export_session_decoder
 
-            export_decoder(sam, model_file(repository, DECODER), opset=opset, precision=precision)
-            export_session_decoder(sam, model_dir(repository, DECODER), opset=opset, precision=precision)
+            export_decoder(sam, model_file(repository, decoder), opset=opset, precision=precision)
+            export_session_decoder(sam, model_dir(repository, decoder), opset=opset, precision=precision)
     if verify:
         with steps.step(f"verifying ONNX against the PyTorch {'SAM2' if family is SAM2 else 'Sam'}Predictor"):
             from sam_triton_export.verify import verify_models
 
             verify_graphs = family_sam2.verify_models if family is SAM2 else verify_models
             report = verify_graphs(
-                model_file(repository, ENCODER),
-                model_file(repository, DECODER),
+                model_file(repository, encoder),
+                model_file(repository, decoder),
                 sam,
                 precision=precision,
                 log=log,
@@ -241,12 +260,13 @@ def export_repository(
         with steps.step("building TensorRT plans"):
             from sam_triton_export.tensorrt import build_plan, plan_profiles
 
-            for model, profile in plan_profiles(options).items():
+            for role, profile in plan_profiles(options).items():
+                model = options.served(role)
                 onnx_file, plan = model_file(repository, model), model_file(repository, model, target)
                 build_plan(onnx_file, plan, profile, fp16=precision == "fp16")
     with steps.step(f"writing Triton configs for target {target}"):
         write_repository_files(repository, options)
-        files = weight_files(repository, target, family.name)
+        files = weight_files(repository, target, family.name, name)
         result.files = {str(p.relative_to(repository)): p.stat().st_size for p in files}
         result.info = {
             **wanted,
@@ -256,5 +276,5 @@ def export_repository(
             "exported_on": platform.node(),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        write_export_info(repository, result.info)
+        write_export_info(repository, result.info, name)
     return result

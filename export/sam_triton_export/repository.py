@@ -79,8 +79,13 @@ class RepositoryOptions:
     # Not in to_dict (export.json): configs follow them on every export, weights do not.
     queues: QueueLimits = QueueLimits()
     family: str = contract.SAM1.name  # the model family (contract.FAMILIES): its tensors
+    # `export --name`: the model's name in a repository of several (None: the unnamed
+    # layout). Not in to_dict: it is where the export lives, not what it is.
+    name: str | None = None
 
     def __post_init__(self) -> None:
+        if self.name is not None:
+            contract.check_model_name(self.name)
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         for name in ("max_batch", "max_prompts", "max_points", "instances"):
@@ -94,6 +99,10 @@ class RepositoryOptions:
         # Recorded only when it is not SAM 1, so a SAM 1 repository exported before families
         # existed still matches (export --if-changed does not redo a vit_h export and its plans).
         return values if self.family == contract.SAM1.name else {**values, "family": self.family}
+
+    def served(self, role: str) -> str:
+        """The Triton name of ``role`` (ENCODER, DECODER, ...) for this model."""
+        return contract.served_name(self.name, role)
 
 
 @dataclass(frozen=True)
@@ -285,7 +294,7 @@ def encoder_config(options: RepositoryOptions) -> str:
         )
     fields: list[Field] = [
         _header(options.target),
-        ("name", ENCODER),
+        ("name", options.served(ENCODER)),
         *_backend_fields(options.target),
         ("max_batch_size", options.max_batch),
         ("input", [t.message() for t in inputs]),
@@ -320,7 +329,7 @@ def decoder_config(options: RepositoryOptions) -> str:
     )
     fields: list[Field] = [
         _header(options.target),
-        ("name", DECODER),
+        ("name", options.served(DECODER)),
         *_backend_fields(options.target),
         # Natively a batch is one client's request (no dynamic batching, below): above 1 the
         # onnxruntime and tensorrt backends' auto-complete would add a dynamic batcher anyway,
@@ -373,7 +382,7 @@ def ensemble_config(options: RepositoryOptions) -> str:
     embedding = {t.name: f"_{t.name}" for t in encoder_outputs}
     encoder_step = Message(
         (
-            ("model_name", ENCODER),
+            ("model_name", options.served(ENCODER)),
             ("model_version", -1),
             *mapping("input_map", [t.name for t in encoder_inputs], {}),
             *mapping("output_map", [t.name for t in encoder_outputs], embedding),
@@ -381,7 +390,7 @@ def ensemble_config(options: RepositoryOptions) -> str:
     )
     decoder_step = Message(
         (
-            ("model_name", DECODER),
+            ("model_name", options.served(DECODER)),
             ("model_version", -1),
             *mapping("input_map", [t.name for t in decoder_inputs], embedding),
             *mapping("output_map", [t.name for t in DECODER_OUTPUTS], {}),
@@ -392,7 +401,7 @@ def ensemble_config(options: RepositoryOptions) -> str:
         Message.of(
             _header(options.target),
             Comment("Image + prompts -> masks in one round trip; the embedding never leaves the server."),
-            ("name", ENSEMBLE),
+            ("name", options.served(ENSEMBLE)),
             ("platform", "ensemble"),
             # No more than its decoder takes (Triton refuses an ensemble that does).
             ("max_batch_size", options.max_batch if options.target == "python-onnxruntime" else 1),
@@ -405,6 +414,7 @@ def ensemble_config(options: RepositoryOptions) -> str:
 
 def session_config(options: RepositoryOptions) -> str:
     encoder_inputs = family_tensors(options)[0]
+    decoder_dir = f"../../{options.served(DECODER)}/{VERSION}"
     optional = (*encoder_inputs, *DECODER_INPUTS[1:], *COMPACT_INPUTS)
     inputs = [SESSION_ID.message(), *(t.message(optional=True) for t in optional)]
     outputs = [t.message() for t in (*DECODER_OUTPUTS, *ENCODER_OUTPUTS, CACHE_HIT, *COMPACT_OUTPUTS)]
@@ -421,7 +431,7 @@ def session_config(options: RepositoryOptions) -> str:
                 "on a small pool (embed_workers, bounded by embed_queue_size), so clicks never wait\n"
                 "for them; both drop a request whose caller's deadline has passed."
             ),
-            ("name", SESSION),
+            ("name", options.served(SESSION)),
             ("backend", "python"),
             ("max_batch_size", 1),
             ("input", inputs),
@@ -431,16 +441,16 @@ def session_config(options: RepositoryOptions) -> str:
                 {
                     # The decoder's own ONNX files: one set of weights, no BLS hop per click;
                     # mask-free clicks run the split graphs on features cached per embedding.
-                    "onnx_file": f"../../{DECODER}/{VERSION}/model.onnx",
+                    "onnx_file": f"{decoder_dir}/model.onnx",
                     **(
                         {
-                            "image_features_file": f"../../{DECODER}/{VERSION}/{IMAGE_FEATURES_FILE}",
-                            "prompt_decoder_file": f"../../{DECODER}/{VERSION}/{PROMPT_DECODER_FILE}",
+                            "image_features_file": f"{decoder_dir}/{IMAGE_FEATURES_FILE}",
+                            "prompt_decoder_file": f"{decoder_dir}/{PROMPT_DECODER_FILE}",
                         }
                         if contract.family_named(options.family).split_decoder
                         else {"family": options.family}
                     ),
-                    "encoder_model": ENCODER,
+                    "encoder_model": options.served(ENCODER),
                     "intra_op_threads": "0",
                     "cpu_runtime": CPU_RUNTIMES["decoder"],
                     "max_prompts": str(options.max_prompts),
@@ -458,6 +468,7 @@ def session_config(options: RepositoryOptions) -> str:
 
 
 def automask_config(options: RepositoryOptions) -> str:
+    decoder_dir = f"../../{options.served(DECODER)}/{VERSION}"
     return render(
         Message.of(
             _header(options.target),
@@ -468,7 +479,7 @@ def automask_config(options: RepositoryOptions) -> str:
                 "masks travel back, as RLE. A Python-backend model on every target; one instance,\n"
                 "since a request already keeps it busy."
             ),
-            ("name", AUTOMASK),
+            ("name", options.served(AUTOMASK)),
             ("backend", "python"),
             ("max_batch_size", 1),
             ("input", [t.message() for t in AUTOMASK_INPUTS]),
@@ -478,9 +489,9 @@ def automask_config(options: RepositoryOptions) -> str:
             *_parameters(
                 {
                     # Every AMG prompt is mask-free: the split decoder, features once per crop.
-                    "onnx_file": f"../../{DECODER}/{VERSION}/{PROMPT_DECODER_FILE}",
-                    "image_features_file": f"../../{DECODER}/{VERSION}/{IMAGE_FEATURES_FILE}",
-                    "encoder_model": ENCODER,
+                    "onnx_file": f"{decoder_dir}/{PROMPT_DECODER_FILE}",
+                    "image_features_file": f"{decoder_dir}/{IMAGE_FEATURES_FILE}",
+                    "encoder_model": options.served(ENCODER),
                     # Crops per BLS request: the encoder's own batch limit.
                     "encoder_max_batch": str(options.max_batch),
                     "intra_op_threads": "0",
@@ -502,7 +513,9 @@ def shim(model: str, family: str = contract.SAM1.name) -> str:
 
 
 def repository_files(options: RepositoryOptions) -> dict[str, bytes]:
-    """Every non-weight file of the repository for ``options``, by relative path."""
+    """Every non-weight file of the repository for ``options``, by relative path under the
+    role names (``sam_encoder/...``; :func:`write_repository_files` puts a named model's
+    under its own names)."""
     files = {
         f"{ENCODER}/config.pbtxt": encoder_config(options).encode(),
         f"{DECODER}/config.pbtxt": decoder_config(options).encode(),
@@ -538,7 +551,8 @@ def write_repository_files(repository: Path, options: RepositoryOptions) -> list
     """Write configs, shims and warm-up data; leaves weights and other models alone."""
     written = []
     for relative, content in repository_files(options).items():
-        path = repository / relative
+        role, _, rest = relative.partition("/")
+        path = repository / options.served(role) / rest
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_bytes() != content:
             path.write_bytes(content)
@@ -546,5 +560,5 @@ def write_repository_files(repository: Path, options: RepositoryOptions) -> list
     if options.target != "python-onnxruntime":
         # A python shim left over from another target would make the native config lie.
         for model in (ENCODER, DECODER):
-            (model_dir(repository, model) / "model.py").unlink(missing_ok=True)
+            (model_dir(repository, options.served(model)) / "model.py").unlink(missing_ok=True)
     return written

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 from sam_triton_common.contract import (
-    DECODER_MODEL,
-    ENCODER_MODEL,
     IMAGE,
     IMAGE_EMBEDDINGS,
     IMAGE_FEATURES_FILE,
@@ -27,7 +25,6 @@ from sam_triton_common.contract import (
     INPUT_SIZE,
     LOW_RES_SIZE,
     PROMPT_DECODER_FILE,
-    read_export_info,
 )
 
 if TYPE_CHECKING:
@@ -425,24 +422,3 @@ def verify_models(
         report.split_decoder_max_abs = max(split_diffs, default=0.0)
         log(f"  image {index + 1}: {image.shape[0]}x{image.shape[1]} checked")
     return report
-
-
-def verify_repository(
-    repository: Path,
-    sam: Sam,
-    *,
-    precision: str | None = None,
-    log: Callable[[str], None] = print,
-) -> VerifyReport:
-    """Verify the ONNX files of an exported repository (precision read from its export.json)."""
-    from sam_triton_export.repository import model_file
-
-    if precision is None:
-        precision = str((read_export_info(repository) or {}).get("precision", "fp32"))
-    return verify_models(
-        model_file(repository, ENCODER_MODEL),
-        model_file(repository, DECODER_MODEL),
-        sam,
-        precision=precision,
-        log=log,
-    )

@@ -1,4 +1,5 @@
-"""The connection options every CLI command that talks to a server shares: API key and TLS."""
+"""The connection options every CLI command that talks to a server shares: API key, TLS and
+which served model (``--model``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from ..config import TlsConfig
@@ -19,6 +20,7 @@ class ConnectionOptions(TypedDict):
 
     api_key: str | None
     tls: TlsConfig | None
+    model: NotRequired[str | None]
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +35,12 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-cert", type=Path, metavar="PEM", help="client certificate for mutual TLS (with --tls-key)"
     )
     group.add_argument("--tls-key", type=Path, metavar="PEM", help="client private key for mutual TLS")
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the served model to use when the server serves several (`sam-triton export --name NAME`); "
+        "default: the one exported without a name",
+    )
 
 
 def connection_options(args: argparse.Namespace) -> ConnectionOptions:
@@ -41,7 +49,7 @@ def connection_options(args: argparse.Namespace) -> ConnectionOptions:
 
     wants_tls = args.tls_ca is not None or args.tls_cert is not None or args.tls_key is not None
     tls = TlsConfig(args.tls_ca, args.tls_key, args.tls_cert) if wants_tls else None
-    return ConnectionOptions(api_key=args.api_key, tls=tls)
+    return ConnectionOptions(api_key=args.api_key, tls=tls, model=args.model)
 
 
 def _key_source(args: argparse.Namespace) -> str | None:

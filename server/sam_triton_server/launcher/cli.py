@@ -20,6 +20,7 @@ from sam_triton_common.contract import (
     DECODER_MODEL,
     ENCODER_MODEL,
     ENSEMBLE_MODEL,
+    exported_models,
     read_export_info,
 )
 
@@ -59,7 +60,9 @@ def register(subparsers: Any) -> None:
         help="override a queue bound for this run without touching the repository (repeatable): "
         "sam_encoder, sam_decoder or sam_automask = requests waiting per priority level; "
         "sam_session = its clicks and lookups running or waiting; "
-        "embed_workers / embed_queue = sam_session's encodes at once / running or waiting",
+        "embed_workers / embed_queue = sam_session's encodes at once / running or waiting; "
+        "in a repository of several models (export --name) a bare NAME applies to every model, "
+        "MODEL.NAME (e.g. sam2.1-tiny.sam_encoder=8) to one",
     )
     parser.add_argument(
         "--exit-timeout",
@@ -134,10 +137,15 @@ def _started_by_make() -> bool:
 
 
 def random_weights_banner(
-    manifest: dict[str, Any], seed: int, repository: Path | None = None, via_make: bool | None = None
+    manifest: dict[str, Any],
+    seed: int,
+    repository: Path | None = None,
+    via_make: bool | None = None,
+    model: str | None = None,
 ) -> str:
     lines = [
         "RANDOM WEIGHTS - MASKS ARE MEANINGLESS",
+        *([f"in the model served as {model!r} (export --name):"] if model else []),
         f"model {manifest.get('model_type', '?')} was exported from randomly initialised weights",
         f"(seed {seed}), not from a SAM checkpoint. Serve real weights with:",
     ]
@@ -233,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="sam-triton-overlay-") as scratch:
         try:
-            served = overlay_repository(repository, parse_queue_overrides(args.queue), Path(scratch) / "repo")
+            overrides = parse_queue_overrides(args.queue, named=True)
+            served = overlay_repository(repository, overrides, Path(scratch) / "repo")
         except ValueError as error:
             _say(str(error))
             return 2
@@ -250,9 +259,15 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path, security: S
         TritonStartError,
     )
 
-    manifest = read_export_info(repository)
-    seed = random_seed(manifest)
-    banner = random_weights_banner(manifest or {}, seed, args.repository) if seed is not None else None
+    # Every model of the repository (export --name) says whether its weights are random.
+    banners = []
+    models = exported_models(repository)
+    for model in models:
+        manifest = read_export_info(repository, model)
+        seed = random_seed(manifest)
+        if seed is not None:
+            banners.append(random_weights_banner(manifest or {}, seed, args.repository, model=model))
+    banner = "\n".join(banners)
     if banner:
         print(banner, file=sys.stderr, flush=True)
 
@@ -320,8 +335,10 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path, security: S
         return error.returncode or 1
     if stopping:
         return server.stop() or 0
-    models = f"{ENCODER_MODEL}, {DECODER_MODEL}, {ENSEMBLE_MODEL}, ..."
-    _say(f"READY: gRPC {args.host}:{args.grpc_port} (models: {models})")
+    names = f"{ENCODER_MODEL}, {DECODER_MODEL}, {ENSEMBLE_MODEL}, ..."
+    if any(model is not None for model in models):  # clients choose with model= / --model
+        names = ", ".join("(unnamed)" if model is None else model for model in models)
+    _say(f"READY: gRPC {args.host}:{args.grpc_port} (models: {names})")
     if banner:  # again after Triton's long start-up log, where it cannot be missed
         print(banner, file=sys.stderr, flush=True)
     code = server.wait()

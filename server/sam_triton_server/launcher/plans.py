@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sam_triton_common.contract import read_export_info
+from sam_triton_common.contract import exported_models, read_export_info
 
 PLAN_BUILD_KEY = "tensorrt_build"
 _CC_MAJOR, _CC_MINOR = 75, 76  # CUdevice_attribute: compute capability
@@ -75,18 +75,21 @@ def plans_mismatch(built: Any, current: dict[str, str]) -> str | None:
 def stale_plans_reason(repository: Path, current: dict[str, str] | None = None) -> str | None:
     """None when ``repository`` holds no TensorRT plans, or plans built for ``current`` (default:
     this machine), or when this machine cannot be probed; else why Triton would refuse them and
-    how to rebuild them."""
-    info = read_export_info(repository)
-    if info is None or info.get("target") != "tensorrt":
-        return None
-    current = current if current is not None else current_build_environment()
-    mismatch = None if current is None else plans_mismatch(info.get(PLAN_BUILD_KEY), current)
-    if mismatch is None:
-        return None
-    return (
-        f"{repository} holds {mismatch}: Triton would refuse to load them. Rebuild them here: "
-        f"sam-triton export --model-type {info.get('model_type', 'MODEL')} --checkpoint CHECKPOINT "
-        f"--repository {repository} --target tensorrt --precision {info.get('precision', 'fp32')} "
-        "--if-changed (docker/entrypoint.sh and the Kubernetes export init container do this at "
-        "every start)"
-    )
+    how to rebuild them (the first such model's, of a repository of several)."""
+    for model in exported_models(repository):
+        info = read_export_info(repository, model)
+        if info is None or info.get("target") != "tensorrt":
+            continue
+        current = current if current is not None else current_build_environment()
+        mismatch = None if current is None else plans_mismatch(info.get(PLAN_BUILD_KEY), current)
+        if mismatch is None:
+            continue
+        name = f" --name {model}" if model else ""
+        return (
+            f"{repository} holds {mismatch}: Triton would refuse to load them. Rebuild them here: "
+            f"sam-triton export --model-type {info.get('model_type', 'MODEL')} --checkpoint CHECKPOINT "
+            f"--repository {repository}{name} --target tensorrt --precision {info.get('precision', 'fp32')} "
+            "--if-changed (docker/entrypoint.sh and the Kubernetes export init container do this at "
+            "every start)"
+        )
+    return None

@@ -6,7 +6,9 @@ refused at once (UNAVAILABLE "Exceeds maximum queue size") instead of waiting wi
 lane and embed pool the same way ("sam_session overloaded"). The exporter writes
 :class:`QueueLimits` into the configs; ``sam-triton serve --queue NAME=N`` overrides them
 for one run without touching the repository: it serves an overlay of it (symlinks to every
-file, rewritten ``config.pbtxt`` files where a bound changes).
+file, rewritten ``config.pbtxt`` files where a bound changes). In a repository of several
+models (``sam-triton export --name``) a bare NAME applies to each model's own, and
+``MODEL.NAME=N`` (``sam2.1-tiny.sam_encoder=8``) to one model's only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from sam_triton_common.contract import AUTOMASK_MODEL, DECODER_MODEL, ENCODER_MODEL, SESSION_MODEL
+from sam_triton_common.contract import (
+    AUTOMASK_MODEL,
+    DECODER_MODEL,
+    ENCODER_MODEL,
+    MODEL_NAME_SEPARATOR,
+    SESSION_MODEL,
+    model_of,
+)
 
 # --queue names: a model's Triton queue, or one of sam_session's own bounds (config parameters).
 MODEL_QUEUES = {
@@ -48,14 +57,25 @@ class QueueLimits:
                 raise ValueError(f"queue limit {name} must be >= 1, got {value}")
 
 
-def parse_queue_overrides(items: list[str]) -> dict[str, int]:
-    """``["sam_encoder=64", "embed_workers=4"]`` -> ``{"sam_encoder": 64, ...}`` (ValueError)."""
+def _scope(name: str) -> tuple[str | None, str]:
+    """(model or None for every model, bound name) of an override's NAME."""
+    if name in MODEL_QUEUES or name in POOL_PARAMETERS:
+        return None, name
+    model, _, bound = name.rpartition(MODEL_NAME_SEPARATOR)
+    return (model or None), bound
+
+
+def parse_queue_overrides(items: list[str], named: bool = False) -> dict[str, int]:
+    """``["sam_encoder=64", "embed_workers=4"]`` -> ``{"sam_encoder": 64, ...}`` (ValueError).
+    ``named``: NAMEs may also be ``MODEL.NAME`` (one model of several)."""
     known = [*MODEL_QUEUES, *POOL_PARAMETERS]
     overrides: dict[str, int] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or name not in known:
-            raise ValueError(f"--queue {item!r}: expected NAME=N with NAME one of {', '.join(known)}")
+        model, bound = _scope(name)
+        if not sep or bound not in known or (model is not None and not named):
+            scoped = " (or MODEL.NAME for one model of several)" if named else ""
+            raise ValueError(f"--queue {item!r}: expected NAME=N with NAME one of {', '.join(known)}{scoped}")
         try:
             number = int(value)
         except ValueError:
@@ -79,15 +99,23 @@ def _parameter_pattern(key: str) -> re.Pattern[str]:
 
 
 def override_config(model: str, text: str, overrides: dict[str, int]) -> str:
-    """A generated config.pbtxt with the overrides that concern ``model`` applied."""
-    for name, value in overrides.items():
+    """A generated config.pbtxt with the overrides that concern ``model`` (a served name,
+    ``sam_encoder`` or ``NAME.sam_encoder``) applied."""
+    served = model_of(model)
+    if served is None:
+        return text
+    owner, role = served
+    for key, value in overrides.items():
+        scope, name = _scope(key)
+        if scope is not None and scope != owner:
+            continue
         if name in SESSION_PARAMETERS:
-            if model == SESSION_MODEL:
+            if role == SESSION_MODEL:
                 parameter = SESSION_PARAMETERS[name]
                 text, count = _parameter_pattern(parameter).subn(rf"\g<1>{value}\g<2>", text)
                 if count == 0:
                     raise ValueError(f"{model}/config.pbtxt has no {parameter!r} parameter")
-        elif name == model:
+        elif name == role:
             text, count = re.subn(r"(max_queue_size: )\d+", rf"\g<1>{value}", text)
             if count == 0:
                 raise ValueError(f"{model}/config.pbtxt has no bounded queue to resize")
@@ -98,6 +126,11 @@ def overlay_repository(repository: Path, overrides: dict[str, int], into: Path) 
     """A repository at ``into`` that is ``repository`` with ``overrides`` applied: symlinks
     to everything, except rewritten config files. Relative paths inside model parameters
     (``../../sam_decoder/1/model.onnx``) still resolve, since version directories are links."""
+    owners = {served[0] for entry in repository.iterdir() if (served := model_of(entry.name)) is not None}
+    for key in overrides:
+        if (scope := _scope(key)[0]) is not None and scope not in owners:
+            named = sorted(owner for owner in owners if owner is not None)
+            raise ValueError(f"--queue {key}: {repository} has no model {scope!r} (named models: {named})")
     into.mkdir(parents=True, exist_ok=True)
     for entry in sorted(repository.iterdir()):
         config = entry / "config.pbtxt"
