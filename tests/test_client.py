@@ -40,7 +40,8 @@ from sam_triton import (
 from sam_triton._tensors import build_infer_request, decode_infer_response
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto import inference_pb2_grpc as pb_grpc
-from sam_triton.transforms import postprocess_masks, preprocess_shape
+from sam_triton.transforms import postprocess_masks, prepare_image, preprocess_shape
+from sam_triton_common.images import decode_image
 from sam_triton_common.mask_codec import encode_prediction
 
 # ----------------------------------------------------------------------------- the fake server
@@ -63,6 +64,14 @@ def toy_decoder(embedding: np.ndarray, inputs: dict[str, np.ndarray]) -> dict[st
             iou[0, i, j] = 0.5 + 0.1 * j + 0.01 * i + base
         low[0, i] += inputs["has_mask_input"][0, i] * inputs["mask_input"][0, i, 0].mean()
     return {"low_res_masks": low, "iou_predictions": iou}
+
+
+def as_pixels(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An upload's inputs with a file (``encoded_image``) decoded and prepared as sam_session does."""
+    if "encoded_image" not in inputs:
+        return inputs
+    padded, size = prepare_image(decode_image(bytes(inputs["encoded_image"].reshape(-1)[0])))
+    return {**inputs, "image": padded[None], "input_size": np.array([size], np.int32)}
 
 
 def toy_encoder(inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -157,6 +166,7 @@ class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sam_session: session_id must be 1..256 bytes")
         with self.b.lock:
             hit = session_id in self.b.sessions
+        inputs = as_pixels(inputs)
         if "image" in inputs and not (hit and session_id.startswith("sha256:")):
             with self.b.lock:
                 self.b.sessions[session_id] = toy_encoder(inputs)

@@ -413,6 +413,38 @@ def test_sam_client_learns_the_family_and_refuses_foreign_handles(
         client.embed(image)
 
 
+def test_sam2_jpeg_upload_embeds_exactly_the_raw_original(sam2_server: ServedTriton) -> None:
+    """SAM 2 sends the whole original image: a JPEG travels as its file (far fewer bytes) and
+    the server's decode of it is the original the raw path sends (same embedding and maps,
+    same masks)."""
+    import io
+
+    from PIL import Image
+    from sam_triton import Prompt, SamClient
+    from sam_triton.images import load_image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (240, 330, 3), dtype=np.uint8)).save(
+        buffer, format="JPEG", quality=90
+    )
+    jpeg = buffer.getvalue()
+    sent: list[int] = []
+    with (
+        SamClient(sam2_server.grpc_url, rpc_observer=lambda _, s, r: sent.append(s)) as compressed,
+        SamClient(sam2_server.grpc_url, image_upload="raw") as raw,
+    ):
+        from_file = compressed.embed(jpeg, session_id="sam2-jpeg-file")
+        assert max(sent) < len(jpeg) + 200 < 240 * 330 * 3
+        from_pixels = raw.embed(load_image(jpeg), session_id="sam2-jpeg-raw")
+        np.testing.assert_array_equal(compressed.fetch_embedding(from_file), raw.fetch_embedding(from_pixels))
+        prompt = Prompt(point_coords=[[100, 80]], point_labels=[1])
+        a, b = compressed.predict(from_file, prompt), raw.predict(from_pixels, prompt)
+        assert not isinstance(a, list) and not isinstance(b, list)
+        np.testing.assert_array_equal(a.masks, b.masks)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        assert compressed.embed(jpeg).from_cache is False and raw.embed(load_image(jpeg)).from_cache is True
+
+
 def test_server_held_sam2_sessions(sam2_server: ServedTriton, sam2_model: Any) -> None:
     """sam_session keeps a SAM 2 image's embedding and both high-resolution maps: the image is
     uploaded once, clicks carry prompts only (mask-free and mask_input refinements both run

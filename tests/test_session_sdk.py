@@ -30,7 +30,7 @@ from sam_triton import (
 )
 from sam_triton._core import SESSION_HEADER, content_id
 
-from tests.test_client import Served, decode_request, serve, toy_encoder
+from tests.test_client import Served, as_pixels, decode_request, serve, toy_encoder
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (300, 500, 3), dtype=np.uint8)
 CLICK = Prompt([[120, 80]], [1])
@@ -54,6 +54,11 @@ def calls(fake: Served) -> list[tuple[str, set[str], list[str]]]:
     ]
 
 
+def uploads(call: Any) -> bool:
+    """Whether a ModelInfer carries an image (its pixels, or a file of them)."""
+    return bool({"image", "encoded_image"} & {t.name for t in call.inputs})
+
+
 def session_ids(fake: Served) -> list[str]:
     return [m.get(SESSION_HEADER, "") for m in fake.behaviour.metadata]
 
@@ -66,7 +71,8 @@ def test_embed_looks_up_then_uploads_once(fake: Served) -> None:
         assert emb.original_size == (300, 500) and emb.input_size == (614, 1024)
         assert calls(fake) == [
             ("sam_session", {"session_id"}, ["cache_hit"]),  # lookup: the id only
-            ("sam_session", {"session_id", "image", "input_size"}, ["cache_hit"]),  # miss: upload
+            # miss: upload, as a PNG of the 300x500 pixels (fewer bytes than the padded 1024x1024 tensor)
+            ("sam_session", {"session_id", "encoded_image"}, ["cache_hit"]),
         ]
         # the same pixels again, even as a BGR view of a copy: one lookup, no upload
         again = client.embed(np.ascontiguousarray(IMAGE[..., ::-1]), image_format="BGR")
@@ -117,7 +123,7 @@ def test_miss_reembeds_once_transparently(fake: Served) -> None:
         fake.behaviour.sessions.clear()  # evicted / server restarted
         n = len(fake.behaviour.calls)
         after = client.predict(emb, prompts)
-        models = [(c.model_name, "image" in {t.name for t in c.inputs}) for c in fake.behaviour.calls[n:]]
+        models = [(c.model_name, uploads(c)) for c in fake.behaviour.calls[n:]]
     # a miss, exactly one upload, then both groups answered. The two groups travel
     # concurrently, so the second one may miss too or arrive after the upload and hit.
     assert models[0] == ("sam_session", False)
@@ -152,7 +158,7 @@ def test_caller_ids_always_upload_and_are_validated(fake: Served) -> None:
         assert emb.session_id == "user-7/page 1" and emb.server_held
         # a caller id is bound to the image given, so it is uploaded every time (no lookup)
         client.embed(IMAGE, session_id="user-7/page 1")
-        assert [("image" in {t.name for t in c.inputs}) for c in fake.behaviour.calls] == [True, True]
+        assert [uploads(c) for c in fake.behaviour.calls] == [True, True]
         n = len(fake.behaviour.calls)
         for bad in ["", "x" * 257, "sha256:" + "0" * 64, "caf\u00e9", "tab\there", 7]:
             with pytest.raises(InvalidInputError, match="session_id"):
@@ -174,7 +180,7 @@ def test_fetch_embedding_and_predictor(fake: Served) -> None:
         # the embedding is downloaded only when asked for, once
         emb = predictor.get_image_embedding()
         assert emb.shape == (1, 256, 64, 64) and emb.dtype == np.float32
-        expected = toy_encoder(decode_request(fake.behaviour.calls[1]))
+        expected = toy_encoder(as_pixels(decode_request(fake.behaviour.calls[1])))
         np.testing.assert_array_equal(emb, expected)
         assert predictor.features is emb
         assert len(fake.behaviour.calls) == n + 2

@@ -25,8 +25,6 @@ prediction goes to, and with what, is decided in one place: :func:`_embedding_in
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import struct
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -37,7 +35,9 @@ import numpy.typing as npt
 from google.protobuf.message import Message
 from sam_triton_common.contract import (
     CACHE_HIT,
+    CONTENT_ID_MISMATCH,
     CONTENT_ID_PREFIX,
+    ENCODED_IMAGE,
     IMAGE,
     IMAGE_EMBEDDINGS,
     INPUT_SIZE,
@@ -58,6 +58,7 @@ from sam_triton_common.contract import (
     model_of,
 )
 from sam_triton_common.contract import SESSION_HEADER as SESSION_HEADER
+from sam_triton_common.images import content_id as content_id
 from sam_triton_common.mask_codec import mask_shape
 from sam_triton_common.transforms import (
     EMBEDDING_SHAPE,
@@ -72,10 +73,11 @@ from sam_triton_common.transforms import (
 from . import errors, family_sam2
 from ._tensors import build_infer_request, decode_infer_response, require_output
 from .config import ClientConfig, Priority
-from .images import ImageFormat, ImageInput, load_image
+from .images import ImageFormat, ImageInput, load_image, load_with_source
 from .prompts import Prompt, as_prompt_list, encode_prompt, group_by_points
 from .proto import inference_pb2 as pb
 from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
+from .uploads import encoded_upload
 
 T = TypeVar("T")
 
@@ -363,15 +365,15 @@ def embed_op(
     """
     if session_id is not None:
         session_id = check_session_id(session_id)  # before decoding anything
-    rgb = load_image(image, image_format, max_pixels=config.max_pixels)
-    keep = rgb
+    loaded = load_with_source(image, image_format, max_pixels=config.max_pixels)
+    rgb = keep = loaded.rgb
     server_held = session_id is not None or config.server_embeddings
     if server_held and isinstance(image, np.ndarray) and np.may_share_memory(rgb, image):
         # The handle keeps the pixels to re-embed after an eviction: never the caller's own
         # array, which the caller may change afterwards.
         keep = rgb.copy()
         keep.flags.writeable = False
-    return (yield from embed_rgb_op(config, rgb, session_id, keep=keep))
+    return (yield from embed_rgb_op(config, rgb, session_id, keep=keep, source=loaded.source))
 
 
 def embed_rgb_op(
@@ -380,14 +382,18 @@ def embed_rgb_op(
     session_id: str | None = None,
     *,
     keep: npt.NDArray[np.uint8] | None = None,
+    source: bytes | None = None,
 ) -> Op[ImageEmbedding]:
     """:func:`embed_op` for an already loaded HxWx3 RGB array.
 
-    ``keep`` is the image a server-held handle holds for re-embedding (default: ``rgb``).
+    ``keep`` is the image a server-held handle holds for re-embedding (default: ``rgb``);
+    ``source`` the JPEG/PNG/WebP file ``rgb`` was decoded from, which a server-held embed may
+    upload in its place (:mod:`~sam_triton.uploads`).
     """
     family = yield from family_op(config)
     if session_id is not None or config.server_embeddings:
-        return (yield from _session_embed_op(config, rgb, session_id, rgb if keep is None else keep, family))
+        keep = rgb if keep is None else keep
+        return (yield from _session_embed_op(config, rgb, session_id, keep, family, source))
     if family is not SAM1:
         return (yield from _embed_features_op(config, family, rgb))
     model = config.models.encoder
@@ -427,18 +433,6 @@ def _embed_features_op(
 
 
 # --------------------------------------------------------------------------- server-held embeddings
-
-
-def content_id(rgb: npt.NDArray[np.uint8]) -> str:
-    """``sha256:<hex>`` of an RGB image's shape and pixels: equal images, equal ids.
-
-    The original pixels (not the resized ones) are hashed: hashing is much cheaper than
-    resizing, and a hit then skips the resize as well as the upload.
-    """
-    digest = hashlib.sha256(b"sam-triton/rgb-uint8/v1")
-    digest.update(struct.pack("<3Q", *rgb.shape))
-    digest.update(np.ascontiguousarray(rgb).data.cast("B"))
-    return CONTENT_ID_PREFIX + digest.hexdigest()
 
 
 def check_session_id(session_id: object, *, content_ids: bool = False) -> str:
@@ -527,14 +521,37 @@ def session_lookup_op(config: ClientConfig, session_id: str) -> Op[bool]:
 
 
 def _session_upload_op(
-    config: ClientConfig, session_id: str, rgb: npt.NDArray[np.uint8], family: Family = SAM1
+    config: ClientConfig,
+    session_id: str,
+    rgb: npt.NDArray[np.uint8],
+    family: Family = SAM1,
+    source: bytes | None = None,
 ) -> Op[None]:
-    """Send the image to be encoded and kept under ``session_id``; nothing big comes back."""
+    """Send the image to be encoded and kept under ``session_id``; nothing big comes back.
+
+    The image travels as a file when that is smaller (:func:`~sam_triton.uploads.encoded_upload`);
+    a server whose decoder gives other pixels for it than ours (its content id disagrees) gets
+    the pixels instead.
+    """
+    encoded = encoded_upload(rgb, family, source, config.image_upload)
+    if encoded is not None:
+        try:
+            yield from _session_step(config, [_upload_call(config, session_id, {ENCODED_IMAGE: encoded})])
+            return
+        except errors.InvalidInputError as exc:
+            if CONTENT_ID_MISMATCH not in str(exc):
+                raise
     inputs = encoder_inputs(rgb)[0] if family is SAM1 else family_sam2.encoder_inputs(rgb)
+    yield from _session_step(config, [_upload_call(config, session_id, inputs)])
+
+
+def _upload_call(config: ClientConfig, session_id: str, inputs: dict[str, Any]) -> Call:
+    if ENCODED_IMAGE in inputs:
+        inputs = {ENCODED_IMAGE: np.array([[inputs[ENCODED_IMAGE]]], dtype=np.object_)}
     call = _session_call(config, session_id, inputs, [CACHE_HIT], "embed")
     # sam_session's queue defaults to clicks' level; an upload is foreground work.
     call.request.parameters["priority"].uint64_param = Priority.FOREGROUND
-    yield from _session_step(config, [call])
+    return call
 
 
 def _session_embed_op(
@@ -543,6 +560,7 @@ def _session_embed_op(
     session_id: str | None,
     keep: npt.NDArray[np.uint8] | None,
     family: Family = SAM1,
+    source: bytes | None = None,
 ) -> Op[ImageEmbedding]:
     """Embed into the server's cache.
 
@@ -554,7 +572,7 @@ def _session_embed_op(
         session_id = content_id(rgb)
         if (yield from session_lookup_op(config, session_id)):
             return _session_handle(config, rgb, session_id, keep, True, family)
-    yield from _session_upload_op(config, session_id, rgb, family)
+    yield from _session_upload_op(config, session_id, rgb, family, source)
     return _session_handle(config, rgb, session_id, keep, False, family)
 
 

@@ -21,6 +21,7 @@ import grpc
 from sam_triton_common import contract
 
 from .errors import ModelNotReadyError, SamTritonError, ServerOverloadedError, ServerUnavailableError
+from .uploads import ImageUpload
 
 Compression = Literal["gzip", "deflate"]
 
@@ -33,6 +34,7 @@ or headers; a load test sums them into bytes on the wire."""
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """gRPC's default receive limit (4 MiB) is smaller than one embedding (4 MiB + framing) and
 than a multi-prompt answer (0.8 MiB per prompt), so the SDK raises it on both ends."""
+
 
 
 def _read(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
@@ -205,6 +207,11 @@ class ClientConfig:
     """Filled by the client, not by callers: the model family each encoder model reported
     (its ModelMetadata outputs, ``contract.family_of_encoder``), asked once per model."""
     api_key: str | None = field(default=None, repr=False)
+    image_upload: ImageUpload = "auto"
+    """How an embed on a server-held embedding uploads its image (:mod:`sam_triton.uploads`):
+    "auto" sends the caller's JPEG/PNG/WebP file (path, bytes or a PIL image opened from one),
+    or an array as a lossless PNG, when that is fewer bytes than the pixel tensor; "raw"
+    always sends the pixel tensor. Same pixels, masks and content id either way."""
 
     def __post_init__(self) -> None:
         if not self.url or self.url.startswith(("http://", "https://")):
@@ -217,6 +224,8 @@ class ClientConfig:
             raise ValueError("max_prompts_per_request must be >= 1")
         if self.max_prompts < 1:
             raise ValueError("max_prompts must be >= 1")
+        if self.image_upload not in ("auto", "raw"):
+            raise ValueError(f"image_upload must be 'auto' or 'raw', got {self.image_upload!r}")
         if self.compression not in (None, "gzip", "deflate"):
             raise ValueError(f"compression must be None, 'gzip' or 'deflate', got {self.compression!r}")
 
@@ -267,6 +276,7 @@ class ClientOptions(TypedDict, total=False):
     channel_options: dict[str, Any] | None
     server_embeddings: bool
     rpc_observer: RpcObserver | None
+    image_upload: ImageUpload
     api_key: str | None
     compact_answers: bool
 
@@ -291,6 +301,7 @@ def make_config(
     channel_options: dict[str, Any] | None = None,
     server_embeddings: bool = True,
     rpc_observer: RpcObserver | None = None,
+    image_upload: ImageUpload = "auto",
     api_key: str | None = None,
     compact_answers: bool = True,
 ) -> ClientConfig:
@@ -324,6 +335,7 @@ def make_config(
         channel_options=tuple((channel_options or {}).items()),
         server_embeddings=server_embeddings,
         rpc_observer=rpc_observer,
+        image_upload=image_upload,
         compact_answers=compact_answers,
         api_key=api_key if api_key is not None else os.environ.get(contract.API_KEY_ENV) or None,
     )

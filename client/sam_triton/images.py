@@ -8,14 +8,16 @@ images), RGBA / LA (alpha dropped), PIL images (any mode), file paths and encode
 
 from __future__ import annotations
 
-import io
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps, UnidentifiedImageError
-from sam_triton_common.transforms import IMAGE_SIZE, preprocess_shape
+from PIL import Image
+from sam_triton_common.images import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
+from sam_triton_common.images import ENCODED_FORMATS, check_size, from_array, from_pil, open_checked
 
 from .errors import InvalidInputError
 
@@ -24,77 +26,14 @@ ImageFormat = Literal["RGB", "BGR"]
 ImageInput = npt.NDArray[np.generic] | Image.Image | str | os.PathLike[str] | bytes | bytearray | memoryview
 """Anything :func:`load_image` accepts."""
 
-DEFAULT_MAX_PIXELS = 8192 * 8192
-"""Default upper bound on H*W; beyond it resizing alone costs seconds and gigabytes."""
 
-MIN_SIDE = 2
-"""Smallest accepted side: a 1-pixel side cannot be bilinearly resized meaningfully."""
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """An image as the SDK sends it: its pixels, and the file they were decoded from when that
+    file is one the server decodes itself (JPEG/PNG/WebP), so an upload can be the file."""
 
-
-def _check_size(height: int, width: int, max_pixels: int | None) -> None:
-    if height == 0 or width == 0:
-        raise InvalidInputError(
-            f"image is empty ({height}x{width}); expected at least {MIN_SIDE}x{MIN_SIDE} pixels"
-        )
-    if height < MIN_SIDE and width < MIN_SIDE:
-        raise InvalidInputError(
-            f"image is a single pixel ({height}x{width}); expected at least {MIN_SIDE} pixels on a side"
-        )
-    if min(preprocess_shape(height, width)) == 0:
-        raise InvalidInputError(
-            f"image is {height}x{width}; resized to a longest side of {IMAGE_SIZE} its short side would be "
-            "0 pixels; expected an aspect ratio below 2048:1"
-        )
-    if max_pixels is not None and height * width > max_pixels:
-        raise InvalidInputError(
-            f"image is {height}x{width} = {height * width} pixels, over the limit of {max_pixels}; "
-            "downscale it or raise max_pixels"
-        )
-
-
-def _from_array(array: npt.NDArray[np.generic], image_format: ImageFormat) -> npt.NDArray[np.uint8]:
-    if array.dtype == np.bool_ or array.dtype != np.uint8:
-        raise InvalidInputError(
-            f"image dtype is {array.dtype}; expected uint8 with values in [0, 255] "
-            "(convert with (x * 255).clip(0, 255).astype(np.uint8) or similar)"
-        )
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3:
-        raise InvalidInputError(f"image has shape {array.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
-    channels = array.shape[2]
-    if channels == 1:  # grayscale: the same intensity on R, G and B
-        return np.ascontiguousarray(np.repeat(array, 3, axis=2))
-    if channels == 2:  # gray + alpha
-        return np.ascontiguousarray(np.repeat(array[:, :, :1], 3, axis=2))
-    if channels not in (3, 4):
-        raise InvalidInputError(f"image has {channels} channels; expected 1 (gray), 2 (gray+alpha), 3 or 4")
-    rgb = array[:, :, :3]
-    if image_format == "BGR":
-        rgb = rgb[:, :, ::-1]
-    return np.ascontiguousarray(rgb)
-
-
-def _from_pil(image: Image.Image) -> npt.NDArray[np.uint8]:
-    image = ImageOps.exif_transpose(image) or image
-    if image.mode not in ("RGB", "L", "RGBA", "LA"):
-        # Palette, CMYK, 16-bit, float...: let Pillow do the colour conversion.
-        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
-    return _from_array(np.asarray(image), "RGB")
-
-
-def _open_encoded(data: bytes | str | os.PathLike[str]) -> Image.Image:
-    source: io.BytesIO | str | os.PathLike[str] = io.BytesIO(data) if isinstance(data, bytes) else data
-    try:
-        # Lazy: only the header is read here, so the size check runs before any pixel is decoded.
-        return Image.open(source)
-    except FileNotFoundError as exc:
-        raise InvalidInputError(f"image file not found: {data!s}") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        what = "bytes" if isinstance(data, bytes) else f"file {data!s}"
-        raise InvalidInputError(
-            f"cannot decode image {what}: {exc}; expected PNG, JPEG or another Pillow format"
-        ) from exc
+    rgb: npt.NDArray[np.uint8]
+    source: bytes | None = None
 
 
 def load_image(
@@ -108,32 +47,59 @@ def load_image(
     ``image_format`` describes the channel order of numpy input only ("BGR" for OpenCV arrays);
     decoded files and PIL images are RGB by construction.
     """
+    return load_with_source(image, image_format, max_pixels=max_pixels).rgb
+
+
+def load_with_source(
+    image: ImageInput,
+    image_format: ImageFormat = "RGB",
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> LoadedImage:
+    """:func:`load_image`, keeping the bytes of a JPEG/PNG/WebP file the pixels came from: a
+    path or bytes, or a PIL image opened from a file whose decoding still gives its pixels."""
     if image_format not in ("RGB", "BGR"):
         raise InvalidInputError(f"image_format must be in ['RGB', 'BGR'], is {image_format}.")
+    source: bytes | None = None
     if isinstance(image, np.ndarray):
         if image.ndim >= 2:
-            _check_size(int(image.shape[0]), int(image.shape[1]), max_pixels)
-        rgb = _from_array(image, image_format)
+            check_size(int(image.shape[0]), int(image.shape[1]), max_pixels)
+        rgb = from_array(image, image_format)
     elif isinstance(image, Image.Image):
-        _check_size(image.height, image.width, max_pixels)
-        rgb = _from_pil(image)
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        rgb = _from_pil(_checked_open(bytes(image), max_pixels))
-    elif isinstance(image, (str, os.PathLike)):
-        rgb = _from_pil(_checked_open(image, max_pixels))
+        check_size(image.height, image.width, max_pixels)
+        rgb = from_pil(image)
+        source = _file_of(image, rgb, max_pixels)
+    elif isinstance(image, (bytes, bytearray, memoryview, str, os.PathLike)):
+        data = bytes(image) if isinstance(image, (bytes, bytearray, memoryview)) else _read(image)
+        opened = open_checked(data, max_pixels)
+        rgb = from_pil(opened)
+        source = data if opened.format in ENCODED_FORMATS else None
     else:
         raise InvalidInputError(
             f"unsupported image type {type(image).__name__}; expected a numpy array, PIL image, path or bytes"
         )
-    _check_size(int(rgb.shape[0]), int(rgb.shape[1]), max_pixels)
-    return rgb
+    check_size(int(rgb.shape[0]), int(rgb.shape[1]), max_pixels)
+    return LoadedImage(rgb, source)
 
 
-def _checked_open(data: bytes | str | os.PathLike[str], max_pixels: int | None) -> Image.Image:
-    img = _open_encoded(data)
-    _check_size(img.height, img.width, max_pixels)
+def _read(path: str | os.PathLike[str]) -> bytes:
     try:
-        img.load()
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise InvalidInputError(f"cannot decode image: {exc}") from exc
-    return img
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"image file not found: {path!s}") from exc
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read image file {path!s}: {exc}") from exc
+
+
+def _file_of(image: Image.Image, rgb: npt.NDArray[np.uint8], max_pixels: int | None) -> bytes | None:
+    """The file a PIL image was opened from, when decoding it gives ``rgb`` again (the image
+    may have been drawn on or replaced since): one more decode, to upload far fewer bytes."""
+    filename = getattr(image, "filename", "")
+    if image.format not in ENCODED_FORMATS or not filename:
+        return None
+    try:
+        data = Path(filename).read_bytes()
+        decoded = from_pil(open_checked(data, max_pixels, ENCODED_FORMATS))
+    except (OSError, InvalidInputError):
+        return None
+    return data if np.array_equal(decoded, rgb) else None

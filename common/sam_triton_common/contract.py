@@ -99,6 +99,15 @@ SESSION_ID = "session_id"
 """BYTES [1]: the id a ``sam_session`` embedding is kept under."""
 CACHE_HIT = "cache_hit"
 """BOOL [1]: whether ``sam_session`` already held the session's embedding."""
+ENCODED_IMAGE = "encoded_image"
+"""BYTES [1], ``sam_session`` only, in place of ``image`` (and ``input_size``): the image as a
+JPEG, PNG or WebP file. The server decodes it with ``sam_triton_common.images``, the SDK's own
+decoder (EXIF orientation, modes), then prepares it as its family does, so the pixels are those
+a raw upload sends. A content id must be the decoded pixels' (else ``CONTENT_ID_MISMATCH``)."""
+CONTENT_ID_MISMATCH = "decoded pixels do not match the content id"
+"""How ``sam_session``'s INVALID_ARGUMENT for an ``encoded_image`` that decodes to other pixels
+than its ``sha256:`` id names starts (client and server Pillow builds disagree on the file:
+the SDK then uploads the pixels instead)."""
 
 # Compact answers of a ``sam_session`` click (README "Compact answers"): what the caller
 # requests is what is computed and sent.

@@ -158,6 +158,8 @@ def family_tensors(options: RepositoryOptions) -> tuple[Tensors, Tensors, Tensor
 
 SESSION_ID = Tensor(contract.SESSION_ID, "TYPE_STRING", (1,))
 CACHE_HIT = Tensor(contract.CACHE_HIT, "TYPE_BOOL", (1,))
+# An embed's image as a JPEG/PNG/WebP file, in place of the pixels (sam_session only).
+ENCODED_IMAGE = Tensor(contract.ENCODED_IMAGE, "TYPE_STRING", (1,))
 # Compact click answers (contract.MASKS ...): optional inputs, outputs sent only when requested.
 COMPACT_INPUTS = (
     Tensor(contract.ORIGINAL_SIZE, "TYPE_INT32", (2,)),
@@ -415,7 +417,7 @@ def ensemble_config(options: RepositoryOptions) -> str:
 def session_config(options: RepositoryOptions) -> str:
     encoder_inputs = family_tensors(options)[0]
     decoder_dir = f"../../{options.served(DECODER)}/{VERSION}"
-    optional = (*encoder_inputs, *DECODER_INPUTS[1:], *COMPACT_INPUTS)
+    optional = (*encoder_inputs, ENCODED_IMAGE, *DECODER_INPUTS[1:], *COMPACT_INPUTS)
     inputs = [SESSION_ID.message(), *(t.message(optional=True) for t in optional)]
     outputs = [t.message() for t in (*DECODER_OUTPUTS, *ENCODER_OUTPUTS, CACHE_HIT, *COMPACT_OUTPUTS)]
     return render(

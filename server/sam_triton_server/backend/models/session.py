@@ -55,6 +55,7 @@ from sam_triton_common.contract import (
     DECODER_OUTPUTS,
     EMBEDDING_NOT_FOUND,
     EMBEDDING_SHAPE,
+    ENCODED_IMAGE,
     ENCODER_MODEL,
     IMAGE,
     IMAGE_EMBEDDINGS,
@@ -71,8 +72,9 @@ from sam_triton_common.contract import (
     REFINE_MASK,
     SESSION_ID,
 )
+from sam_triton_common.images import DEFAULT_MAX_PIXELS
 from sam_triton_common.mask_codec import encode_prediction
-from sam_triton_common.transforms import SQUARE_INPUT, preprocess_shape
+from sam_triton_common.transforms import SQUARE_INPUT, prepare_image, preprocess_shape
 
 from sam_triton_server.backend.click_lane import ClickLane, LaneFull
 from sam_triton_server.backend.embed_pool import EmbedPool, PoolFull
@@ -91,7 +93,9 @@ from sam_triton_server.backend.models.encoder import validate_encoder_inputs
 from sam_triton_server.backend.ort import Session
 from sam_triton_server.backend.prediction_store import PredictionNotFound, PredictionStore
 from sam_triton_server.backend.prompt_decoder import PromptDecoder
+from sam_triton_server.backend.uploads import decode_upload
 
+UPLOADS = (IMAGE, ENCODED_IMAGE)  # what an embed carries: the pixels, or a file of them
 PROMPT_INPUTS = DECODER_INPUTS[1:]  # everything the decoder takes except the embedding
 CLICK_EXTRAS = (ORIGINAL_SIZE, REFINE_FROM, REFINE_MASK)  # what a compact click adds to the prompts
 OVERLOADED_PREFIX = "sam_session overloaded"
@@ -125,6 +129,7 @@ class TritonPythonModel(OnnxModelBase):
         self.max_prompts = int_parameter(self.params, "max_prompts", 64)
         self.max_points = int_parameter(self.params, "max_points", 64)
         self.encoder_model = self.params.get("encoder_model", ENCODER_MODEL)
+        self.max_image_pixels = int_parameter(self.params, "max_image_pixels", DEFAULT_MAX_PIXELS)
         self.cache = EmbeddingCache(
             max_bytes=int_parameter(self.params, "cache_bytes", 1 << 30),
             ttl_seconds=float(int_parameter(self.params, "cache_ttl_seconds", 3600)),
@@ -187,7 +192,7 @@ class TritonPythonModel(OnnxModelBase):
     def _needs_encode(self, request: Any, session_id: str) -> bool:
         """An image to encode: always for a caller-named id (it is rebound), for a content id
         only when the cache lacks it (one in flight is joined by the pool)."""
-        if self.pb.get_input_tensor_by_name(request, IMAGE) is None:
+        if not any(self.pb.get_input_tensor_by_name(request, name) is not None for name in UPLOADS):
             return False
         if not session_id.startswith(CONTENT_ID_PREFIX):
             return True
@@ -279,9 +284,11 @@ class TritonPythonModel(OnnxModelBase):
         (the request would otherwise be answered as a plain lookup)."""
         has = {
             name
-            for name in (IMAGE, INPUT_SIZE, *PROMPT_INPUTS, *CLICK_EXTRAS)
+            for name in (*UPLOADS, INPUT_SIZE, *PROMPT_INPUTS, *CLICK_EXTRAS)
             if self.pb.get_input_tensor_by_name(request, name) is not None
         }
+        if ENCODED_IMAGE in has and has.intersection((IMAGE, INPUT_SIZE)):
+            raise InvalidInput(f"{ENCODED_IMAGE} replaces {IMAGE} and {INPUT_SIZE}: send one or the other")
         if INPUT_SIZE in has and IMAGE not in has:
             raise InvalidInput(f"{INPUT_SIZE} given without {IMAGE}")
         prompt_parts = sorted(has.intersection((*PROMPT_INPUTS[1:], *CLICK_EXTRAS)))
@@ -290,8 +297,20 @@ class TritonPythonModel(OnnxModelBase):
         if (REFINE_FROM in has) != (REFINE_MASK in has):
             raise InvalidInput(f"{REFINE_FROM} and {REFINE_MASK} go together")
 
+    def _uploaded_rgb(self, request: Any, session_id: str) -> Array | None:
+        """The pixels of an ``encoded_image`` upload (decoded here, on an embed worker), or None."""
+        encoded = self.pb.get_input_tensor_by_name(request, ENCODED_IMAGE)
+        if encoded is None:
+            return None
+        return decode_upload(encoded.as_numpy(), session_id, self.max_image_pixels)
+
     def _embed(self, session_id: str, request: Any, arrived: float) -> CachedEmbedding:
-        image, input_size = self.input(request, IMAGE), self.input(request, INPUT_SIZE)
+        rgb = self._uploaded_rgb(request, session_id)
+        if rgb is None:
+            image, input_size = self.input(request, IMAGE), self.input(request, INPUT_SIZE)
+        else:  # the SDK's own preprocessing, as for a raw upload
+            padded, size = prepare_image(rgb)
+            image, input_size = padded[None], np.array([size], dtype=np.int32)
         validate_encoder_inputs(image, input_size)
         if image.shape[0] != 1:
             raise InvalidInput("sam_session embeds one image per request")

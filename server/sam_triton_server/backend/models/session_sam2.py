@@ -60,7 +60,8 @@ class TritonPythonModel(session.TritonPythonModel):
         self._run(entry, arrays)
 
     def _embed(self, session_id: str, request: Any, arrived: float) -> CachedEmbedding:
-        image = self.input(request, IMAGE)
+        rgb = self._uploaded_rgb(request, session_id)  # SAM 2 sends the original: no preprocessing
+        image = self.input(request, IMAGE) if rgb is None else rgb[None]
         validate_original_image(image)
         if image.shape[0] != 1:
             raise InvalidInput("sam_session embeds one image per request")
