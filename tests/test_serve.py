@@ -160,6 +160,25 @@ def test_model_load_failure_prints_tritons_error_and_exits_nonzero(tmp_path: Pat
         process.wait()
 
 
+def test_a_server_that_never_gets_ready_names_the_model_still_loading(tmp_path: Path) -> None:
+    """A model whose ``initialize`` never returns keeps Triton "loading" for good (the Python
+    backend waits on a live stub however long it takes): the start fails naming that model,
+    so such a failure says where to look instead of being retried blindly."""
+    from sam_triton_server.launcher.process import ServerOptions, TritonProcess, TritonStartError
+
+    never_loads = "    def initialize(self, args):\n        import time\n\n        time.sleep(3600)\n"
+    stuck = MODEL.replace("class TritonPythonModel:\n", "class TritonPythonModel:\n" + never_loads)
+    grpc_port, http_port, metrics_port = free_ports(3)
+    repository = write_repository(tmp_path / "repo", stuck)
+    process = TritonProcess(ServerOptions(repository, grpc_port, http_port, metrics_port, exit_timeout=1))
+    process.start()
+    try:
+        with pytest.raises(TritonStartError, match=r"not ready within 15 s \(still loading: doubler\)"):
+            process.wait_ready(timeout=15)
+    finally:
+        process.stop(grace=5)
+
+
 def test_killed_launcher_leaves_no_tritonserver(tmp_path: Path) -> None:
     repository = write_repository(tmp_path / "repo")
     process, _ = start_serve(repository)

@@ -236,6 +236,9 @@ def check_port_free(what: str, flag: str, host: str, port: int) -> None:
 
 # Triton prints this (stdout, unconditionally) when SIGINT or SIGTERM starts its shutdown.
 _SIGNAL_LINE = re.compile(r"^Signal \((2|15)\) received\.")
+# And these (INFO, at every log level) as each model starts and ends loading.
+_LOADING_LINE = re.compile(r'"loading: ([^":]+):\d+"')
+_LOADED_LINE = re.compile(r"successfully loaded '([^']+)'")
 
 
 class DrainHold:
@@ -296,6 +299,8 @@ class TritonProcess:
         self._reader: threading.Thread | None = None
         self.error_lines: deque[str] = deque(maxlen=50)
         self.log_tail: deque[str] = deque(maxlen=400)
+        self.loading: set[str] = set()
+        """Models Triton has started and not yet finished loading (from its log)."""
         # The Python backend's shared-memory regions (64 MiB and up per model instance) outlive
         # a killed server; a prefix of our own lets stop() remove exactly this server's, and a
         # later start those of launchers that were killed themselves.
@@ -326,6 +331,10 @@ class TritonProcess:
     def _on_log_line(self, line: str) -> None:
         if self.drain_hold is not None and _SIGNAL_LINE.match(line):
             self.drain_hold.on_signal()
+        if loading := _LOADING_LINE.search(line):
+            self.loading.add(loading.group(1))
+        elif loaded := _LOADED_LINE.search(line):
+            self.loading.discard(loaded.group(1))
         self.log_tail.append(line)
         if _is_error_line(line):
             self.error_lines.append(line)
@@ -360,8 +369,11 @@ class TritonProcess:
                 return
             time.sleep(0.25)
         errors = list(self.error_lines)
+        loading = ", ".join(sorted(self.loading)) or "none"
         self.stop()
-        raise TritonStartError(f"tritonserver was not ready within {timeout:.0f} s", errors)
+        raise TritonStartError(
+            f"tritonserver was not ready within {timeout:.0f} s (still loading: {loading})", errors
+        )
 
     def send_signal(self, signum: int) -> None:
         if self._process is not None and self._process.poll() is None:
