@@ -44,8 +44,13 @@ def test_pil_modes() -> None:
     assert load_image(i16).shape == (20, 30, 3)
 
 
+# Smooth and asymmetric, so that JPEG's loss is small beside the difference between turns.
+_YY, _XX = np.mgrid[0:20, 0:30]
+GRADIENT = np.dstack([_XX * 8, _YY * 12, np.full_like(_XX, 128)]).astype(np.uint8)
+
+
 def _exif_rotated_jpeg() -> bytes:
-    img = Image.fromarray(RGB)
+    img = Image.fromarray(GRADIENT)
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 CW to display
     buf = io.BytesIO()
@@ -63,6 +68,17 @@ def test_bytes_paths_and_exif(tmp_path: Path) -> None:
     np.testing.assert_array_equal(load_image(str(path)), RGB)
     rotated = load_image(_exif_rotated_jpeg())
     assert rotated.shape == (30, 20, 3)  # transposed by the EXIF orientation
+    # ... and turned the way it displays (orientation 6: 90 degrees clockwise), not the other
+    # way or mirrored, which have the same shape (seen failing with the turn reversed).
+    error = {
+        name: float(np.abs(rotated.astype(np.int16) - turned.astype(np.int16)).mean())
+        for name, turned in {
+            "clockwise": np.rot90(GRADIENT, k=-1),
+            "counter-clockwise": np.rot90(GRADIENT, k=1),
+            "transposed": GRADIENT.transpose(1, 0, 2),
+        }.items()
+    }
+    assert error["clockwise"] < 3 < min(error["counter-clockwise"], error["transposed"]), error
 
 
 @pytest.mark.parametrize(
