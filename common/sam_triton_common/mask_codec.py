@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .contract import LOW_RES_SIZE
-from .rle import decode_coco_counts, encode_coco_counts
+from .rle import decode_coco_counts_array, encode_coco_counts
 from .transforms import postprocess_to_masks
 
 RUNS = b"r"
@@ -125,7 +125,7 @@ def decode_mask(data: bytes) -> BoolArray:
         return bits.astype(np.bool_).reshape(height, width)
     if kind != RUNS:
         raise ValueError(f"unknown mask encoding {kind!r}")
-    counts = np.asarray(decode_coco_counts(payload), dtype=np.int64)
+    counts = decode_coco_counts_array(payload)
     if (counts.size and counts.min() < 0) or int(counts.sum()) != size:
         raise ValueError(f"run lengths do not cover a {height}x{width} mask")
     values = np.zeros(counts.size, dtype=np.bool_)

@@ -36,6 +36,7 @@ __all__ = [
     "area_from_rle",
     "encode_coco_counts",
     "decode_coco_counts",
+    "decode_coco_counts_array",
     "rle_to_coco",
     "coco_to_rle",
     "batched_mask_to_box",
@@ -190,9 +191,15 @@ def encode_coco_counts(counts: Sequence[int] | npt.ArrayLike) -> str:
 
 def decode_coco_counts(counts: str | bytes) -> list[int]:
     """RLE counts from pycocotools' compressed string (``str`` or the ``bytes`` it returns)."""
+    result: list[int] = decode_coco_counts_array(counts).tolist()
+    return result
+
+
+def decode_coco_counts_array(counts: str | bytes) -> Int64Array:
+    """:func:`decode_coco_counts` as an int64 array (no Python list for a mask of many runs)."""
     raw = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
     if not raw:
-        return []
+        return np.zeros(0, dtype=np.int64)
     chars = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
     if chars.min() < 0 or chars.max() > 0x3F:
         raise ValueError("not a COCO compressed RLE string: character outside '0'..'o'")
@@ -215,8 +222,7 @@ def decode_coco_counts(counts: str | bytes) -> list[int]:
     out = values.copy()
     out[1::2] = np.cumsum(values[1::2])
     out[2::2] = np.cumsum(values[2::2])
-    result: list[int] = out.tolist()
-    return result
+    return out
 
 
 def rle_to_coco(rle: Mapping[str, Any]) -> CocoRLE:
