@@ -39,7 +39,7 @@ from .results import ImageEmbedding, ModelMetadata, Prediction, PreviousMask, Te
 from .sam2_predictor import RemoteSam2ImagePredictor
 
 if TYPE_CHECKING:
-    from .automask import RemoteAutomaticMaskGenerator
+    from .automask import RemoteAutomaticMaskGenerator, RemoteSam2AutomaticMaskGenerator
 
 __version__ = "0.1.0"
 
@@ -66,6 +66,7 @@ __all__ = [
     "Priority",
     "Prompt",
     "RemoteAutomaticMaskGenerator",
+    "RemoteSam2AutomaticMaskGenerator",
     "RemoteSam2ImagePredictor",
     "RemoteSamPredictor",
     "ResourceExhaustedError",
@@ -88,4 +89,8 @@ def __getattr__(name: str) -> Any:
         from .automask import RemoteAutomaticMaskGenerator
 
         return RemoteAutomaticMaskGenerator
+    if name == "RemoteSam2AutomaticMaskGenerator":
+        from .automask import RemoteSam2AutomaticMaskGenerator
+
+        return RemoteSam2AutomaticMaskGenerator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

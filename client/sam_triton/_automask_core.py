@@ -7,18 +7,20 @@ answers with image-frame RLE records, which are turned into the reference's reco
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
-from sam_triton_common.amg import AmgParams, MaskRecord, records_from_mask_data
+from sam_triton_common.amg import AmgParams, MaskRecord, family_params, records_from_mask_data
 from sam_triton_common.amg.wire import decode_result, encode_params
 from sam_triton_common.contract import AUTOMASK_MODEL as AUTOMASK_MODEL
 from sam_triton_common.contract import AUTOMASK_PARAMS, AUTOMASK_RESULT, IMAGE
 from sam_triton_common.proto import automask_pb2
 
 from . import errors
-from ._core import Op, infer_call
+from ._core import Op, family_op, infer_call
 from ._tensors import build_infer_request, decode_infer_response, require_output
 from .config import ClientConfig
 from .images import ImageFormat, ImageInput, load_image
@@ -29,7 +31,8 @@ class AutomaskOutput:
     """The records of one image plus what it cost.
 
     ``response_bytes`` is the size of the gRPC answer; ``server_seconds``/``encode_seconds``
-    and ``crops``/``prompts`` are reported by the server.
+    and ``crops``/``prompts`` are reported by the server. ``params``: what the generator ran
+    with (the served family's defaults filled in).
     """
 
     records: list[MaskRecord]
@@ -39,18 +42,30 @@ class AutomaskOutput:
     prompts: int
     encode_seconds: float
     server_seconds: float
+    params: AmgParams
+
+
+GeneratorArguments = Mapping[str, Any]
+"""Some of :class:`AmgParams`' fields by name: the served model family's generator defaults fill
+in the rest (``SAM2AutomaticMaskGenerator``'s for a SAM 2 model, ``SamAutomaticMaskGenerator``'s
+for SAM 1)."""
 
 
 def automask_op(
     config: ClientConfig,
     image: ImageInput,
-    params: AmgParams,
+    params: AmgParams | GeneratorArguments | None,
     image_format: ImageFormat = "RGB",
     model: str | None = None,
 ) -> Op[AutomaskOutput]:
     """Automatic masks of one image (``SamAutomaticMaskGenerator.generate``), server-side;
-    ``model`` defaults to ``config.models.automask``."""
+    ``model`` defaults to ``config.models.automask``. ``params``: an :class:`AmgParams` is sent as
+    it is; arguments (None: none) get the served family's defaults for the rest, which costs one
+    ModelMetadata call per client."""
     model = model or config.models.automask
+    if not isinstance(params, AmgParams):
+        family = yield from family_op(config)
+        params = family_params(family.name, **(params or {}))
     rgb = load_image(image, image_format, max_pixels=config.max_pixels)
     inputs = {
         IMAGE: np.ascontiguousarray(rgb)[None],
@@ -78,4 +93,5 @@ def automask_op(
         prompts=int(result.prompts),
         encode_seconds=float(result.encode_seconds),
         server_seconds=float(result.total_seconds),
+        params=params,
     )

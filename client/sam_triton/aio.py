@@ -18,7 +18,7 @@ import numpy.typing as npt
 from sam_triton_common.amg import AmgParams
 
 from . import _core, errors
-from ._automask_core import AutomaskOutput, automask_op
+from ._automask_core import AutomaskOutput, GeneratorArguments, automask_op
 from ._core import Attempts, Call, Op
 from .config import ClientConfig, ClientConstruction
 from .images import ImageFormat, ImageInput
@@ -176,16 +176,14 @@ class AsyncSamClient(ClientConstruction):
     async def automask(
         self,
         image: ImageInput,
-        params: AmgParams | None = None,
+        params: AmgParams | GeneratorArguments | None = None,
         image_format: ImageFormat = "RGB",
         *,
         model: str | None = None,
         priority: int | None = None,
     ) -> AutomaskOutput:
         """:meth:`SamClient.automask <sam_triton.SamClient.automask>`, awaitable."""
-        return await self._run(
-            automask_op(self.config, image, params or AmgParams(), image_format, model), priority
-        )
+        return await self._run(automask_op(self.config, image, params, image_format, model), priority)
 
     async def map(
         self, fn: Callable[[X], Awaitable[T]], items: Iterable[X], concurrency: int = 16

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from sam_triton_common.amg import AmgParams
 
 from . import _core, errors
-from ._automask_core import AutomaskOutput, automask_op
+from ._automask_core import AutomaskOutput, GeneratorArguments, automask_op
 from ._core import Attempts, Call, Op
 from .config import ClientConfig, ClientConstruction
 from .images import ImageFormat, ImageInput
@@ -214,20 +214,20 @@ class SamClient(ClientConstruction):
     def automask(
         self,
         image: ImageInput,
-        params: AmgParams | None = None,
+        params: AmgParams | GeneratorArguments | None = None,
         image_format: ImageFormat = "RGB",
         *,
         model: str | None = None,
         priority: int | None = None,
     ) -> AutomaskOutput:
-        """Automatic masks of one image (``SamAutomaticMaskGenerator.generate``), computed next
-        to the model by ``sam_automask``: the records (``params.output_mode``) plus what the
-        call cost. ``params`` defaults to the reference's defaults; ``model`` to
+        """Automatic masks of one image (``SamAutomaticMaskGenerator.generate``, or
+        ``SAM2AutomaticMaskGenerator``'s for a SAM 2 model), computed next to the model by
+        ``sam_automask``: the records (``params.output_mode``) plus what the call cost.
+        ``params``: an :class:`AmgParams`, or some of its fields by name (a dict), the served
+        family's reference defaults filling in the rest (None: all of them); ``model`` defaults to
         ``models.automask``. A full run takes far longer than one click: give the client a
         ``timeout`` to match (:class:`~sam_triton.RemoteAutomaticMaskGenerator` uses 600 s)."""
-        return self._run(
-            automask_op(self.config, image, params or AmgParams(), image_format, model), priority
-        )
+        return self._run(automask_op(self.config, image, params, image_format, model), priority)
 
     def map(self, fn: Callable[[X], T], items: Iterable[X], max_workers: int = 4) -> list[T]:
         """``[fn(x) for x in items]`` on a thread pool, in order (many images concurrently)."""

@@ -490,9 +490,16 @@ def automask_config(options: RepositoryOptions) -> str:
             ("instance_group", [Message.of(("count", 1), ("kind", Enum("KIND_CPU")))]),
             *_parameters(
                 {
-                    # Every AMG prompt is mask-free: the split decoder, features once per crop.
-                    "onnx_file": f"{decoder_dir}/{PROMPT_DECODER_FILE}",
-                    "image_features_file": f"{decoder_dir}/{IMAGE_FEATURES_FILE}",
+                    **(
+                        {
+                            # Every SAM 1 AMG prompt is mask-free: the split decoder, features
+                            # once per crop.
+                            "onnx_file": f"{decoder_dir}/{PROMPT_DECODER_FILE}",
+                            "image_features_file": f"{decoder_dir}/{IMAGE_FEATURES_FILE}",
+                        }
+                        if contract.family_named(options.family).split_decoder
+                        else {"onnx_file": f"{decoder_dir}/model.onnx", "family": options.family}
+                    ),
                     "encoder_model": options.served(ENCODER),
                     # Crops per BLS request: the encoder's own batch limit.
                     "encoder_max_batch": str(options.max_batch),
@@ -509,8 +516,8 @@ def automask_config(options: RepositoryOptions) -> str:
 
 def shim(model: str, family: str = contract.SAM1.name) -> str:
     module = {ENCODER: "encoder", DECODER: "decoder", SESSION: "session", AUTOMASK: "automask"}[model]
-    if model == SESSION and family != contract.SAM1.name:
-        module = f"session_{family}"  # the family's session module (models/session_sam2.py)
+    if model in (SESSION, AUTOMASK) and family != contract.SAM1.name:
+        module = f"{module}_{family}"  # the family's module (models/session_sam2.py, automask_sam2.py)
     return f"from sam_triton_server.backend.models.{module} import TritonPythonModel  # noqa\n"
 
 
@@ -525,9 +532,10 @@ def repository_files(options: RepositoryOptions) -> dict[str, bytes]:
         f"{ENSEMBLE}/{VERSION}/.keep": b"",  # Triton wants a version directory even for ensembles
     }
     if options.family != contract.SAM1.name:
-        # Automatic masks serve SAM 1 only so far (README "Honest limits").
         files[f"{SESSION}/config.pbtxt"] = session_config(options).encode()
         files[f"{SESSION}/{VERSION}/model.py"] = shim(SESSION, options.family).encode()
+        files[f"{AUTOMASK}/config.pbtxt"] = automask_config(options).encode()
+        files[f"{AUTOMASK}/{VERSION}/model.py"] = shim(AUTOMASK, options.family).encode()
         if options.target == "python-onnxruntime":
             for model in (ENCODER, DECODER):
                 files[f"{model}/{VERSION}/model.py"] = shim(model).encode()

@@ -34,10 +34,16 @@ METADATA_HEADER = (
 OVERVIEW = "overview.png"
 _OVERLAY_CHUNK = 32  # masks blended per pass: bounds memory at 32 full-size masks
 
-_GENERATOR_OPTIONS: tuple[tuple[str, Callable[[str], float], float, str], ...] = (
+_GENERATOR_OPTIONS: tuple[tuple[str, Callable[[str], float], float | None, str], ...] = (
     ("--points-per-side", int, 32, "point grid per side of the image"),
     ("--points-per-batch", int, 64, "points decoded per batch"),
-    ("--pred-iou-thresh", float, 0.88, "keep masks the model scores at least this"),
+    (
+        "--pred-iou-thresh",
+        float,
+        None,
+        "keep masks the model scores at least this (default: the model's generator's, 0.88 for SAM 1, "
+        "0.8 for SAM 2)",
+    ),
     ("--stability-score-thresh", float, 0.95, "keep masks at least this stable"),
     ("--stability-score-offset", float, 1.0, "logit offset of the stability score"),
     ("--box-nms-thresh", float, 0.7, "box IoU of duplicate masks"),
@@ -47,7 +53,8 @@ _GENERATOR_OPTIONS: tuple[tuple[str, Callable[[str], float], float, str], ...] =
     ("--crop-n-points-downscale-factor", int, 1, "layer i's grid has points-per-side / factor^i per side"),
     ("--min-mask-region-area", int, 0, "remove holes and islands smaller than this many pixels (0: off)"),
 )
-"""SamAutomaticMaskGenerator's parameters and defaults: (flag, type, default, help)."""
+"""SamAutomaticMaskGenerator's parameters and defaults: (flag, type, default, help). Against a SAM 2
+model the masks are SAM2AutomaticMaskGenerator's, with its defaults."""
 
 
 def register(subparsers: Any) -> None:
@@ -130,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(output.records)} mask PNGs, metadata.csv and {OVERVIEW} to {args.output}")
     if not output.records:
         print(
-            f"no mask passed the filters (--pred-iou-thresh {args.pred_iou_thresh:g}, "
+            f"no mask passed the filters (--pred-iou-thresh {output.params.pred_iou_thresh:g}, "
             f"--stability-score-thresh {args.stability_score_thresh:g}): try lower ones, e.g. "
             "--pred-iou-thresh 0.5 --stability-score-thresh 0.8. A server exporting random weights "
             "(its start-up banner says so) yields no real masks at all.",

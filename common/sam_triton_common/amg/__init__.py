@@ -1,7 +1,8 @@
-"""Automatic mask generation in numpy: ``segment_anything``'s AMG without torch.
+"""Automatic mask generation in numpy: ``segment_anything``'s and ``sam2``'s AMG without torch.
 
 Shared by the server-side ``sam_automask`` model and the client SDK. ``generate`` runs the
-whole ``SamAutomaticMaskGenerator`` algorithm against any encoder/decoder pair; the building
+whole ``SamAutomaticMaskGenerator`` algorithm against any encoder/decoder pair,
+``generate_sam2`` ``SAM2AutomaticMaskGenerator``'s; the building
 blocks (grids, crops, stability score, NMS, region clean-up) match ``segment_anything.utils.amg``
 and ``torchvision.ops.batched_nms`` numerically.
 """
@@ -17,10 +18,19 @@ from .boxes import (
     uncrop_points,
 )
 from .data import OUTPUT_MODES, MaskData, MaskRecord, OutputMode, records_from_mask_data
-from .generator import DecodeFn, EncodeFn, generate, generate_mask_data, postprocess_small_regions
+from .generator import (
+    DecodeFn,
+    EncodeFn,
+    Sam2DecodeFn,
+    generate,
+    generate_mask_data,
+    generate_sam2,
+    generate_sam2_mask_data,
+    postprocess_small_regions,
+)
 from .grids import build_all_layer_point_grids, build_point_grid, generate_crop_boxes
-from .params import AmgParams
-from .regions import Components, connected_components, remove_small_regions
+from .params import FAMILY_DEFAULTS, AmgParams, family_params
+from .regions import Components, connected_components, fill_holes_and_sprinkles, remove_small_regions
 from .scores import calculate_stability_score
 
 __all__ = [
@@ -28,10 +38,12 @@ __all__ = [
     "Components",
     "DecodeFn",
     "EncodeFn",
+    "FAMILY_DEFAULTS",
     "MaskData",
     "MaskRecord",
     "OUTPUT_MODES",
     "OutputMode",
+    "Sam2DecodeFn",
     "batched_nms",
     "box_area",
     "box_xyxy_to_xywh",
@@ -39,9 +51,13 @@ __all__ = [
     "build_point_grid",
     "calculate_stability_score",
     "connected_components",
+    "family_params",
+    "fill_holes_and_sprinkles",
     "generate",
     "generate_crop_boxes",
     "generate_mask_data",
+    "generate_sam2",
+    "generate_sam2_mask_data",
     "is_box_near_crop_edge",
     "nms",
     "postprocess_small_regions",

@@ -1,8 +1,9 @@
-"""Automatic mask generation: ``SamAutomaticMaskGenerator`` as a backend-agnostic algorithm.
+"""Automatic mask generation: ``SamAutomaticMaskGenerator`` and ``SAM2AutomaticMaskGenerator`` as
+one backend-agnostic algorithm.
 
 The model is reached only through two callables, so the same code runs in-process against
 onnxruntime or torch (tests, benchmarks) and inside the Triton Python-backend model that
-calls ``sam_encoder``/``sam_decoder``:
+calls the encoder and the decoder:
 
 * ``encode_fn(crop)`` gets an (h, w, 3) uint8 RGB crop and returns an opaque handle to its
   embedding (it does the resize/pad itself). It is called for *every* crop before the first
@@ -12,7 +13,10 @@ calls ``sam_encoder``/``sam_decoder``:
   the 1024 frame (``ResizeLongestSide.apply_coords`` of the crop) and (B, 1) float32 labels
   (all 1), exactly what ``SamPredictor.predict_torch`` receives - no padding point; an ONNX
   decoder adapter appends SAM's (0, 0)/-1 padding point itself. It returns multimask
-  low-res logits (B, K, 256, 256) and IoU predictions (B, K).
+  low-res logits (B, K, 256, 256) and IoU predictions (B, K). SAM 2's (:data:`Sam2DecodeFn`)
+  also takes ``mask_input`` ((B, 1, 256, 256) or None) and ``multimask_output``, what
+  ``SAM2ImagePredictor._predict`` gets; its coordinates are ``SAM2Transforms.transform_coords``'
+  (x * 1024 / w, y * 1024 / h in float32).
 
 Step by step it follows ``generate``/``_generate_masks``/``_process_crop``/``_process_batch``/
 ``postprocess_small_regions`` with the same filters in the same order and the same numerics.
@@ -20,24 +24,38 @@ The one reordering: the predicted-IoU filter runs before the masks are upscaled 
 look at the masks, so the result is identical) - the reference upscales every candidate
 first, which is most of its CPU time. Upscaled logits are processed in bounded blocks and
 kept masks go straight to image-frame RLE, so memory stays flat on large images.
+
+What SAM 2's generator does differently lives in :class:`_Sam2Rules`, one method per step:
+float32 prompt points, the optional ``use_m2m`` refinement (every candidate decoded again,
+single-mask, with its own low-res logits clamped to [-32, 32] as ``mask_input``; its IoU then
+replaces the first one), ``min_mask_region_area`` applied to each prediction's *low-res*
+logits as ``max_hole_area``/``max_sprinkle_area`` (<= area, 8-connected) before the upscale,
+the 256 -> crop upscale in one bilinear step, and no clean-up pass at the end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidInputError
 from ..rle import RLE, batched_mask_to_box, masks_to_rle, rle_to_mask
-from ..transforms import LOW_RES_SIZE, apply_coords, postprocess_masks, preprocess_shape
+from ..transforms import (
+    IMAGE_SIZE,
+    LOW_RES_SIZE,
+    SQUARE_INPUT,
+    apply_coords,
+    postprocess_masks,
+    preprocess_shape,
+)
 from .boxes import batched_nms, box_area, is_box_near_crop_edge, uncrop_boxes_xyxy, uncrop_points
 from .data import MaskData, MaskRecord, records_from_mask_data
 from .grids import generate_crop_boxes
 from .params import AmgParams
-from .regions import remove_small_regions
+from .regions import fill_holes_and_sprinkles, remove_small_regions
 from .scores import calculate_stability_score
 
 Float32Array = npt.NDArray[np.float32]
@@ -45,10 +63,36 @@ Float64Array = npt.NDArray[np.float64]
 UInt8Array = npt.NDArray[np.uint8]
 
 Handle = TypeVar("Handle")
+Handle_contra = TypeVar("Handle_contra", contravariant=True)
 EncodeFn = Callable[[UInt8Array], Handle]
 DecodeFn = Callable[[Handle, Float64Array, Float32Array], tuple[npt.ArrayLike, npt.ArrayLike]]
 
-__all__ = ["generate", "generate_mask_data", "postprocess_small_regions"]
+
+class Sam2DecodeFn(Protocol[Handle_contra]):
+    """SAM 2's ``decode_fn`` (see the module doc)."""
+
+    def __call__(
+        self,
+        handle: Handle_contra,
+        point_coords: Float64Array,
+        point_labels: Float32Array,
+        mask_input: Float32Array | None,
+        multimask_output: bool,
+        /,
+    ) -> tuple[npt.ArrayLike, npt.ArrayLike]: ...
+
+
+__all__ = [
+    "Sam2DecodeFn",
+    "generate",
+    "generate_mask_data",
+    "generate_sam2",
+    "generate_sam2_mask_data",
+    "postprocess_small_regions",
+]
+
+M2M_LOGIT_CLAMP = 32.0
+"""``SAM2ImagePredictor._predict`` clamps the low-res logits it returns (the m2m mask input)."""
 
 # Upscaled float32 logits held at once (elements): 2**24 = 64 MiB, whatever the image size.
 _UPSCALE_BLOCK_ELEMENTS = 1 << 24
@@ -74,11 +118,9 @@ def _check_crops(crop_boxes: Sequence[Sequence[int]], image_shape: tuple[int, in
             )
 
 
-def _decode(
-    decode_fn: DecodeFn[Handle], handle: Handle, coords: Float64Array
+def _checked_decoder_outputs(
+    low_raw: npt.ArrayLike, iou_raw: npt.ArrayLike, coords: Float64Array
 ) -> tuple[Float32Array, Float32Array]:
-    labels = np.ones((coords.shape[0], 1), dtype=np.float32)
-    low_raw, iou_raw = decode_fn(handle, coords[:, None, :], labels)
     low = np.asarray(low_raw, dtype=np.float32)
     iou = np.asarray(iou_raw, dtype=np.float32)
     n = coords.shape[0]
@@ -89,21 +131,109 @@ def _decode(
     return low, iou
 
 
+class _Sam1Rules(Generic[Handle]):
+    """``SamAutomaticMaskGenerator``'s family steps."""
+
+    point_dtype: type[np.floating[Any]] = np.float64  # its prompt points stay float64 numpy
+
+    def __init__(self, decode_fn: DecodeFn[Handle], params: AmgParams) -> None:
+        self._decode_fn = decode_fn
+        self._params = params
+
+    def predict(
+        self, handle: Handle, points: Float64Array, crop_hw: tuple[int, int]
+    ) -> tuple[Float32Array, Float32Array, Float64Array]:
+        """(N, 256, 256) logits, (N,) IoUs and (N, 2) prompt points of every candidate,
+        prompt-major (like ``flatten(0, 1)``)."""
+        coords = apply_coords(points, crop_hw)
+        labels = np.ones((coords.shape[0], 1), dtype=np.float32)
+        low, iou = _checked_decoder_outputs(*self._decode_fn(handle, coords[:, None, :], labels), coords)
+        k = low.shape[1]
+        return low.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE), iou.reshape(-1), np.repeat(points, k, axis=0)
+
+    def upscale(self, logits: Float32Array, crop_hw: tuple[int, int]) -> Float32Array:
+        return postprocess_masks(logits, preprocess_shape(*crop_hw), crop_hw)
+
+    def finish(self, data: MaskData) -> MaskData:
+        params = self._params
+        if params.min_mask_region_area > 0:
+            data = postprocess_small_regions(
+                data, params.min_mask_region_area, max(params.box_nms_thresh, params.crop_nms_thresh)
+            )
+        return data
+
+
+class _Sam2Rules(Generic[Handle]):
+    """``SAM2AutomaticMaskGenerator``'s family steps (with ``SAM2ImagePredictor``'s)."""
+
+    point_dtype: type[np.floating[Any]] = np.float32  # torch.as_tensor(points, dtype=torch.float32)
+
+    def __init__(self, decode_fn: Sam2DecodeFn[Handle], params: AmgParams) -> None:
+        self._decode_fn = decode_fn
+        self._params = params
+
+    def _decode(
+        self, handle: Handle, coords: Float64Array, mask_input: Float32Array | None, multimask: bool
+    ) -> tuple[Float32Array, Float32Array]:
+        labels = np.ones((coords.shape[0], 1), dtype=np.float32)
+        raw = self._decode_fn(handle, coords[:, None, :], labels, mask_input, multimask)
+        return _checked_decoder_outputs(*raw, coords)
+
+    def predict(
+        self, handle: Handle, points: Float64Array, crop_hw: tuple[int, int]
+    ) -> tuple[Float32Array, Float32Array, Float64Array]:
+        points32 = points.astype(np.float32)
+        h, w = crop_hw
+        # transform_coords(normalize=True): x / w, y / h, then * 1024, all in float32.
+        scale = np.array([w, h], dtype=np.float32)
+        coords = ((points32 / scale) * np.float32(IMAGE_SIZE)).astype(np.float64)
+        low, iou = self._decode(handle, coords, None, self._params.multimask_output)
+        k = low.shape[1]
+        logits, ious = low.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE), iou.reshape(-1)
+        coords = np.repeat(coords, k, axis=0)
+        if self._params.use_m2m:
+            logits, ious = self._refine(handle, coords, logits)
+        return logits, ious, np.repeat(points32, k, axis=0).astype(np.float64)
+
+    def _refine(
+        self, handle: Handle, coords: Float64Array, logits: Float32Array
+    ) -> tuple[Float32Array, Float32Array]:
+        """``refine_with_m2m``: every candidate again, single-mask, its clamped logits as mask
+        input, in batches of ``points_per_batch``."""
+        step = self._params.points_per_batch
+        masks, ious = [], []
+        for first in range(0, coords.shape[0], step):
+            mask_input = np.clip(logits[first : first + step], -M2M_LOGIT_CLAMP, M2M_LOGIT_CLAMP)[:, None]
+            low, iou = self._decode(handle, coords[first : first + step], mask_input, False)
+            if low.shape[1] != 1:
+                raise ValueError(f"decode_fn returned {low.shape[1]} masks per prompt without multimask")
+            masks.append(low[:, 0])
+            ious.append(iou[:, 0])
+        return np.concatenate(masks), np.concatenate(ious)
+
+    def upscale(self, logits: Float32Array, crop_hw: tuple[int, int]) -> Float32Array:
+        area = self._params.min_mask_region_area
+        if area > 0:  # SAM2ImagePredictor(max_hole_area=area, max_sprinkle_area=area), threshold 0.0
+            logits = fill_holes_and_sprinkles(logits, area, area)
+        return postprocess_masks(logits, SQUARE_INPUT, crop_hw)
+
+    def finish(self, data: MaskData) -> MaskData:
+        return data  # SAM2AutomaticMaskGenerator never calls its postprocess_small_regions
+
+
+_Rules = _Sam1Rules[Handle] | _Sam2Rules[Handle]
+
+
 def _process_batch(
-    low_res: Float32Array,
-    iou_preds: Float32Array,
-    points: Float64Array,
+    logits: Float32Array,
+    ious: Float32Array,
+    prompt_points: Float64Array,
     params: AmgParams,
+    rules: _Rules[Handle],
     crop_box: Sequence[int],
-    input_size: tuple[int, int],
     orig_size: tuple[int, int],
 ) -> MaskData:
-    """Filter one decoder batch and encode the surviving masks (``_process_batch``)."""
-    k = low_res.shape[1]
-    logits = low_res.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE)  # prompt-major, like flatten(0, 1)
-    ious = iou_preds.reshape(-1)
-    prompt_points = np.repeat(points, k, axis=0)
-
+    """Filter one decoder batch's candidates and encode the surviving masks (``_process_batch``)."""
     # The IoU filter ignores the masks: apply it before paying for the upscale.
     candidates = np.arange(ious.size)
     if params.pred_iou_thresh > 0.0:
@@ -116,7 +246,7 @@ def _process_batch(
     parts: list[MaskData] = []
     for first in range(0, candidates.size, block):
         idx = candidates[first : first + block]
-        upscaled = postprocess_masks(logits[idx], input_size, crop_size)
+        upscaled = rules.upscale(logits[idx], crop_size)
         stability = calculate_stability_score(upscaled, params.mask_threshold, params.stability_score_offset)
         if params.stability_score_thresh > 0.0:
             stable = stability >= np.float32(params.stability_score_thresh)
@@ -142,7 +272,7 @@ def _process_batch(
 
 def _process_crop(
     handle: Handle,
-    decode_fn: DecodeFn[Handle],
+    rules: _Rules[Handle],
     grid: Float64Array,
     params: AmgParams,
     crop_box: Sequence[int],
@@ -150,23 +280,22 @@ def _process_crop(
 ) -> MaskData:
     """All prompts of one crop, NMS within the crop, back to the image frame (``_process_crop``)."""
     x0, y0, x1, y1 = (int(v) for v in crop_box)
-    crop_h, crop_w = y1 - y0, x1 - x0
-    input_size = preprocess_shape(crop_h, crop_w)
-    points = grid * np.array([[crop_w, crop_h]])
+    crop_hw = (y1 - y0, x1 - x0)
+    points = grid * np.array([[crop_hw[1], crop_hw[0]]])
     batches: list[MaskData] = []
     for first in range(0, points.shape[0], params.points_per_batch):
-        batch_points = points[first : first + params.points_per_batch]
-        low_res, iou_preds = _decode(decode_fn, handle, apply_coords(batch_points, (crop_h, crop_w)))
-        batches.append(
-            _process_batch(low_res, iou_preds, batch_points, params, crop_box, input_size, orig_size)
+        logits, ious, prompt_points = rules.predict(
+            handle, points[first : first + params.points_per_batch], crop_hw
         )
+        batches.append(_process_batch(logits, ious, prompt_points, params, rules, crop_box, orig_size))
     data = MaskData.concat(batches)
     keep = batched_nms(
         data.boxes.astype(np.float32), data.iou_preds, np.zeros(len(data)), params.box_nms_thresh
     )
     data = data.take(keep)
     data.boxes = uncrop_boxes_xyxy(data.boxes, crop_box).astype(np.int64)
-    data.points = uncrop_points(data.points, crop_box).astype(np.float64)
+    # In the reference's dtype: SAM 2's float32 points + the offset round to float32.
+    data.points = uncrop_points(data.points.astype(rules.point_dtype), crop_box).astype(np.float64)
     data.crop_boxes = np.tile(np.asarray([x0, y0, x1, y1], dtype=np.int64), (len(data), 1))
     return data
 
@@ -177,7 +306,25 @@ def generate_mask_data(
     encode_fn: EncodeFn[Handle],
     decode_fn: DecodeFn[Handle],
 ) -> MaskData:
-    """Every mask the generator keeps, before output encoding (``_generate_masks`` + clean-up)."""
+    """Every mask ``SamAutomaticMaskGenerator`` keeps, before output encoding (``_generate_masks``
+    + clean-up)."""
+    params.check_family("sam1")
+    return _generate_mask_data(image, params, encode_fn, _Sam1Rules(decode_fn, params))
+
+
+def generate_sam2_mask_data(
+    image: npt.ArrayLike,
+    params: AmgParams,
+    encode_fn: EncodeFn[Handle],
+    decode_fn: Sam2DecodeFn[Handle],
+) -> MaskData:
+    """Every mask ``SAM2AutomaticMaskGenerator`` keeps, before output encoding (``_generate_masks``)."""
+    return _generate_mask_data(image, params, encode_fn, _Sam2Rules(decode_fn, params))
+
+
+def _generate_mask_data(
+    image: npt.ArrayLike, params: AmgParams, encode_fn: EncodeFn[Handle], rules: _Rules[Handle]
+) -> MaskData:
     img = _check_image(image)
     orig_size = (int(img.shape[0]), int(img.shape[1]))
     crop_boxes, layer_idxs = generate_crop_boxes(orig_size, params.crop_n_layers, params.crop_overlap_ratio)
@@ -188,7 +335,7 @@ def generate_mask_data(
     handles = [encode_fn(np.ascontiguousarray(img[y0:y1, x0:x1, :])) for x0, y0, x1, y1 in crop_boxes]
     data = MaskData.concat(
         [
-            _process_crop(handle, decode_fn, grids[layer], params, box, orig_size)
+            _process_crop(handle, rules, grids[layer], params, box, orig_size)
             for handle, box, layer in zip(handles, crop_boxes, layer_idxs, strict=True)
         ]
     )
@@ -199,12 +346,7 @@ def generate_mask_data(
         scores = np.float32(1.0) / box_area(data.crop_boxes).astype(np.float32)
         keep = batched_nms(data.boxes.astype(np.float32), scores, np.zeros(len(data)), params.crop_nms_thresh)
         data = data.take(keep)
-
-    if params.min_mask_region_area > 0:
-        data = postprocess_small_regions(
-            data, params.min_mask_region_area, max(params.box_nms_thresh, params.crop_nms_thresh)
-        )
-    return data
+    return rules.finish(data)
 
 
 def postprocess_small_regions(data: MaskData, min_area: int, nms_thresh: float) -> MaskData:
@@ -246,3 +388,15 @@ def generate(
 ) -> list[MaskRecord]:
     """``SamAutomaticMaskGenerator.generate`` on any backend; ``[]`` when no mask survives."""
     return records_from_mask_data(generate_mask_data(image, params, encode_fn, decode_fn), params.output_mode)
+
+
+def generate_sam2(
+    image: npt.ArrayLike,
+    params: AmgParams,
+    encode_fn: EncodeFn[Handle],
+    decode_fn: Sam2DecodeFn[Handle],
+) -> list[MaskRecord]:
+    """``SAM2AutomaticMaskGenerator.generate`` on any backend; ``[]`` when no mask survives."""
+    return records_from_mask_data(
+        generate_sam2_mask_data(image, params, encode_fn, decode_fn), params.output_mode
+    )

@@ -1,10 +1,12 @@
-"""Parameters of automatic mask generation: ``SamAutomaticMaskGenerator``'s constructor arguments."""
+"""Parameters of automatic mask generation: the constructor arguments of ``SamAutomaticMaskGenerator``
+(SAM 1) and ``SAM2AutomaticMaskGenerator`` (SAM 2), which share all but two and one default."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +17,7 @@ from .grids import build_all_layer_point_grids, layer_points_per_side
 
 Float64Array = npt.NDArray[np.float64]
 
-__all__ = ["AmgParams", "MAX_CROP_N_LAYERS"]
+__all__ = ["AmgParams", "FAMILY_DEFAULTS", "MAX_CROP_N_LAYERS", "SAM2_ONLY", "family_params"]
 
 MAX_CROP_N_LAYERS = 16
 """A sanity bound, far beyond anything runnable (layer i has 4^i crops, each one encoder run):
@@ -24,7 +26,9 @@ checking a larger value would itself take unbounded time and memory."""
 
 @dataclass(frozen=True)
 class AmgParams:
-    """Same names, defaults and meanings as ``SamAutomaticMaskGenerator.__init__``.
+    """Same names, defaults and meanings as ``SamAutomaticMaskGenerator.__init__``, plus
+    ``SAM2AutomaticMaskGenerator``'s ``use_m2m`` and ``multimask_output`` (a SAM 1 model only
+    runs their defaults; :func:`family_params` gives a family's own defaults).
 
     Validated on construction (a typed :class:`~sam_triton.errors.InvalidInputError` instead
     of the reference's asserts and late crashes). ``mask_threshold`` is ``Sam.mask_threshold``.
@@ -46,6 +50,21 @@ class AmgParams:
     min_mask_region_area: int = 0
     output_mode: OutputMode = "binary_mask"
     mask_threshold: float = 0.0
+    use_m2m: bool = False
+    multimask_output: bool = True
+
+    def check_family(self, family: str) -> None:
+        """InvalidInputError when a model of ``family`` (``contract.Family.name``) has no
+        generator with these parameters: SAM 1's has neither ``use_m2m`` nor single masks."""
+        if family == "sam2":
+            return
+        changed = [name for name, default in SAM2_ONLY.items() if getattr(self, name) != default]
+        if changed:
+            raise InvalidInputError(
+                f"{' and '.join(f'{name}={getattr(self, name)}' for name in changed)}: only "
+                f"SAM2AutomaticMaskGenerator has {'these' if len(changed) > 1 else 'this'}, and this "
+                f"model is {family} (use the defaults: {SAM2_ONLY})"
+            )
 
     def __post_init__(self) -> None:
         if (self.points_per_side is None) == (self.point_grids is None):
@@ -120,3 +139,18 @@ class AmgParams:
         return build_all_layer_point_grids(
             self.points_per_side, self.crop_n_layers, self.crop_n_points_downscale_factor
         )
+
+
+SAM2_ONLY: dict[str, bool] = {"use_m2m": False, "multimask_output": True}
+"""SAM 2's extra parameters with the values that are SAM 1's fixed behaviour."""
+
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {"sam1": {}, "sam2": {"pred_iou_thresh": 0.8}}
+"""Where a family's generator defaults differ from :class:`AmgParams`' (SAM 1's)."""
+
+
+def family_params(family: str, **explicit: Any) -> AmgParams:
+    """The generator of ``family``'s parameters: ``explicit`` ones as given, the rest that
+    family's reference defaults (``SAM2AutomaticMaskGenerator``: ``pred_iou_thresh=0.8``)."""
+    if family not in FAMILY_DEFAULTS:
+        raise InvalidInputError(f"no automatic mask generator for model family {family!r}")
+    return AmgParams(**{**FAMILY_DEFAULTS[family], **explicit})

@@ -22,7 +22,7 @@ import numpy.typing as npt
 BoolArray = npt.NDArray[np.bool_]
 Int64Array = npt.NDArray[np.int64]
 
-__all__ = ["Components", "connected_components", "remove_small_regions"]
+__all__ = ["Components", "connected_components", "fill_holes_and_sprinkles", "remove_small_regions"]
 
 
 @dataclass(frozen=True)
@@ -148,3 +148,34 @@ def remove_small_regions(
     if keep.size == 0:
         keep = np.array([int(np.argmax(comps.sizes))])
     return comps.paint(keep), True
+
+
+def fill_holes_and_sprinkles(
+    logits: npt.ArrayLike, max_hole_area: float, max_sprinkle_area: float, threshold: float = 0.0
+) -> npt.NDArray[np.float32]:
+    """SAM 2's clean-up of (N, H, W) low-res mask logits (``SAM2Transforms.postprocess_masks``).
+
+    Background components (logit <= ``threshold``, 8-connected, the outside included) of at
+    most ``max_hole_area`` pixels become ``threshold + 10``; foreground components of at most
+    ``max_sprinkle_area`` pixels become ``threshold - 10``. Both are found on the logits as
+    given (the sprinkles are not looked for after the holes are filled), like the reference,
+    whose CUDA extension (``sam2.utils.misc.get_connected_components``) this replaces on the
+    CPU with :func:`connected_components`. An area of 0 turns that half off.
+    """
+    arr = np.asarray(logits, dtype=np.float32)
+    if arr.ndim != 3:
+        raise ValueError(f"expected (N, H, W) mask logits, got shape {arr.shape}")
+    out = arr.copy()
+    limit = np.float32(threshold)
+    for i in range(arr.shape[0]):
+        for area, region, value in (
+            (max_hole_area, arr[i] <= limit, limit + np.float32(10.0)),
+            (max_sprinkle_area, arr[i] > limit, limit - np.float32(10.0)),
+        ):
+            if area <= 0:
+                continue
+            comps = connected_components(region)
+            small = np.flatnonzero(comps.sizes <= area)
+            if small.size:
+                out[i][comps.paint(small)] = value
+    return out

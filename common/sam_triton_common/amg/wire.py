@@ -47,6 +47,8 @@ def params_to_proto(params: AmgParams) -> automask_pb2.AutomaskParams:
         point_grids=grids,
         min_mask_region_area=params.min_mask_region_area,
         mask_threshold=params.mask_threshold,
+        use_m2m=params.use_m2m,
+        multimask_output=params.multimask_output,
     )
 
 
@@ -79,6 +81,8 @@ def params_from_proto(msg: automask_pb2.AutomaskParams) -> AmgParams:
         point_grids=grids,
         min_mask_region_area=msg.min_mask_region_area,
         mask_threshold=msg.mask_threshold,
+        use_m2m=msg.use_m2m,
+        multimask_output=msg.multimask_output if msg.HasField("multimask_output") else True,
     )
 
 

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AutomaskParams(_message.Message):
-    __slots__ = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor", "point_grids", "min_mask_region_area", "mask_threshold")
+    __slots__ = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor", "point_grids", "min_mask_region_area", "mask_threshold", "use_m2m", "multimask_output")
     POINTS_PER_SIDE_FIELD_NUMBER: _ClassVar[int]
     POINTS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
     PRED_IOU_THRESH_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,8 @@ class AutomaskParams(_message.Message):
     POINT_GRIDS_FIELD_NUMBER: _ClassVar[int]
     MIN_MASK_REGION_AREA_FIELD_NUMBER: _ClassVar[int]
     MASK_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    USE_M2M_FIELD_NUMBER: _ClassVar[int]
+    MULTIMASK_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     points_per_side: int
     points_per_batch: int
     pred_iou_thresh: float
@@ -34,7 +36,9 @@ class AutomaskParams(_message.Message):
     point_grids: _containers.RepeatedCompositeFieldContainer[PointGrid]
     min_mask_region_area: int
     mask_threshold: float
-    def __init__(self, points_per_side: _Optional[int] = ..., points_per_batch: _Optional[int] = ..., pred_iou_thresh: _Optional[float] = ..., stability_score_thresh: _Optional[float] = ..., stability_score_offset: _Optional[float] = ..., box_nms_thresh: _Optional[float] = ..., crop_n_layers: _Optional[int] = ..., crop_nms_thresh: _Optional[float] = ..., crop_overlap_ratio: _Optional[float] = ..., crop_n_points_downscale_factor: _Optional[int] = ..., point_grids: _Optional[_Iterable[_Union[PointGrid, _Mapping]]] = ..., min_mask_region_area: _Optional[int] = ..., mask_threshold: _Optional[float] = ...) -> None: ...
+    use_m2m: bool
+    multimask_output: bool
+    def __init__(self, points_per_side: _Optional[int] = ..., points_per_batch: _Optional[int] = ..., pred_iou_thresh: _Optional[float] = ..., stability_score_thresh: _Optional[float] = ..., stability_score_offset: _Optional[float] = ..., box_nms_thresh: _Optional[float] = ..., crop_n_layers: _Optional[int] = ..., crop_nms_thresh: _Optional[float] = ..., crop_overlap_ratio: _Optional[float] = ..., crop_n_points_downscale_factor: _Optional[int] = ..., point_grids: _Optional[_Iterable[_Union[PointGrid, _Mapping]]] = ..., min_mask_region_area: _Optional[int] = ..., mask_threshold: _Optional[float] = ..., use_m2m: _Optional[bool] = ..., multimask_output: _Optional[bool] = ...) -> None: ...
 
 class PointGrid(_message.Message):
     __slots__ = ("xy",)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -164,6 +164,20 @@ class CropEncoder:
         return crop
 
 
+def pad_prompts(
+    coords: npt.NDArray[np.float64], labels: npt.NDArray[np.float32]
+) -> tuple[Float32Array, Float32Array]:
+    """The generator's (B, N, 2) points and (B, N) labels as one request of B prompts, each
+    followed by the (0, 0) point labelled -1 that the prompt encoder appends to point-only
+    prompts (the exported graphs expect the caller to append it)."""
+    prompts = coords.shape[0]
+    padded_coords = np.zeros((1, prompts, coords.shape[1] + 1, 2), dtype=np.float32)
+    padded_coords[0, :, :-1] = coords
+    padded_labels = np.full((1, prompts, labels.shape[1] + 1), -1.0, dtype=np.float32)
+    padded_labels[0, :, :-1] = labels
+    return padded_coords, padded_labels
+
+
 class OnnxPointDecoder:
     """``decode_fn`` for :func:`sam_triton.amg.generate` on the exported split decoder graphs.
 
@@ -186,11 +200,7 @@ class OnnxPointDecoder:
         self, handle: int, coords: npt.NDArray[np.float64], labels: npt.NDArray[np.float32]
     ) -> tuple[Float32Array, Float32Array]:
         self._check(f"decoding a batch of crop {handle + 1}")
-        prompts = coords.shape[0]
-        padded_coords = np.zeros((1, prompts, coords.shape[1] + 1, 2), dtype=np.float32)
-        padded_coords[0, :, :-1] = coords
-        padded_labels = np.full((1, prompts, labels.shape[1] + 1), -1.0, dtype=np.float32)
-        padded_labels[0, :, :-1] = labels
+        padded_coords, padded_labels = pad_prompts(coords, labels)
         embedding = self._encoder.embedding(handle)[0]
         if self._features is None or self._features[0] != handle:
             self._features = (handle, self._decoder.image_features(embedding))
@@ -198,6 +208,32 @@ class OnnxPointDecoder:
             self._features[1], padded_coords, padded_labels, np.ones((1, 1), dtype=np.bool_)
         )
         return np.asarray(low_res[0], dtype=np.float32), np.asarray(iou[0], dtype=np.float32)
+
+
+class TimedEncoder(Protocol):
+    seconds: float
+    """Seconds spent encoding crops so far."""
+
+
+def answer(
+    image: UInt8Array,
+    params: amg.AmgParams,
+    limits: AutomaskLimits,
+    cancelled: Callable[[], bool],
+    generate: Callable[[CancelCheck], tuple[amg.MaskData, TimedEncoder]],
+) -> automask_pb2.AutomaskResult:
+    """Check the request, ``generate`` its masks (any family's), pack them as the wire result."""
+    start = time.perf_counter()
+    crops, prompts = check_request(image, params, limits)
+    data, encoder = generate(CancelCheck(cancelled))
+    return encode_result(
+        data,
+        (int(image.shape[0]), int(image.shape[1])),
+        crops=crops,
+        prompts=prompts,
+        encode_seconds=encoder.seconds,
+        total_seconds=time.perf_counter() - start,
+    )
 
 
 def run_automask(
@@ -212,19 +248,14 @@ def run_automask(
 ) -> automask_pb2.AutomaskResult:
     """Check, generate, and pack one request's masks as the wire result; AutomaskCancelled
     as soon as ``cancelled()`` is true before a batch."""
-    start = time.perf_counter()
-    crops, prompts = check_request(image, params, limits)
-    check = CancelCheck(cancelled)
-    encoder = CropEncoder(encode_batch, encoder_max_batch, check)
-    data = amg.generate_mask_data(image, params, encoder, OnnxPointDecoder(decoder, encoder, check))
-    return encode_result(
-        data,
-        (int(image.shape[0]), int(image.shape[1])),
-        crops=crops,
-        prompts=prompts,
-        encode_seconds=encoder.seconds,
-        total_seconds=time.perf_counter() - start,
-    )
+
+    def generate(check: CancelCheck) -> tuple[amg.MaskData, TimedEncoder]:
+        encoder = CropEncoder(encode_batch, encoder_max_batch, check)
+        return amg.generate_mask_data(
+            image, params, encoder, OnnxPointDecoder(decoder, encoder, check)
+        ), encoder
+
+    return answer(image, params, limits, cancelled, generate)
 
 
 def warm_up(decoder: PromptDecoder, prompts: int = 64) -> None:
