@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 # MODEL: any `sam-triton export --model-type` (vit_b|vit_l|vit_h, sam2.1_hiera_tiny|small|base_plus|large,
 # sam2_hiera_*). NAME=...: export it under that name beside the repository's other models
-# (clients choose it with model=NAME / --model NAME; README "Several models in one repository").
+# (clients choose it with model=NAME / --model NAME; docs/serving/models.md).
 MODEL ?= vit_b
 NAME ?=
 CHECKPOINT ?=
@@ -18,7 +18,7 @@ REPOSITORY ?= model_repository
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
-# Who may connect (README "Security"): this machine only unless HOST says otherwise; another
+# Who may connect (docs/operating/security.md): this machine only unless HOST says otherwise; another
 # HOST needs TLS_CERT + TLS_KEY and API_KEY (or ALLOW_INSECURE=1, with a warning).
 HOST ?= 127.0.0.1
 TLS_CERT ?=

@@ -1,4 +1,4 @@
-"""The package boundaries of README "Architecture", read from the code with ``ast``.
+"""The package boundaries of docs/architecture.md, read from the code with ``ast``.
 
 Every module of every package is parsed (imports inside functions count too: a lazy import
 is still a dependency), so a new import across a boundary fails here, not in a user's

@@ -1,5 +1,5 @@
 """docker/: what a first `docker compose up` and a first pod would trip over, checked without
-Docker (there is no engine here; README "First run on a GPU node" lists what only a GPU host
+Docker (there is no engine here; docs/serving/gpu.md lists what only a GPU host
 can show).
 
 - compose passes every setting the entrypoint reads, and no bind mount can resolve to a folder

@@ -270,7 +270,7 @@ def test_citations_in_the_code_lead_somewhere() -> None:
         for page in re.findall(r"\bdocs/[\w/.-]+?\.md\b", text):
             if not (ROOT / page).exists():
                 broken.append(f"{name}: {page}")
-        for cited in re.findall(r"README(?:\.md)?(?:'s)?(?:,| section)?\s+\"([^\"\n]+)\"", text):
+        for cited in re.findall(r"README(?:\.md)?(?:'s)?,?(?: section)?\s+\"([^\"\n]+)\"", text):
             if not any(section.startswith(" ".join(cited.split())) for section in sections):
                 broken.append(f'{name}: README "{cited}"')
     assert broken == []

@@ -197,7 +197,7 @@ def test_fp16_export_is_measured(export_checkpoint: Path, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_vit_b_export_and_verify_from_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """README "Fidelity": vit_b once, from a seeded checkpoint file, through the user code path."""
+    """docs/serving/export.md: vit_b once, from a seeded checkpoint file, through the user code path."""
     work = tmp_path_factory.mktemp("vit_b")
     checkpoint = save_random_checkpoint("vit_b", work / "sam_vit_b_seeded.pth", seed=0)
     result = export_repository("vit_b", work / "repo", checkpoint=checkpoint)

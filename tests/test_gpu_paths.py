@@ -1,4 +1,4 @@
-"""What a GPU container would hit first, proven without a GPU (README "First run on a GPU node").
+"""What a GPU container would hit first, proven without a GPU (docs/serving/gpu.md).
 
 - The BLS encode asks for its outputs in CPU memory: on the native KIND_GPU targets the encoder's
   outputs are GPU tensors otherwise, and the Python backend's ``as_numpy()`` refuses those.

@@ -1,4 +1,4 @@
-"""RemoteSamPredictor against a real tritonserver vs segment_anything.SamPredictor (README "Fidelity").
+"""RemoteSamPredictor against a real tritonserver vs segment_anything.SamPredictor (docs/serving/export.md).
 
 Same seeded tiny-test weights on both sides (the checkpoint the server was exported from),
 same images and prompts; every prompt kind and image kind. The predictor runs with its

@@ -294,7 +294,7 @@ def test_cli_verify_of_a_sam2_repository(sam2_export: Any, sam2_checkpoint: Path
 
 
 def _close(ours: tuple[Any, ...], ref: tuple[Any, ...]) -> None:
-    """README "Fidelity"'s tolerances between (masks, scores, low-res logits) triples of any batch shape."""
+    """docs/serving/export.md's tolerances between (masks, scores, logits) triples of any batch shape."""
     masks, scores, logits = (np.asarray(x) for x in ours)
     ref_masks, ref_scores, ref_logits = (np.asarray(x) for x in ref)
     assert masks.shape == ref_masks.shape and masks.dtype == ref_masks.dtype

@@ -102,7 +102,7 @@ def test_export_name_adds_a_model_and_leaves_the_others_alone(
 
 
 def _close(ours: tuple[Any, ...], ref: tuple[Any, ...]) -> None:
-    """README "Fidelity"'s tolerances between (masks, scores, low-res logits) triples."""
+    """docs/serving/export.md's tolerances between (masks, scores, low-res logits) triples."""
     from sam_triton_export.verify import mask_iou
 
     masks, scores, logits = (np.asarray(x) for x in ours)

@@ -1,4 +1,4 @@
-"""TensorRT plans, checked without TensorRT or a GPU (README "First run on a GPU node").
+"""TensorRT plans, checked without TensorRT or a GPU (docs/serving/gpu.md).
 
 export.json records the TensorRT and GPU a repository's plans were built for; ``export
 --if-changed`` rebuilds plans of another, ``serve`` refuses them with the command that rebuilds

@@ -1,7 +1,7 @@
 """A Locust user that annotates images through the SDK: load from as many machines as it takes.
 
 Use this module as the locustfile (``locust -f`` takes its path, so it imports its package by
-name; README "Load testing with Locust"). Each user opens an image (an ``embed`` of fresh
+name; docs/load-testing/remote-users.md). Each user opens an image (an ``embed`` of fresh
 content: a real encode), clicks on it ``--sam-clicks`` times with an exponential think time
 (mean ``--sam-think-time`` seconds), a ``--sam-refine-fraction`` of the later clicks refining
 the previous answer's best mask (``Prediction.mask_input()``: SAM's refinement), then opens the

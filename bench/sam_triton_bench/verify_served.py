@@ -3,7 +3,7 @@
 ``sam-triton verify`` compares the ONNX files an export wrote. What a server runs can differ:
 TensorRT plans (built from those files, only on a GPU, in reduced precision where TensorRT
 chooses), the native backends, onnxruntime's GPU providers. This sends the cases and applies
-the tolerances of ``sam-triton verify`` (README "Fidelity") through the SDK, as a user would,
+the tolerances of ``sam-triton verify`` (docs/serving/export.md) through the SDK, as a user would,
 on either path: the stateless one (``sam_encoder`` then ``sam_decoder``: the plans) or
 ``sam_session`` (the encoder by BLS, the prompt decoder in the Python backend). A prompt of
 ``mask_input`` alone (no points) is one of the cases.

@@ -79,7 +79,7 @@ class KeepAliveConfig:
 
 
 class Priority(enum.IntEnum):
-    """Triton priority levels of the served models (1 is served first; README "Many users at once").
+    """Triton priority levels of the served models (1 is served first; docs/operating/many-users.md).
 
     Each model's queue defaults to its usual class: ``sam_session`` and ``sam_decoder``
     INTERACTIVE (clicks), ``sam_encoder`` FOREGROUND, ``sam_automask`` BATCH; the SDK sends

@@ -1,6 +1,6 @@
 """The served contract: every name and size that the exporter writes, the server serves and
-the SDK calls, in one dependency-free module (README.md's "Architecture" and "Many users at
-once" describe it).
+the SDK calls, in one dependency-free module (docs/architecture.md and
+docs/operating/many-users.md describe it).
 
 Change a name here and the generated model repository, the server-side models and the SDK
 follow; nothing else spells these facts.
@@ -109,7 +109,7 @@ CONTENT_ID_MISMATCH = "decoded pixels do not match the content id"
 than its ``sha256:`` id names starts (client and server Pillow builds disagree on the file:
 the SDK then uploads the pixels instead)."""
 
-# Compact answers of a ``sam_session`` click (README "Compact answers"): what the caller
+# Compact answers of a ``sam_session`` click (docs/sdk/wire-formats.md): what the caller
 # requests is what is computed and sent.
 MASKS = "masks"
 """BYTES [B, P, M] output: each mask at the original image size, thresholded on the server

@@ -150,7 +150,7 @@ def export_repository(
 
     Exactly one of ``checkpoint`` and ``random_seed`` must be given: random weights are never
     implicit. Raises CheckpointError (bad checkpoint), ExportError (refused, TensorRT missing)
-    or VerifyFailed (outputs beyond README "Fidelity" tolerances; export.json is then not written).
+    or VerifyFailed (outputs beyond docs/serving/export.md tolerances; export.json is then not written).
 
     ``name``: add the model to ``repository`` under its own Triton names (``NAME.sam_encoder``
     ...; ``sam_triton_common.contract.served_name``) and leave every other model there alone;

@@ -51,7 +51,7 @@ ENCODER_QUEUE_DELAY_US = 2000
 DECODER_QUEUE_DELAY_US = 1000
 
 
-# Latency classes (README "Many users at once"), as Triton priority levels (1 goes first): a click on a held
+# Latency classes (docs/operating/many-users.md), as Triton priority levels (1 goes first): a click on a held
 # embedding is interactive, an embed foreground, automatic mask generation batch work. Each
 # model's default is its usual class; a client overrides it per request (KServe "priority").
 PRIORITY_LEVELS = 3

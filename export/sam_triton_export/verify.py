@@ -2,7 +2,7 @@
 
 The exported encoder and decoder run on the runtimes the server runs them on (onnxruntime;
 the encoder on OpenVINO on CPU-only machines), end to end (the decoder gets the *exported*
-encoder's embedding), on synthetic images of two aspect ratios and the prompt kinds README.md's "Fidelity"
+encoder's embedding), on synthetic images of two aspect ratios and the prompt kinds docs/serving/export.md
 section lists; ``sam_session``'s split decoder is held to the full decoder on the mask-free ones.
 Agreement is judged with that section's tolerances for fp32; fp16 is measured against its own,
 looser, documented tolerances.

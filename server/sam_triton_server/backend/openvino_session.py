@@ -7,7 +7,7 @@ BENCHMARKS.md). The decoder is not faster under OpenVINO, so it stays on ONNX Ru
 Two choices, both measured:
 
 - fp32 is forced. OpenVINO's CPU plugin would otherwise pick bf16 on CPUs with AVX512_BF16,
-  which is outside README "Fidelity"'s tolerances.
+  which is outside docs/serving/export.md's tolerances.
 - The graph is compiled for batch 1 and a batch is run one item at a time. A static shape was
   ~10% faster than the dynamic-batch compilation, and a dynamic batch of 2 took longer than two
   single runs: one encoder run already keeps every core busy, so batching on the CPU only adds

@@ -160,7 +160,7 @@ def _check_gpu_not_required(model_path: Path, provider: str) -> None:
     raise GpuUnavailable(
         f"{REQUIRE_GPU_ENV} is set but {model_path.name} would run on {provider} (onnxruntime "
         f"{ort.__version__} offers {', '.join(ort.get_available_providers())}): install "
-        "onnxruntime-gpu in place of onnxruntime and check that CUDA and cuDNN load (README "
+        "onnxruntime-gpu in place of onnxruntime and check that CUDA and cuDNN load (docs/serving/gpu.md, "
         '"First run on a GPU node"), or unset it to serve on the CPU'
     )
 

@@ -23,7 +23,7 @@ A miss on a prompt request is a NOT_FOUND error whose message starts with
 
 The cache lives in this model instance's memory, so the config has exactly one instance;
 several Triton replicas scale by routing a session's requests to the replica that embedded
-it (hash the session id at the load balancer), see the README.
+it (hash the session id at the load balancer), see docs/operating/scaling.md.
 
 Many users at once: ``execute`` only dispatches, so Triton hands this instance each request
 the moment it arrives (the config has no dynamic batcher: its 500 ms polling stalled
