@@ -88,6 +88,7 @@ def test_pool_is_bounded_and_refuses_at_once() -> None:
     pool.submit("b", lambda: ran.append("b"))
     with pytest.raises(PoolFull, match="limit 2"):
         pool.submit("c", lambda: ran.append("c"))
+    assert ran == []  # refused at once: while the first job still held the only worker
     release.set()
     pool.shutdown()
     assert ran == ["a", "b"] and pool.pending == 0

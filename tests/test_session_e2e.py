@@ -18,6 +18,7 @@ import dataclasses
 import multiprocessing
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,18 +31,29 @@ import pytest
 import segment_anything
 import torch
 from sam_triton import (
+    AmgParams,
     EmbeddingNotFoundError,
     ImageEmbedding,
     InvalidInputError,
     Prompt,
+    RemoteAutomaticMaskGenerator,
     RemoteSamPredictor,
     SamClient,
     errors,
 )
 from sam_triton._core import SESSION_HEADER, content_id
 from sam_triton._tensors import build_infer_request
+from sam_triton.config import Priority
 from sam_triton.proto import inference_pb2 as pb
 from sam_triton.proto.inference_pb2_grpc import GRPCInferenceServiceStub
+from sam_triton_common.contract import (
+    AUTOMASK_MODEL,
+    DECODER_MODEL,
+    ENCODER_MODEL,
+    ENSEMBLE_MODEL,
+    SESSION_ID,
+    SESSION_MODEL,
+)
 
 from tests import session_worker
 from tests.test_metrics_e2e import scrape, value
@@ -62,6 +74,7 @@ class Sent:
     nbytes: int  # serialized ModelInferRequest
     inputs: set[str]
     header: str | None  # the sam-session-id routing header
+    priority: int | None = None  # the KServe priority parameter, when sent
 
 
 class Recorder(grpc.UnaryUnaryClientInterceptor):
@@ -74,11 +87,21 @@ class Recorder(grpc.UnaryUnaryClientInterceptor):
         if isinstance(request, pb.ModelInferRequest):
             header = dict(details.metadata or ()).get(SESSION_HEADER)
             inputs = {t.name for t in request.inputs}
-            self.sent.append(Sent(request.model_name, request.ByteSize(), inputs, header))
+            params = request.parameters
+            priority = params["priority"].uint64_param if "priority" in params else None
+            self.sent.append(Sent(request.model_name, request.ByteSize(), inputs, header, priority))
         return continuation(details, request)
 
     def since(self, n: int) -> list[Sent]:
         return self.sent[n:]
+
+
+def kind(sent: Sent) -> str:
+    """What a sam_session request is by what it carries: the id only (a lookup), prompts (a
+    click), or else the image, in whichever form the SDK uploads it (an upload)."""
+    if sent.inputs == {SESSION_ID}:
+        return "lookup"
+    return "click" if "point_coords" in sent.inputs else "upload"
 
 
 def recording(client: SamClient) -> Recorder:
@@ -102,28 +125,42 @@ def client(triton_server: Any) -> Iterator[SamClient]:
         yield c
 
 
-@pytest.fixture(scope="module")
-def small_cache_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A second tritonserver whose sam_session cache holds two embeddings (2.5 entries)."""
+def sessions_server(tiny_repository: Path, directory: Path, parameter: str, setting: int) -> Iterator[Any]:
+    """Another tritonserver with what sessions need, no more, and one sam_session parameter changed."""
     from tests.conftest import start_triton
 
-    repo = tmp_path_factory.mktemp("small_cache") / "model_repository"
+    repo = directory / "model_repository"
     repo.mkdir()
-    for model in ("sam_encoder", "sam_decoder", "sam_session"):  # what sessions need, no more
+    for model in ("sam_encoder", "sam_decoder", "sam_session"):
         shutil.copytree(tiny_repository / model, repo / model)
     config = repo / "sam_session" / "config.pbtxt"
     text, count = re.subn(
-        r'(key: "cache_bytes"\s*value \{\s*string_value: )"\d+"',
-        rf'\1"{CACHE_ENTRY_BYTES * 5 // 2}"',
-        config.read_text(),
+        rf'(key: "{parameter}"\s*value \{{\s*string_value: )"\d+"', rf'\1"{setting}"', config.read_text()
     )
-    assert count == 1, "cache_bytes parameter not found in the sam_session config"
+    assert count == 1, f"{parameter} parameter not found in the sam_session config"
     config.write_text(text)
     served = start_triton(repo)
     try:
         yield served
     finally:
         served.process.stop()
+
+
+@pytest.fixture(scope="module")
+def small_cache_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A second tritonserver whose sam_session cache holds two embeddings (2.5 entries)."""
+    directory = tmp_path_factory.mktemp("small_cache")
+    yield from sessions_server(tiny_repository, directory, "cache_bytes", CACHE_ENTRY_BYTES * 5 // 2)
+
+
+TTL_SECONDS = 2
+
+
+@pytest.fixture(scope="module")
+def short_ttl_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A tritonserver whose sam_session drops an embedding unused for ``TTL_SECONDS``."""
+    directory = tmp_path_factory.mktemp("short_ttl")
+    yield from sessions_server(tiny_repository, directory, "cache_ttl_seconds", TTL_SECONDS)
 
 
 # ----------------------------------------------------------------------------- parity
@@ -218,6 +255,65 @@ def test_click_uploads_prompts_only(client: SamClient) -> None:
     print("\nrequest bytes per call:", sizes)
 
 
+def test_priority_reaches_the_server_on_every_call(client: SamClient) -> None:
+    """``priority=`` on embed, predict, segment and automask travels on every request of the
+    call as the KServe ``priority`` parameter (what Triton's queues order by); without it a
+    session upload goes as FOREGROUND and a click as its model's default (no parameter). Seen
+    failing with ``priority`` dropped from ``SamClient.embed``'s ``_run`` call, and with the
+    upload's FOREGROUND line removed from ``_core._session_upload_op``."""
+    rng = np.random.default_rng(uuid.uuid4().int)  # images this server has never held
+    image, fresh = (rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(2))
+    click = Prompt([[40, 30]], [1])
+    rec = recording(client)
+    held = client.embed(image)  # a lookup, then the upload
+    client.predict(held, click)
+    assert [(s.model, kind(s), s.priority) for s in rec.since(0)] == [
+        (SESSION_MODEL, "lookup", None),
+        (SESSION_MODEL, "upload", Priority.FOREGROUND),
+        (SESSION_MODEL, "click", None),
+    ]
+
+    n = len(rec.sent)
+    embedded = client.embed(fresh, priority=Priority.BATCH)
+    client.predict(embedded, click, priority=Priority.BATCH)
+    client.segment(image, click, priority=Priority.BATCH)
+    client.automask(image, AmgParams(points_per_side=2, crop_n_layers=0), priority=Priority.BATCH)
+    RemoteAutomaticMaskGenerator(client, points_per_side=2).run(image, priority=Priority.INTERACTIVE)
+    sent = [(s.model, s.priority) for s in rec.since(n)]
+    assert sent == [
+        (SESSION_MODEL, Priority.BATCH),  # the lookup
+        (SESSION_MODEL, Priority.BATCH),  # the upload
+        (SESSION_MODEL, Priority.BATCH),  # the click
+        (ENSEMBLE_MODEL, Priority.BATCH),
+        (AUTOMASK_MODEL, Priority.BATCH),
+        (AUTOMASK_MODEL, Priority.INTERACTIVE),
+    ]
+    with SamClient(client.config.url, timeout=300, server_embeddings=False) as stateless:
+        srec = recording(stateless)
+        handle = stateless.embed(image, priority=Priority.BATCH)
+        stateless.predict(handle, click, priority=Priority.INTERACTIVE)
+    assert [(s.model, s.priority) for s in srec.since(0)] == [
+        (ENCODER_MODEL, Priority.BATCH),
+        (DECODER_MODEL, Priority.INTERACTIVE),
+    ]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_compressed_requests_get_the_same_answers_from_triton(client: SamClient, compression: str) -> None:
+    """``compression=`` (gRPC message compression) against the real tritonserver: the upload
+    and the click are accepted and answered exactly as uncompressed ones (the transport test
+    in test_client.py has a fake server on the other end)."""
+    image = make_scene(200, 300, seed=71)
+    prompt = Prompt([[100, 80]], [1])
+    expected = client.predict(client.embed(image), prompt)
+    session = f"{compression}-{uuid.uuid4()}"  # a named id: always uploaded, never from the cache
+    with SamClient(client.config.url, timeout=300, compression=compression) as squeezed:  # type: ignore[arg-type]
+        got = squeezed.predict(squeezed.embed(image, session_id=session), prompt)
+    assert not isinstance(got, list) and not isinstance(expected, list)
+    np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)
+    np.testing.assert_array_equal(got.masks, expected.masks)
+
+
 # ----------------------------------------------------------------------------- cache misses
 
 
@@ -298,6 +394,37 @@ def test_eviction_reembeds_and_server_stays_healthy(small_cache_server: Any, tri
         second = predictor.predict(point_coords=[[200, 150]], point_labels=[1])
     np.testing.assert_allclose(second[1], first[1], atol=1e-5)
     np.testing.assert_allclose(second[2], first[2], atol=1e-4)
+
+
+def test_an_embedding_unused_for_its_ttl_expires_and_is_embedded_again(
+    short_ttl_server: Any, triton_server: Any
+) -> None:
+    """``cache_ttl_seconds`` end to end: a click after the TTL misses, the SDK re-embeds once
+    and answers as before, and ``sam_cache_expirations_total`` moves by one. The TTL is 2 s
+    (not 1): the click right after the re-embed must not expire in turn on a busy machine.
+    Seen failing with the TTL check in ``EmbeddingCache.get`` removed."""
+    image = make_scene(300, 400, seed=61)
+    prompt = Prompt([[200, 150]], [1])
+    with SamClient(triton_server.grpc_url, timeout=300) as big:
+        expected = big.predict(big.embed(image), prompt)
+    with SamClient(short_ttl_server.grpc_url, timeout=300) as client:
+        client.wait_until_ready(timeout=300)
+        before = scrape(short_ttl_server.metrics_port)
+        held = client.embed(image)
+        time.sleep(TTL_SECONDS + 0.5)  # the time the promise is about, not a state to wait for
+        rec = recording(client)
+        got = client.predict(held, prompt)  # miss -> re-embed -> answer
+        after = scrape(short_ttl_server.metrics_port)
+    assert [kind(s) for s in rec.sent] == ["click", "upload", "click"]
+
+    def delta(name: str) -> float:
+        return value(after, name, model="sam_session") - value(before, name, model="sam_session")
+
+    assert delta("sam_cache_expirations_total") == 1
+    assert delta("sam_embed_duration_seconds_count") == 2  # the first embed and the one re-embed
+    assert not isinstance(got, list) and not isinstance(expected, list)
+    np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)
+    assert all(mask_iou(a, b) >= 0.999 for a, b in zip(got.masks, expected.masks, strict=True))
 
 
 # ----------------------------------------------------------------------------- concurrency
