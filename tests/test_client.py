@@ -92,6 +92,7 @@ class FakeBehaviour:
     session_model: bool = True  # serve the toy sam_session
     sessions: dict[str, np.ndarray] = field(default_factory=dict)  # its cache: id -> embedding
     kept: dict[str, np.ndarray] = field(default_factory=dict)  # prediction id -> kept (M, 256, 256) logits
+    older_session: bool = False  # a sam_session exported before compact answers
 
 
 class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
@@ -173,6 +174,12 @@ class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
         with self.b.lock:
             embedding = self.b.sessions.get(session_id)
         wanted = {o.name for o in request.outputs}
+        if self.b.older_session and "original_size" in inputs:  # Triton's own check, word for word
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "[request id: <id_unknown>] unexpected inference input 'original_size' "
+                "for model 'sam_session'",
+            )
         outputs: dict[str, np.ndarray] = {"cache_hit": np.array([[hit]])}
         if "point_coords" in inputs or "image_embeddings" in wanted:
             if embedding is None:

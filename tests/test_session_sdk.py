@@ -325,3 +325,23 @@ def test_predictor_keeps_the_reference_return_values_unless_compact(fake: Served
     assert logits is not None and logits.shape == (3, 256, 256) and clogits is None
     np.testing.assert_array_equal(cmasks, masks)
     np.testing.assert_array_equal(cscores, scores)
+
+
+def test_a_session_model_from_before_compact_answers_is_asked_the_old_way(fake: Served) -> None:
+    """A repository exported before compact answers refuses their tensors: the click is sent
+    again the old way (logits back), and the client remembers it for the next clicks."""
+    fake.behaviour.older_session = True
+    with client_for(fake) as client, client_for(fake, compact_answers=False) as before:
+        emb = client.embed(IMAGE)
+        n = len(fake.behaviour.calls)
+        first = client.predict(emb, CLICK)
+        second = client.predict(emb, CLICK)
+        sent = [[o.name for o in c.outputs] for c in fake.behaviour.calls[n:]]
+        want = before.predict(emb, CLICK)
+    assert (
+        sent == [["iou_predictions", "prediction_id", "masks"]] + [["low_res_masks", "iou_predictions"]] * 2
+    )
+    for pred in (first, second):
+        assert isinstance(pred, Prediction) and isinstance(want, Prediction)
+        assert pred.prediction_id is None and pred.low_res_logits is not None
+        np.testing.assert_array_equal(pred.masks, want.masks)

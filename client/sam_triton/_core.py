@@ -770,7 +770,7 @@ def _answer_outputs(
     unless ``return_logits`` wants full-size logits (made here from the low-res ones), the
     logits only when asked for, and an id for each prompt's kept logits.
     """
-    if not (target.mask_optional and config.compact_answers):
+    if not (target.mask_optional and config.compact_answers) or target.model in config.older_sessions:
         return [LOW_RES_MASKS, IOU_PREDICTIONS], False
     outputs = [IOU_PREDICTIONS, PREDICTION_ID]
     if return_logits or low_res_logits:
@@ -778,6 +778,14 @@ def _answer_outputs(
     if not return_logits:
         outputs.append(MASKS)
     return outputs, not return_logits
+
+
+def _from_an_older_session_model(error: errors.InvalidInputError) -> bool:
+    """Whether Triton refused a compact answer's tensors: a ``sam_session`` exported before
+    compact answers existed (the SDK then asks it the way it did before)."""
+    message = error.server_message or error.message
+    compact = ((ORIGINAL_SIZE, "input"), (MASKS, "output"), (PREDICTION_ID, "output"))
+    return any(f"unexpected inference {kind} '{name}'" in message for name, kind in compact)
 
 
 def _prompt_list(config: ClientConfig, prompts: Prompt | Sequence[Prompt]) -> tuple[list[Prompt], bool]:
@@ -804,19 +812,29 @@ def predict_op(
     target = _embedding_inputs(config, embedding, family)
     model = target.model
     batches = group_by_points(encoded, config.max_prompts_per_request)
-    outputs, server_masks = _answer_outputs(config, target, return_logits, low_res_logits)
-    calls = []
-    for batch in batches:
-        prompt_inputs = decoder_prompt_inputs(batch, multimask_output, mask_optional=target.mask_optional)
-        inputs = {**target.inputs, **prompt_inputs}
-        if server_masks:
-            inputs[ORIGINAL_SIZE] = np.array([embedding.original_size], dtype=np.int32)
-        request = build_infer_request(model, inputs, outputs, model_version=config.models.version)
-        calls.append(infer_call(config, request, f"predict via {model!r}", target.metadata))
-    if embedding.server_held:
-        responses = yield from _recovering(config, embedding, calls)
+
+    def calls() -> list[Call]:
+        outputs, server_masks = _answer_outputs(config, target, return_logits, low_res_logits)
+        made = []
+        for batch in batches:
+            prompt_inputs = decoder_prompt_inputs(batch, multimask_output, mask_optional=target.mask_optional)
+            inputs = {**target.inputs, **prompt_inputs}
+            if server_masks:
+                inputs[ORIGINAL_SIZE] = np.array([embedding.original_size], dtype=np.int32)
+            request = build_infer_request(model, inputs, outputs, model_version=config.models.version)
+            made.append(infer_call(config, request, f"predict via {model!r}", target.metadata))
+        return made
+
+    if not embedding.server_held:
+        responses = yield calls()
     else:
-        responses = yield calls
+        try:
+            responses = yield from _recovering(config, embedding, calls())
+        except errors.InvalidInputError as exc:
+            if model in config.older_sessions or not _from_an_older_session_model(exc):
+                raise
+            config.older_sessions.add(model)  # remembered for the client's life
+            responses = yield from _recovering(config, embedding, calls())
     results: list[Prediction | None] = [None] * len(items)
     for batch, resp in zip(batches, responses, strict=True):
         preds = decode_predictions(

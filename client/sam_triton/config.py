@@ -203,6 +203,9 @@ class ClientConfig:
     server_embeddings: bool = True
     rpc_observer: RpcObserver | None = None
     compact_answers: bool = True
+    older_sessions: set[str] = field(default_factory=set, compare=False, repr=False)
+    """Filled by the client: session models that refused compact answers' tensors (exported
+    before them); their clicks are asked the way they were before."""
     families: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Filled by the client, not by callers: the model family each encoder model reported
     (its ModelMetadata outputs, ``contract.family_of_encoder``), asked once per model."""
