@@ -29,7 +29,7 @@ from sam_triton.cli.connection import (
     redact_argv,
 )
 
-from . import session_cli
+from . import remote_cli, session_cli
 from .arguments import non_negative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .images import BenchImage
     from .runner import BenchConfig, LoadLevel, RunResult
 
-SCENARIO_CHOICES = ("encode", "click", "oneshot", "automask", "session")
+SCENARIO_CHOICES = ("encode", "click", "oneshot", "automask", "session", "remote")
 BASELINE_CHOICES = ("reference", "onnxruntime")
 
 
@@ -189,6 +189,7 @@ def register(subparsers: Any) -> None:
         "(and the perf_analyzer commands to DIR/README.txt), then exit",
     )
     session_cli.add_arguments(parser)
+    remote_cli.add_arguments(parser)
     add_connection_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -373,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.scenario == "session":
         return session_cli.run(args, images, _loadavg())
+    if args.scenario == "remote":
+        return remote_cli.run(args, images, _loadavg())
     if args.sweep and args.rate is not None:
         print("sam-triton bench: --sweep goes over concurrencies; use it with --concurrency", file=sys.stderr)
         return 2
