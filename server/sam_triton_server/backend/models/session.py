@@ -18,6 +18,11 @@ One request does one of three things, chosen by which inputs it carries (all but
   already holds.
 
 ``cache_hit`` (BOOL [1]) and ``image_embeddings`` can be requested as outputs of any of them.
+A click may ask for compact answers: ``masks`` (made here at the caller's ``original_size`` and
+encoded by ``sam_triton_common.mask_codec``, so only the masks travel, not 256 KiB of logits per
+mask) and ``prediction_id`` (each prompt's logits kept in a byte-bounded
+:class:`~sam_triton_server.backend.prediction_store.PredictionStore`, so a later click's
+``refine_from``/``refine_mask`` names a mask instead of uploading it).
 A miss on a prompt request is a NOT_FOUND error whose message starts with
 "embedding not found"; the SDK answers it by re-embedding when it still holds the image.
 
