@@ -3,7 +3,9 @@
 SamPredictor normalises the resized image and only then zero-pads it to 1024x1024, so the
 padded region is 0 *after* normalisation. The client sends the zero-padded uint8 image (a
 fixed shape, so requests batch) plus the pre-padding size; the graph normalises and then
-zeroes everything outside ``input_size``, which reproduces the reference exactly.
+zeroes everything outside ``input_size``, which reproduces the reference exactly. Global
+attention is computed a band of query rows at a time (:mod:`sam_triton_export.banded_attention`:
+the same sums, a quarter of the activation memory).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, INPUT_SIZE
 
+from sam_triton_export.banded_attention import banded_global_attention
 from sam_triton_export.model_types import IMAGE_SIZE
 from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
 
@@ -58,13 +61,14 @@ def export_encoder(sam: Sam, path: Path, *, opset: int = DEFAULT_OPSET, precisio
 
     image = torch.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=torch.uint8)
     input_size = torch.tensor([[IMAGE_SIZE, IMAGE_SIZE]], dtype=torch.int32)
-    return export_onnx(
-        _encoder_module(sam),
-        (image, input_size),
-        path,
-        input_names=ENCODER_INPUTS,
-        output_names=ENCODER_OUTPUTS,
-        dynamic_axes={name: {0: "batch"} for name in ENCODER_INPUTS + ENCODER_OUTPUTS},
-        opset=opset,
-        precision=precision,
-    )
+    with banded_global_attention(sam.image_encoder):
+        return export_onnx(
+            _encoder_module(sam),
+            (image, input_size),
+            path,
+            input_names=ENCODER_INPUTS,
+            output_names=ENCODER_OUTPUTS,
+            dynamic_axes={name: {0: "batch"} for name in ENCODER_INPUTS + ENCODER_OUTPUTS},
+            opset=opset,
+            precision=precision,
+        )
