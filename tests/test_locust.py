@@ -41,6 +41,44 @@ def locust(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+GEVENT_CHECK = """
+import sys, time
+import numpy as np
+import gevent
+import sam_triton_bench.locust_user  # Locust patches the standard library; the module, gRPC
+from sam_triton import SamClient
+
+ticks = 0
+
+def ticker():
+    global ticks
+    while True:
+        gevent.sleep(0.005)
+        ticks += 1
+
+with SamClient(sys.argv[1], timeout=120) as client:
+    client.server_ready()
+    other = gevent.spawn(ticker)
+    image = np.random.default_rng(int(time.time() * 1000)).integers(0, 256, (300, 400, 3), np.uint8)
+    client.embed(image, session_id=f"gevent-{time.time()}")  # an encode: tens of milliseconds at least
+    other.kill()
+print(ticks)
+"""
+
+
+def test_a_users_grpc_call_lets_the_other_users_run(triton_server: ServedTriton) -> None:
+    """Under Locust's gevent, a blocking gRPC call would stop every user of the worker for its
+    whole duration: another greenlet must have run while an embed was in flight."""
+    check = subprocess.run(
+        [sys.executable, "-c", GEVENT_CHECK, triton_server.grpc_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert int(check.stdout.split()[-1]) > 0
+
+
 def stats_by_type(path: Path) -> dict[str, dict[str, str]]:
     with path.open(newline="") as f:
         return {row["Type"]: row for row in csv.DictReader(f) if row["Name"] != "Aggregated"}
