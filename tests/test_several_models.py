@@ -248,3 +248,45 @@ def test_serve_queue_overrides_reach_one_model_or_all(repository: dict[str, Any]
         overlay_repository(repository["path"], {"vit_h.sam_encoder": 3}, tmp_path / "other")
     with pytest.raises(ValueError, match="expected NAME=N"):
         parse_queue_overrides([f"{SAM2_NAME}.sam_encoder=3"])  # export --queue: one model's own
+
+
+def _successes(server: ServedTriton, model: str) -> int:
+    """Triton's own count of the successful requests ``model`` answered."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{server.http_port}/v2/models/{model}/stats", timeout=30) as reply:
+        stats = json.loads(reply.read())
+    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
+
+
+def test_async_client_and_bench_take_model(
+    server: ServedTriton, repository: dict[str, Any], tmp_path: Path
+) -> None:
+    import asyncio
+
+    from sam_triton import AsyncSamClient
+    from sam_triton.cli import main
+
+    async def embed() -> str:
+        async with AsyncSamClient(server.grpc_url, model=SAM2_NAME, server_embeddings=False) as client:
+            return (await client.embed(np.zeros((20, 30, 3), np.uint8))).family
+
+    assert asyncio.run(embed()) == "sam2"
+    baselines = {
+        SAM1_NAME: ["--baseline", "onnxruntime", "--repository", str(repository["path"])],
+        SAM2_NAME: [],
+    }
+    for name, baseline in baselines.items():
+        before = _successes(server, f"{name}.sam_session")
+        out = tmp_path / name
+        argv = ["bench", "--url", server.grpc_url, "--model", name, "--scenario", "click",
+                "--concurrency", "1", "--duration", "1", "--warmup", "0", "--max-images", "1",
+                "--no-progress", "--output", str(out)]  # fmt: skip
+        assert main([*argv, *baseline]) == 0
+        doc = json.loads((out / "results.json").read_text())
+        served = doc["summary"]
+        assert served["errors"] == 0 and served["ok"] > 0
+        # The clicks reached that model's session, by the server's own count.
+        assert _successes(server, f"{name}.sam_session") >= before + served["ok"]
+        if baseline:  # the in-process baseline ran that model's own ONNX files
+            assert doc["baselines"][0]["summary"]["ok"] > 0
