@@ -197,7 +197,8 @@ class FakeTriton(pb_grpc.GRPCInferenceServiceServicer):
             for p, kept in enumerate(inputs.get("refine_from", np.zeros((1, 0), object))[0]):
                 if kept:
                     if kept.decode() not in self.b.kept:
-                        context.abort(grpc.StatusCode.NOT_FOUND, f"prediction not found: {kept!r}")
+                        message = f"prediction not found: {kept!r} is not held here"
+                        context.abort(grpc.StatusCode.NOT_FOUND, message)
                     inputs["mask_input"][0, p, 0] = self.b.kept[kept.decode()][inputs["refine_mask"][0, p]]
                     inputs["has_mask_input"][0, p] = 1.0
             outputs.update(toy_decoder(embedding, inputs))

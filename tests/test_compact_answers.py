@@ -6,7 +6,8 @@
 - a click's bytes (request + response) are its encoded masks and a few hundred bytes more, fewer
   than the logits' (tenfold fewer on a 375x500 image even with random weights' noise-like masks);
 - a refinement that names the kept mask uploads no logits and gives the same masks as
-  uploading them; one that names nothing held is a typed error and the server keeps serving;
+  uploading them; one this server lacks is made again from its prompt; one that names nothing
+  the SDK can make again is a typed error and the server keeps serving;
 - bad compact requests are refused with INVALID_ARGUMENT.
 SAM 2's side is in test_sam2.py.
 """
@@ -164,6 +165,24 @@ def test_refinement_of_nothing_held_is_a_typed_error(
     assert compact.server_ready()
     good = compact.predict(emb, Prompt([[100, 100]], [1], mask_input=first.mask_input()))
     assert isinstance(good, Prediction) and good.masks.shape == (3, 300, 400)
+
+
+def test_a_kept_mask_this_server_lacks_is_made_again(clients: tuple[SamClient, SamClient]) -> None:
+    """A PreviousMask this server never made (another replica made it before the session moved
+    here): the SDK makes it again from its prompt and the refinement equals uploading its logits."""
+    compact, before = clients
+    emb = compact.embed(make_scene(300, 400, seed=46))
+    origin = Prompt([[150, 120]], [1])
+    elsewhere = PreviousMask("f" * 32, 1, origin=(origin, True))
+    got = compact.predict(emb, Prompt([[150, 120], [300, 200]], [1, 0], mask_input=elsewhere))
+    made = before.predict(emb, origin)
+    assert isinstance(made, Prediction) and made.low_res_logits is not None
+    want = before.predict(
+        emb, Prompt([[150, 120], [300, 200]], [1, 0], mask_input=made.low_res_logits[1][None])
+    )
+    assert isinstance(got, Prediction) and isinstance(want, Prediction)
+    np.testing.assert_array_equal(got.masks, want.masks)
+    np.testing.assert_array_equal(got.scores, want.scores)
 
 
 def _raw_click(url: str, session_id: str, extra: dict[str, np.ndarray]) -> Any:

@@ -345,3 +345,28 @@ def test_a_session_model_from_before_compact_answers_is_asked_the_old_way(fake: 
         assert isinstance(pred, Prediction) and isinstance(want, Prediction)
         assert pred.prediction_id is None and pred.low_res_logits is not None
         np.testing.assert_array_equal(pred.masks, want.masks)
+
+
+def test_a_kept_mask_the_server_lost_is_made_again_from_its_prompt(fake: Served) -> None:
+    """Another replica took the session over (or the mask was dropped): the refinement's
+    NOT_FOUND makes the named mask again from the prompt that made it, once, then the
+    refinement is answered as if nothing had happened; a chain of refinements too."""
+    first_click = Prompt([[120, 80]], [1])
+    with client_for(fake) as client, client_for(fake, compact_answers=False) as before:
+        emb = client.embed(IMAGE)
+        first = client.predict(emb, first_click)
+        second = client.predict(emb, Prompt([[120, 80], [30, 40]], [1, 0], mask_input=first.mask_input()))
+        fake.behaviour.kept.clear()  # the server lost every kept mask
+        n = len(fake.behaviour.calls)
+        third = client.predict(emb, Prompt([[120, 80], [60, 70]], [1, 1], mask_input=second.mask_input()))
+        sent = [decode_request(c) for c in fake.behaviour.calls[n:]]
+        # the same chain with the logits uploaded each time
+        want1 = before.predict(emb, first_click)
+        want2 = before.predict(emb, Prompt([[120, 80], [30, 40]], [1, 0], mask_input=want1.mask_input()))
+        want3 = before.predict(emb, Prompt([[120, 80], [60, 70]], [1, 1], mask_input=want2.mask_input()))
+    # refine (lost) -> remake 2nd (lost its own) -> remake 1st -> 2nd again -> 3rd again
+    assert ["refine_from" in inputs for inputs in sent] == [True, True, False, True, True]
+    assert all("mask_input" not in inputs for inputs in sent)  # no logits went up
+    assert isinstance(third, Prediction) and isinstance(want3, Prediction)
+    np.testing.assert_array_equal(third.masks, want3.masks)
+    np.testing.assert_array_equal(third.scores, want3.scores)

@@ -47,6 +47,7 @@ from sam_triton_common.contract import (
     MAX_SESSION_ID_BYTES,
     ORIGINAL_SIZE,
     PREDICTION_ID,
+    PREDICTION_NOT_HELD,
     REFINE_FROM,
     REFINE_MASK,
     SAM1,
@@ -74,9 +75,9 @@ from . import errors, family_sam2
 from ._tensors import build_infer_request, decode_infer_response, require_output
 from .config import ClientConfig, Priority
 from .images import ImageFormat, ImageInput, load_image, load_with_source
-from .prompts import Prompt, as_prompt_list, encode_prompt, group_by_points
+from .prompts import Prompt, PromptBatch, as_prompt_list, encode_prompt, group_by_points
 from .proto import inference_pb2 as pb
-from .results import ImageEmbedding, ModelMetadata, Prediction, TensorSpec
+from .results import ImageEmbedding, ModelMetadata, Prediction, PreviousMask, TensorSpec
 from .uploads import encoded_upload
 
 T = TypeVar("T")
@@ -805,15 +806,18 @@ def predict_op(
     return_logits: bool = False,
     low_res_logits: bool = False,
 ) -> Op[Prediction | list[Prediction]]:
-    """Decode prompts against an embedding; one request per group of equal-N prompts, concurrently."""
+    """Decode prompts against an embedding; one request per group of equal-N prompts, concurrently.
+
+    A refinement naming a kept mask the server no longer holds (a replica took the session over,
+    or the mask was dropped to bound memory) makes that mask again from its prompt, once, and
+    is sent again: like a re-embed, it costs time, never a wrong answer.
+    """
     items, single = _prompt_list(config, prompts)
     family = yield from family_op(config)
-    encoded = encode_prompts(family, items, embedding.original_size)
     target = _embedding_inputs(config, embedding, family)
     model = target.model
-    batches = group_by_points(encoded, config.max_prompts_per_request)
 
-    def calls() -> list[Call]:
+    def calls(batches: list[PromptBatch]) -> list[Call]:
         outputs, server_masks = _answer_outputs(config, target, return_logits, low_res_logits)
         made = []
         for batch in batches:
@@ -825,16 +829,26 @@ def predict_op(
             made.append(infer_call(config, request, f"predict via {model!r}", target.metadata))
         return made
 
-    if not embedding.server_held:
-        responses = yield calls()
-    else:
+    def send(items: list[Prompt]) -> Op[tuple[list[PromptBatch], list[Any]]]:
+        encoded = encode_prompts(family, items, embedding.original_size)
+        batches = group_by_points(encoded, config.max_prompts_per_request)
+        if not embedding.server_held:
+            return batches, (yield calls(batches))
         try:
-            responses = yield from _recovering(config, embedding, calls())
+            return batches, (yield from _recovering(config, embedding, calls(batches)))
         except errors.InvalidInputError as exc:
             if model in config.older_sessions or not _from_an_older_session_model(exc):
                 raise
             config.older_sessions.add(model)  # remembered for the client's life
-            responses = yield from _recovering(config, embedding, calls())
+            return batches, (yield from _recovering(config, embedding, calls(batches)))
+
+    try:
+        batches, responses = yield from send(items)
+    except errors.PredictionNotFoundError as exc:
+        if PREDICTION_NOT_HELD not in (exc.server_message or ""):
+            raise  # made on another image: making it again would refine another mask
+        items = yield from _remade_kept_masks(config, embedding, items, exc)
+        batches, responses = yield from send(items)
     results: list[Prediction | None] = [None] * len(items)
     for batch, resp in zip(batches, responses, strict=True):
         preds = decode_predictions(
@@ -846,9 +860,33 @@ def predict_op(
             return_logits,
         )
         for i, pred in zip(batch.indices, preds, strict=True):
-            results[i] = pred
+            results[i] = pred.made_by(items[i], multimask_output) if pred.prediction_id else pred
     done = [r for r in results if r is not None]
     return done[0] if single else done
+
+
+def _remade_kept_masks(
+    config: ClientConfig, embedding: ImageEmbedding, items: list[Prompt], error: errors.SamTritonError
+) -> Op[list[Prompt]]:
+    """``items`` with every kept mask they name made again (its origin prompt predicted once
+    more) under a fresh id; ``error`` when one has no origin to make it from."""
+    fresh: dict[str, str] = {}
+    remade = []
+    for prompt in items:
+        kept = prompt.previous_mask
+        if kept is None:
+            remade.append(prompt)
+            continue
+        if kept.origin is None:
+            raise error
+        if kept.prediction_id not in fresh:
+            origin, multimask = kept.origin
+            again = yield from predict_op(config, embedding, origin, multimask)
+            assert isinstance(again, Prediction) and again.prediction_id is not None
+            fresh[kept.prediction_id] = again.prediction_id
+        mask = PreviousMask(fresh[kept.prediction_id], kept.index, kept.origin)
+        remade.append(Prompt(prompt.point_coords, prompt.point_labels, prompt.box, mask_input=mask))
+    return remade
 
 
 def segment_op(

@@ -62,9 +62,10 @@ class EmbeddingNotFoundError(SamTritonError, LookupError):
 
 
 class PredictionNotFoundError(SamTritonError, LookupError):
-    """A refinement named a kept prediction (``PreviousMask``) that the server does not hold:
-    never made there, dropped to bound its memory, or made on another image of the session.
-    Refine with the mask's logits instead (``predict(..., low_res_logits=True)``)."""
+    """A refinement named a kept prediction (``PreviousMask``) made on another image of the
+    session, or one the server does not hold and the SDK cannot make again (a ``PreviousMask``
+    built by hand, without the prompt that made it). Refine with the mask's logits instead
+    (``predict(..., low_res_logits=True)``)."""
 
 
 # Server messages that refine a status code. Triton reports an unknown model with

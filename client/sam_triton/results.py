@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from sam_triton_common.mask_codec import decode_masks
+
+if TYPE_CHECKING:
+    from .prompts import Prompt
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,11 +63,14 @@ class PreviousMask:
     as a prompt's ``mask_input`` to refine that mask (server-held embeddings only).
 
     Made by :meth:`Prediction.mask_input`; ``prediction_id`` is the server's id of that
-    prediction's prompt, ``index`` which of its masks.
+    prediction's prompt, ``index`` which of its masks. ``origin`` (the prompt and
+    ``multimask_output`` that made it) lets the SDK make it again where the server no longer
+    holds it (another replica took the session over, or it was dropped to bound memory).
     """
 
     prediction_id: str
     index: int
+    origin: tuple[Prompt, bool] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, eq=False, init=False, repr=False)
@@ -87,6 +94,7 @@ class Prediction:
     prediction_id: str | None
     _masks: npt.NDArray[np.bool_] | npt.NDArray[np.float32] | None
     _encoded: tuple[bytes, ...]
+    _origin: tuple[Prompt, bool] | None
 
     def __init__(
         self,
@@ -106,6 +114,13 @@ class Prediction:
         object.__setattr__(self, "prediction_id", prediction_id)
         object.__setattr__(self, "_masks", masks)
         object.__setattr__(self, "_encoded", tuple(encoded_masks))
+        object.__setattr__(self, "_origin", None)
+
+    def made_by(self, prompt: Prompt, multimask_output: bool) -> Prediction:
+        """This prediction, remembering the prompt that made it (the SDK calls it once, before
+        handing the prediction out), so its kept mask can be made again (PreviousMask.origin)."""
+        object.__setattr__(self, "_origin", (prompt, multimask_output))
+        return self
 
     @property
     def masks(self) -> npt.NDArray[np.bool_] | npt.NDArray[np.float32]:
@@ -133,7 +148,7 @@ class Prediction:
         if not 0 <= k < len(self.scores):
             raise IndexError(f"mask {k} of a prediction with {len(self.scores)} masks")
         if self.prediction_id is not None:
-            return PreviousMask(self.prediction_id, k)
+            return PreviousMask(self.prediction_id, k, self._origin)
         if self.low_res_logits is None:
             raise ValueError(
                 "this prediction holds neither its logits nor a server-kept id to refine it with"

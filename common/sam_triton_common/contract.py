@@ -128,6 +128,9 @@ REFINE_MASK = "refine_mask"
 """INT32 [B, P] input: which of that prediction's masks (0..M-1) each prompt refines."""
 PREDICTION_NOT_FOUND = "prediction not found"
 """How ``sam_session``'s NOT_FOUND message for an unknown ``refine_from`` id starts."""
+PREDICTION_NOT_HELD = "is not held here"
+"""In that message when this server does not hold the id (never made here, or dropped), as
+opposed to one made on another image of the session: the SDK can then make it again."""
 
 AUTOMASK_PARAMS = "params"
 """BYTES [1]: one serialized ``AutomaskParams`` message."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sam_triton_common.contract import CONTENT_ID_PREFIX, PREDICTION_NOT_FOUND
+from sam_triton_common.contract import CONTENT_ID_PREFIX, PREDICTION_NOT_FOUND, PREDICTION_NOT_HELD
 
 Logits = npt.NDArray[np.float32]
 
@@ -81,7 +81,7 @@ class PredictionStore:
                 self._kept.move_to_end(prediction_id)
         if kept is None:
             raise PredictionNotFound(
-                f"{PREDICTION_NOT_FOUND}: {prediction_id[:40]!r} is not held here (never made, or "
+                f"{PREDICTION_NOT_FOUND}: {prediction_id[:40]!r} {PREDICTION_NOT_HELD} (never made, or "
                 f"dropped: the server keeps the last {self.max_bytes >> 20} MiB of logits); "
                 "refine with the mask's logits instead"
             )
