@@ -264,8 +264,10 @@ def test_bench_counts_rejections_apart_from_failures() -> None:
     assert (point.completed, point.errors, point.rejected) == (1, 1, 1)
 
 
-def test_lower_cpu_priority_reaches_threads_that_already_run() -> None:
-    script = """
+def niceness_after(call: str) -> list[int]:
+    """The niceness of a fresh process's main thread and of a thread already running in it,
+    after ``call`` (``tid``: that thread's native id, in a list)."""
+    script = f"""
 import os, threading
 from sam_triton_server.backend.models._common import lower_cpu_priority
 started, release = threading.Event(), threading.Event()
@@ -273,15 +275,24 @@ tid = []
 def worker():
     tid.append(threading.get_native_id()); started.set(); release.wait()
 thread = threading.Thread(target=worker); thread.start(); started.wait()
-lower_cpu_priority(7)
+{call}
 print(os.getpriority(os.PRIO_PROCESS, 0), os.getpriority(os.PRIO_PROCESS, tid[0]))
 release.set(); thread.join()
 """
-    base = os.getpriority(os.PRIO_PROCESS, 0)
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
-    assert out.stdout.split() == [str(min(19, base + 7))] * 2
+    return [int(value) for value in out.stdout.split()]
+
+
+def test_lower_cpu_priority_reaches_threads_that_already_run() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness_after("lower_cpu_priority(7)") == [min(19, base + 7)] * 2
+
+
+def test_lower_cpu_priority_spares_the_threads_it_is_told_to() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness_after("lower_cpu_priority(7, spare=tid)") == [min(19, base + 7), base]
 
 
 def test_bls_calls_of_one_stub_never_overlap() -> None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import re
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -312,6 +314,29 @@ def test_compressed_requests_get_the_same_answers_from_triton(client: SamClient,
     assert not isinstance(got, list) and not isinstance(expected, list)
     np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)
     np.testing.assert_array_equal(got.masks, expected.masks)
+
+
+def thread_niceness(pid: int) -> dict[int, int]:
+    """Each thread's niceness (field 19 of /proc/PID/task/TID/stat, after the command name)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return {int(t.name): int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks.iterdir()}
+
+
+def test_niced_stubs_keep_their_own_threads_at_full_priority(triton_server: Any) -> None:
+    """sam_encoder and sam_automask serve at their config's lower CPU priority (``nice``), but
+    the stub's own threads, which answer Triton's health checks, do not: niced, on a busy
+    machine, one missed Triton's one-second deadline while its model loaded, and Triton then
+    waited for ever for the live stub to exit (the server stayed "loading"; seen in a test
+    run: tritonserver in waitpid on the sam_automask stub, which idled, initialized). Seen
+    failing with every thread niced."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    children = subprocess.run(["pgrep", "-P", str(triton_server.process.pid)], capture_output=True, text=True)
+    stubs = {int(pid): Path(f"/proc/{pid}/cmdline").read_text() for pid in children.stdout.split()}
+    for model, nice in (("sam_encoder", 10), ("sam_automask", 15)):
+        (stub,) = [pid for pid, cmdline in stubs.items() if f"/{model}/" in cmdline]
+        niceness = thread_niceness(stub)
+        assert niceness[stub] == min(19, base + nice), niceness  # the thread that runs execute
+        assert base in niceness.values(), niceness  # the stub's own threads
 
 
 # ----------------------------------------------------------------------------- cache misses

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,14 +60,21 @@ def int_parameter(params: dict[str, str], key: str, default: int) -> int:
         raise ValueError(f"config parameter {key!r} must be an integer, got {params[key]!r}") from None
 
 
-def lower_cpu_priority(nice: int) -> None:
-    """Add ``nice`` to every thread of this stub process (Linux niceness is per thread; threads
-    started later inherit it), so that on a CPU-bound server the interactive models' threads
-    get the cores first. The config's ``nice`` parameter: 0 leaves the process alone."""
+def thread_ids() -> set[int]:
+    """The native ids of this process's threads (empty where /proc is not there)."""
+    tasks = Path("/proc/self/task")
+    return {int(t.name) for t in tasks.iterdir()} if tasks.is_dir() else set()
+
+
+def lower_cpu_priority(nice: int, spare: Collection[int] = ()) -> None:
+    """Add ``nice`` to every thread of this stub process but ``spare`` (Linux niceness is per
+    thread; threads started later inherit it from the one that starts them), so that on a
+    CPU-bound server the interactive models' threads get the cores first. The config's
+    ``nice`` parameter: 0 leaves the process alone."""
     if nice <= 0:
         return
-    tasks = Path("/proc/self/task")
-    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+    threads = thread_ids()
+    for tid in threads - set(spare) if threads else {0}:  # 0: the calling thread
         try:
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
         except OSError:  # a thread that just exited
@@ -114,10 +121,16 @@ class OnnxModelBase:
         self.logger.setLevel(logging.INFO)
         self.device_id = int(args.get("model_instance_device_id", 0) or 0)
         self.rejections = Rejections(pb, self.name)
-        lower_cpu_priority(int_parameter(self.params, "nice", 0))  # before any runtime thread exists
+        # The stub's own threads (all but this one, which runs initialize and execute) answer
+        # Triton's health checks: while a model loads, Triton declares the stub dead when one
+        # second passes without an answer, and then waits for ever for the live stub to exit
+        # (the server stays "loading"). Niced, on a busy machine, they missed that second.
+        stub_threads = thread_ids() - {threading.get_native_id()}
         for attribute, parameter in self.GRAPHS.items():
             setattr(self, attribute, self.create_session(self._graph_file(parameter)))
         self.setup()
+        # Once loaded (loading at full priority), and this thread's and the runtimes' only.
+        lower_cpu_priority(int_parameter(self.params, "nice", 0), spare=stub_threads)
 
     def _graph_file(self, parameter: str) -> str:
         if parameter in self.params:
