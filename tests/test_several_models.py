@@ -74,6 +74,8 @@ def server(repository: dict[str, Any]) -> Iterator[ServedTriton]:
 def test_export_name_adds_a_model_and_leaves_the_others_alone(
     repository: dict[str, Any], tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from sam_triton.cli import build_parser
+
     repo: Path = repository["path"]
     assert _tree(repo, SAM1_NAME) == repository["sam1_before"]
     served = {p.parent.name for p in repo.glob("*/config.pbtxt")}
@@ -99,6 +101,10 @@ def test_export_name_adds_a_model_and_leaves_the_others_alone(
                    "--repository", str(repo), "--no-verify", "--if-changed")  # fmt: skip
     assert code == 0 and f"(model '{SAM1_NAME}') already holds this export" in capsys.readouterr().out
     assert _tree(repo, SAM1_NAME) == repository["sam1_before"] and _tree(repo, SAM2_NAME) == sam2_files
+    # verify --name checks that model's graphs against the reference.
+    verify = ["verify", "--model-type", "tiny-test", "--checkpoint", str(tiny_checkpoint)]
+    args = build_parser().parse_args([*verify, "--repository", str(repo), "--name", SAM1_NAME])
+    assert args.handler(args) == 0
 
 
 def _close(ours: tuple[Any, ...], ref: tuple[Any, ...]) -> None:
@@ -290,3 +296,13 @@ def test_async_client_and_bench_take_model(
         assert _successes(server, f"{name}.sam_session") >= before + served["ok"]
         if baseline:  # the in-process baseline ran that model's own ONNX files
             assert doc["baselines"][0]["summary"]["ok"] > 0
+
+
+def test_bench_perf_analyzer_data_names_the_chosen_model(tmp_path: Path) -> None:
+    from sam_triton.cli import main
+
+    out = tmp_path / "pa"
+    assert main(["bench", "--perf-analyzer-data", str(out), "--model", SAM1_NAME, "--max-images", "1"]) == 0
+    written = {path.name for path in out.glob("*.json")}
+    assert written == {f"{SAM1_NAME}.{role}.json" for role in ("sam_encoder", "sam_decoder", "sam")}
+    assert f"-m {SAM1_NAME}.sam_encoder" in (out / "README.txt").read_text()

@@ -368,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
     if args.perf_analyzer_data is not None:
         from .perf_analyzer import write_perf_analyzer_data
 
-        written = write_perf_analyzer_data(args.perf_analyzer_data, images, args.url)
+        written = write_perf_analyzer_data(args.perf_analyzer_data, images, args.url, model=args.model)
         print("\n".join(f"{model}: {path}" for model, path in written.items()))
         print((args.perf_analyzer_data / "README.txt").read_text())
         return 0

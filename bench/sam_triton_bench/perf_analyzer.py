@@ -66,9 +66,10 @@ def _prompt_inputs(index: int, image: BenchImage, multimask: bool) -> dict[str, 
 
 
 def model_requests(
-    images: Sequence[BenchImage], multimask: bool = True, seed: int = 0
+    images: Sequence[BenchImage], multimask: bool = True, seed: int = 0, model: str | None = None
 ) -> dict[str, list[dict[str, npt.NDArray[Any]]]]:
-    """Per model name (default names): the input tensors of one request per image."""
+    """Per model name (those of the served model ``model``, ``--model``; None: the unnamed
+    one): the input tensors of one request per image."""
     rng = np.random.default_rng(seed)
     encoder, decoder, ensemble = [], [], []
     for i, image in enumerate(images):
@@ -78,20 +79,24 @@ def model_requests(
         encoder.append(image_inputs)
         decoder.append({IMAGE_EMBEDDINGS: embedding, **prompt_inputs})
         ensemble.append({**image_inputs, **prompt_inputs})
-    names = ModelNames()
+    names = ModelNames.of(model)
     return {names.encoder: encoder, names.decoder: decoder, names.ensemble: ensemble}
 
 
 def write_perf_analyzer_data(
-    directory: Path, images: Sequence[BenchImage], url: str = "localhost:8001", seed: int = 0
+    directory: Path,
+    images: Sequence[BenchImage],
+    url: str = "localhost:8001",
+    seed: int = 0,
+    model: str | None = None,
 ) -> dict[str, Path]:
     """Write ``<model>.json`` for the encoder, decoder and ensemble plus ``README.txt``."""
     directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    for model, requests in model_requests(images, seed=seed).items():
-        path = directory / f"{model}.json"
+    for name, requests in model_requests(images, seed=seed, model=model).items():
+        path = directory / f"{name}.json"
         path.write_text(json.dumps(_entries(requests)))
-        written[model] = path
+        written[name] = path
     lines = [
         "# perf_analyzer input data written by `sam-triton bench --perf-analyzer-data`.",
         f"# {len(images)} request(s) per model, one per image: "
