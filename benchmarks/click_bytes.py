@@ -33,25 +33,11 @@ import numpy.typing as npt
 from sam_triton import Prediction, Prompt, SamClient
 from sam_triton.transforms import preprocess_shape
 from sam_triton_bench.images import bench_images, click_point
+from sam_triton_bench.meter import ByteMeter
 from sam_triton_common.mask_codec import encode_prediction
 
 
-class Meter:
-    """The client's ``rpc_observer``: bytes of the RPCs since the last ``take``."""
-
-    def __init__(self) -> None:
-        self.sent = self.received = 0
-
-    def __call__(self, method: str, sent: int, received: int) -> None:
-        self.sent += sent
-        self.received += received
-
-    def take(self) -> tuple[int, int]:
-        out, self.sent, self.received = (self.sent, self.received), 0, 0
-        return out
-
-
-def timed_predict(client: SamClient, meter: Meter, *args: Any) -> tuple[Prediction, float, int, int]:
+def timed_predict(client: SamClient, meter: ByteMeter, *args: Any) -> tuple[Prediction, float, int, int]:
     meter.take()
     start = time.perf_counter()
     pred = client.predict(*args)
@@ -102,7 +88,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="write the rows as JSON here")
     args = parser.parse_args()
     multimask = not args.single_mask
-    meters = {"compact": Meter(), "logits": Meter()}
+    meters = {"compact": ByteMeter(), "logits": ByteMeter()}
     clients = {
         "compact": SamClient(args.url, timeout=300, rpc_observer=meters["compact"]),
         "logits": SamClient(args.url, timeout=300, compact_answers=False, rpc_observer=meters["logits"]),

@@ -78,6 +78,11 @@ class Sent:
     header: str | None  # the sam-session-id routing header
     priority: int | None = None  # the KServe priority parameter, when sent
 
+    @property
+    def uploads(self) -> bool:
+        """Whether the request carries an image: its pixels, or a file of them (encoded_image)."""
+        return bool({"image", "encoded_image"} & self.inputs)
+
 
 class Recorder(grpc.UnaryUnaryClientInterceptor):
     """Records every ModelInfer request a client sends (size, inputs, routing header)."""
@@ -358,7 +363,7 @@ def test_miss_on_unknown_id_and_transparent_reembed(client: SamClient, triton_se
     held = dataclasses.replace(client.embed(image), session_id=never)
     n = len(rec.sent)
     got = client.predict(held, prompt, low_res_logits=True)
-    assert [("image" in s.inputs) for s in rec.since(n)] == [False, True, False]  # miss, upload, retry
+    assert [s.uploads for s in rec.since(n)] == [False, True, False]  # miss, upload, retry
     assert client.has_embedding(never)
     assert not isinstance(got, list) and not isinstance(expected, list)
     np.testing.assert_array_equal(got.low_res_logits, expected.low_res_logits)
@@ -392,7 +397,7 @@ def test_eviction_reembeds_and_server_stays_healthy(small_cache_server: Any, tri
         assert [client.has_embedding(h.session_id or "") for h in handles] == [False, True, True]
         rec = recording(client)
         got = client.predict(handles[0], prompt, low_res_logits=True)  # miss -> re-embed -> answer
-        assert [("image" in s.inputs) for s in rec.sent] == [False, True, False]
+        assert [s.uploads for s in rec.sent] == [False, True, False]
         # the re-embed evicted the next least recently used
         held = [client.has_embedding(h.session_id or "") for h in handles]
         assert held == [True, False, True]

@@ -33,6 +33,8 @@ from . import remote_cli, session_cli
 from .arguments import non_negative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
+    from sam_triton.errors import SamTritonError
+
     from .baselines import BaselineSpec
     from .images import BenchImage
     from .runner import BenchConfig, LoadLevel, RunResult
@@ -354,6 +356,14 @@ def write_outputs(
 # --------------------------------------------------------------------------- handler
 
 
+def cannot_benchmark(args: argparse.Namespace, url: str, exc: SamTritonError) -> int:
+    """Say why the server could not be benchmarked and what to do next; the exit status (1)."""
+    hint = next_step(exc, args)
+    step = f"\n  -> {hint}" if hint else ""
+    print(f"sam-triton bench: cannot benchmark {url}: {exc}{step}", file=sys.stderr)
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     from sam_triton.errors import SamTritonError
 
@@ -399,12 +409,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sam-triton bench: scenario {config.scenario!r} skipped: {exc}", file=sys.stderr)
         return 0
     except SamTritonError as exc:
-        hint = next_step(exc, args)
-        print(
-            f"sam-triton bench: cannot benchmark {config.url}: {exc}" + (f"\n  -> {hint}" if hint else ""),
-            file=sys.stderr,
-        )
-        return 1
+        return cannot_benchmark(args, config.url, exc)
     if interrupted and not served and not baselines:
         print("\nsam-triton bench: interrupted; nothing was measured, nothing written", file=sys.stderr)
         return 130

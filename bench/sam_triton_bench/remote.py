@@ -30,6 +30,7 @@ from sam_triton import Prompt, SamClient
 
 from .images import BenchImage, click_point, unique_image
 from .link import Link, emulated
+from .meter import ByteMeter
 
 WIRE_FORMATS: dict[str, dict[str, Any]] = {
     "before": {"image_upload": "raw", "compact_answers": False},
@@ -72,22 +73,6 @@ class Series:
         }
 
 
-class _Counter:
-    """The client's ``rpc_observer``: bytes of the calls made since the last reset."""
-
-    def __init__(self) -> None:
-        self.sent = self.received = 0
-
-    def __call__(self, method: str, sent: int, received: int) -> None:
-        self.sent += sent
-        self.received += received
-
-    def take(self) -> tuple[int, int]:
-        taken = (self.sent, self.received)
-        self.sent = self.received = 0
-        return taken
-
-
 def jpeg(image: BenchImage, number: int, nonce: int) -> bytes:
     """A photo no server has seen: ``image`` with a corner block of a colour of its own (a
     change JPEG keeps; :func:`unique_image`'s few stamped bytes can quantize away), as a JPEG."""
@@ -99,7 +84,7 @@ def jpeg(image: BenchImage, number: int, nonce: int) -> bytes:
     return buffer.getvalue()
 
 
-def _round(client: SamClient, counter: _Counter, photo: bytes, size: tuple[int, int], clicks: int,
+def _round(client: SamClient, counter: ByteMeter, photo: bytes, size: tuple[int, int], clicks: int,
            multimask: bool, series: Series, number: int) -> None:  # fmt: skip
     counter.take()
     started = time.perf_counter()
@@ -136,7 +121,7 @@ def run_remote(
     number = 0
     for link in [None, *links]:
         with emulated(url, link) if link is not None else contextlib.nullcontext() as proxy:
-            counters = {wire: _Counter() for wire in WIRE_FORMATS}
+            counters = {wire: ByteMeter() for wire in WIRE_FORMATS}
             target = url if proxy is None else proxy.url
             clients = {
                 wire: SamClient(target, rpc_observer=counters[wire], **settings, **(client_options or {}))

@@ -36,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, images: list[BenchImage], load_start: list[float] | None) -> int:
-    from sam_triton.cli.connection import connection_options, next_step, redact_argv
+    from sam_triton.cli.connection import connection_options, redact_argv
     from sam_triton.errors import SamTritonError
 
+    from .cli import cannot_benchmark
     from .link import Link
     from .remote import format_remote, run_remote
 
@@ -61,12 +62,7 @@ def run(args: argparse.Namespace, images: list[BenchImage], load_start: list[flo
             log=lambda line: print(line, file=sys.stderr),
         )
     except SamTritonError as exc:
-        hint = next_step(exc, args)
-        print(
-            f"sam-triton bench: cannot benchmark {args.url}: {exc}" + (f"\n  -> {hint}" if hint else ""),
-            file=sys.stderr,
-        )
-        return 1
+        return cannot_benchmark(args, args.url, exc)
     except KeyboardInterrupt:
         print("\nsam-triton bench: interrupted; nothing written", file=sys.stderr)
         return 130

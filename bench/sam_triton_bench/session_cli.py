@@ -198,10 +198,9 @@ def _checked_options(args: argparse.Namespace) -> SessionOptions | str:
 
 
 def run(args: argparse.Namespace, images: list[BenchImage], load_start: list[float] | None) -> int:
-    from sam_triton.cli.connection import next_step
     from sam_triton.errors import SamTritonError
 
-    from .cli import write_outputs
+    from .cli import cannot_benchmark, write_outputs
     from .report import format_errors, format_table
     from .session_report import format_session, session_record
 
@@ -216,12 +215,7 @@ def run(args: argparse.Namespace, images: list[BenchImage], load_start: list[flo
         print("\nsam-triton bench: interrupted; nothing was measured, nothing written", file=sys.stderr)
         return 130
     except SamTritonError as exc:
-        hint = next_step(exc, args)
-        print(
-            f"sam-triton bench: cannot benchmark {config.url}: {exc}" + (f"\n  -> {hint}" if hint else ""),
-            file=sys.stderr,
-        )
-        return 1
+        return cannot_benchmark(args, config.url, exc)
     if result.interrupted and not result.runs:
         print("\nsam-triton bench: interrupted; nothing was measured, nothing written", file=sys.stderr)
         return 130
