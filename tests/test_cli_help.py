@@ -51,7 +51,7 @@ def test_help_names_the_values_the_issue_found_missing() -> None:
                   "--log-verbose", "--replica-base-port", "--envoy-admin-port"],
         "export": ["--max-prompts", "--max-points", "--max-batch", "--instances", "--precision"],
         "bench": ["--background-embedders", "--background-automask"],
-        "automask": ["--points-per-side", "--pred-iou-thresh", "--crop-n-layers", "--min-mask-region-area"],
+        "automask": ["--points-per-side", "--crop-n-layers", "--min-mask-region-area"],
     }  # fmt: skip
     for command, options in expected.items():
         parser = subparsers[command]
@@ -63,6 +63,9 @@ def test_help_names_the_values_the_issue_found_missing() -> None:
                 command,
                 option,
             )
+    # Its default is the served model family's generator's: the help names both.
+    automask = " ".join(subparsers["automask"].format_help().split())
+    assert re.search(r"--pred-iou-thresh \S+ .*default: .*0\.88 for SAM 1, 0\.8 for SAM 2", automask)
 
 
 def test_a_flag_or_an_unset_option_gets_no_default_noise() -> None:

@@ -123,10 +123,13 @@ def run_sam2_automask(
     return answer(image, params, limits, cancelled, generate)
 
 
-def warm_up(decoder: Session, prompts: int = 64) -> None:
-    """Decoder calls of a full AMG batch at load (with and without ``mask_input``), so the first
-    request does not pay onnxruntime's first-run allocations; zero features stand in for the
-    encoder."""
+def warm_up(decoder: Session, prompts: int = 1) -> None:
+    """Decoder calls at load, with and without ``mask_input``, so the first request does not pay
+    onnxruntime's first-run set-up; zero features stand in for the encoder. One prompt by
+    default: SAM 2's full decoder runs its transformer per prompt, so a full 64-prompt batch
+    (what SAM 1's split decoder warms up with) costs start-up time (sam2.1-tiny-test on the busy
+    2-core machine: 34.5 s against 0.9 s for one prompt), and the model hands the arena back
+    right after anyway (``release_memory``)."""
     zeros = {name: np.zeros((1, *shape), dtype=np.float32) for name, shape in SAM2.features.items()}
     encoder = Sam2CropEncoder(lambda crop: zeros)
     handle = encoder(np.zeros((8, 8, 3), dtype=np.uint8))
