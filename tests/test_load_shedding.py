@@ -337,3 +337,33 @@ def test_bls_calls_of_one_stub_never_overlap() -> None:
     for thread in threads:
         thread.join()
     assert state["most"] == 1
+
+
+def test_an_encode_its_deadline_dropped_in_the_encoders_queue_is_an_expiry() -> None:
+    """An encode BLS call that sam_encoder's queue dropped because the caller's deadline passed
+    is an expiry (UNAVAILABLE, counted ``expired``), not an internal error: it was counted
+    ``internal`` when an embed waiting in sam_session's pool started with a little time left
+    (test_many_users's expiry test caught it). Any other failed call stays internal."""
+    from types import SimpleNamespace
+
+    from sam_triton_server.backend.models._common import DeadlinePassed, OnnxModelBase
+
+    def failing_with(message: str) -> OnnxModelBase:
+        error = SimpleNamespace(message=lambda: message)
+        reply = SimpleNamespace(has_error=lambda: True, error=lambda: error)
+        model = OnnxModelBase.__new__(OnnxModelBase)
+        model.pb = SimpleNamespace(
+            InferenceRequest=lambda **_: SimpleNamespace(exec=lambda: reply),
+            PreferredMemory=lambda kind, device: (kind, device),
+            TRITONSERVER_MEMORY_CPU="cpu",
+            Tensor=lambda name, value: (name, value),
+        )
+        return model
+
+    image, size = np.zeros((1, 1024, 1024, 3), np.uint8), np.array([[1024, 1024]], np.int32)
+    with pytest.raises(DeadlinePassed, match="Request timeout expired") as dropped:
+        failing_with("Request timeout expired").encode_via_bls(ENCODER_MODEL, image, size, timeout_us=10)
+    assert dropped.value.reason == "expired"
+    with pytest.raises(RuntimeError, match="out of memory") as failed:
+        failing_with("out of memory").encode_via_bls(ENCODER_MODEL, image, size)
+    assert not isinstance(failed.value, DeadlinePassed)

@@ -44,6 +44,12 @@ class Unavailable(RuntimeError):
     reason = "overloaded"
 
 
+class DeadlinePassed(Unavailable):
+    """The caller's deadline passed before the work started (here, or in the encoder's queue)."""
+
+    reason = "expired"
+
+
 class NotFound(LookupError):
     """A request for something this model does not hold; answered with NOT_FOUND."""
 
@@ -248,7 +254,12 @@ class OnnxModelBase:
             reply = request.exec()
             took = time.monotonic() - started
         if reply.has_error():
-            raise RuntimeError(f"{encoder_model}: {reply.error().message()}")
+            message = f"{encoder_model}: {reply.error().message()}"
+            # The encoder's queue dropped it: the caller's deadline passed there (an expiry,
+            # answered UNAVAILABLE, not an internal error).
+            if "request timeout" in message.lower():
+                raise DeadlinePassed(message)
+            raise RuntimeError(message)
         if on_duration is not None:  # encodes only: a refusal or an expiry says nothing of one
             on_duration(took)
         return {name: pb.get_output_tensor_by_name(reply, name).as_numpy() for name in outputs}

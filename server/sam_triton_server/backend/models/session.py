@@ -87,6 +87,7 @@ from sam_triton_server.backend.embedding_cache import CachedEmbedding, Embedding
 from sam_triton_server.backend.metrics import SessionMetrics
 from sam_triton_server.backend.models._common import (
     Array,
+    DeadlinePassed,
     InvalidInput,
     NotFound,
     OnnxModelBase,
@@ -110,10 +111,6 @@ WAITED_S = 0.002
 
 class EmbeddingNotFound(NotFound):
     pass
-
-
-class DeadlinePassed(Unavailable):
-    reason = "expired"
 
 
 class TritonPythonModel(OnnxModelBase):
