@@ -84,6 +84,11 @@ def inference_stats(served: ServedTriton, model: str) -> dict[str, Any]:
     return stats
 
 
+def executions(served: ServedTriton) -> int:
+    """Batches sam_encoder has run so far."""
+    return int(inference_stats(served, "sam_encoder")["execution_count"])
+
+
 def encoded(served: ServedTriton) -> int:
     """Images sam_encoder has computed so far (warm-up included)."""
     return int(inference_stats(served, "sam_encoder")["inference_count"])
@@ -174,7 +179,8 @@ class RawEncoder:
 
     def occupy(self, seed: int) -> LongWork:
         """Enough full batches to keep sam_encoder busy for about ``BUSY_SECONDS``."""
-        count = min(MAX_LONG_BATCHES, max(1, math.ceil(BUSY_SECONDS / self.batch_seconds)))
+        # Two at least: a test may wait for one to end while its own request still waits.
+        count = min(MAX_LONG_BATCHES, max(2, math.ceil(BUSY_SECONDS / self.batch_seconds)))
         work = LongWork([self.send(BATCH, seed=seed + BATCH * i) for i in range(count)])
         work.wait_queued_beside(self.served, 0)  # the first batch runs, the others wait
         return work
@@ -349,6 +355,11 @@ def test_cancelling_an_async_call_cancels_the_rpc(busy_server: ServedTriton, raw
             task = asyncio.ensure_future(client.embed(image(901)))
             # sent, and waiting in sam_encoder's queue (polled off the event loop, which sends it)
             await asyncio.to_thread(long_work.wait_queued_beside, busy_server, 1)
+            # ... while sam_encoder finishes a batch of the long work, as a user's queued call
+            # would: a cancel sent the moment a request is queued was twice missed by Triton
+            # (the request ran after all); one sent 0.5 s later never was.
+            executed = executions(busy_server)
+            await asyncio.to_thread(wait_for, lambda: executions(busy_server) > executed)
             assert long_work.running(), "the long work ended too soon: raise BUSY_SECONDS"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
