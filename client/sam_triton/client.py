@@ -54,7 +54,8 @@ class SamClient(ClientConstruction):
     Keyword options (see :func:`sam_triton.config.make_config`): ``timeout`` (seconds per SDK
     call, retries included), ``retries``/``backoff`` (UNAVAILABLE only), ``tls``
     (:class:`~sam_triton.TlsConfig`, mTLS with a client cert/key), ``compression``
-    (``"gzip"``/``"deflate"``), ``max_message_bytes``, ``keepalive``, ``models``,
+    (``"gzip"``/``"deflate"``), ``max_message_bytes``, ``keepalive``, ``model`` (which served
+    model, on a server that serves several: ``sam-triton export --name NAME``), ``models``,
     ``max_prompts_per_request``, ``max_prompts``, ``max_pixels``, ``metadata``, ``channel_options``,
     ``api_key`` (sent on every call; default: the ``SAM_TRITON_API_KEY`` environment variable).
     """
