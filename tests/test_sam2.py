@@ -571,11 +571,12 @@ def test_docker_image_and_make_venv_install_sam2_the_same_way() -> None:
 # gets an independent CPU implementation (OpenCV's 8-connected components) and does what it
 # does on a GPU; the server uses the project's own run-based components (amg.regions).
 #
-# Seen failing on purpose, each then restored: the server's hole/sprinkle filling turned off
-# (fill_holes_and_sprinkles returning its input) fails the clean-up tests; use_m2m's refinement
-# skipped fails the parity; SAM 1's longest-side prompt coordinates used for SAM 2 fail the
-# parity; the SDK sending SAM 1's pred_iou_thresh to a SAM 2 model fails the defaults test;
-# without the family check a SAM 1 server runs use_m2m=True as if it were not set.
+# Seen failing on purpose, each then restored: the hole/sprinkle filling turned off
+# (fill_holes_and_sprinkles returning its input) fails the clean-up test, and with use_m2m's
+# refinement skipped too the served parity matched 0 of 18 records; SAM 1's longest-side prompt
+# coordinates used for SAM 2 alone: 8 of 18; the SDK sending SAM 1's pred_iou_thresh to a SAM 2
+# model fails the defaults test; without the family check the SAM 1 server ran use_m2m=True
+# as if it were not set and the bad-input test failed.
 
 # Random weights give blobs that the reference's filters would mostly drop, so they are off
 # (as in test_automask_e2e) and the count is asserted. The blobs are large: on a 240x320
