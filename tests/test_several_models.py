@@ -159,16 +159,25 @@ def test_each_model_answers_exactly_as_its_reference(
 def test_clients_choose_by_name_and_learn_each_family(server: ServedTriton) -> None:
     from sam_triton import InvalidInputError, Prompt, SamClient
 
+    from tests.test_session_e2e import recording
+
     image = np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     prompt = Prompt(point_coords=[[30, 20]], point_labels=[1])
     with (
         SamClient(server.grpc_url, model=SAM1_NAME) as sam1,
         SamClient(server.grpc_url, model=SAM2_NAME, server_embeddings=False) as sam2,
     ):
+        recorder = recording(sam1)
         handles = {"sam1": sam1.embed(image), "sam2": sam2.embed(image)}
         assert handles["sam1"].server_held and handles["sam1"].model == f"{SAM1_NAME}.sam_encoder"
         assert handles["sam2"].family == "sam2" and handles["sam2"].model == f"{SAM2_NAME}.sam_encoder"
         assert sam1.predict(handles["sam1"], prompt).masks.shape[1:] == (48, 64)
+        # Every call went to that model's sam_session with the routing header a proxy in front
+        # of several replicas hashes on (deploy/: Envoy routes by it, whatever the model).
+        assert recorder.sent and all(
+            sent.model == f"{SAM1_NAME}.sam_session" and sent.header == handles["sam1"].session_id
+            for sent in recorder.sent
+        )
         # A handle of one model is refused by the other (another family here), never decoded.
         with pytest.raises(InvalidInputError, match=f"made by a sam2 model, but '{SAM1_NAME}.sam_encoder'"):
             sam1.predict(handles["sam2"], prompt)
