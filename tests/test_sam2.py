@@ -572,9 +572,9 @@ def test_docker_image_and_make_venv_install_sam2_the_same_way() -> None:
 # does on a GPU; the server uses the project's own run-based components (amg.regions).
 #
 # Seen failing on purpose, each then restored: the hole/sprinkle filling turned off
-# (fill_holes_and_sprinkles returning its input) fails the clean-up test, and with use_m2m's
-# refinement skipped too the served parity matched 0 of 18 records; SAM 1's longest-side prompt
-# coordinates used for SAM 2 alone: 8 of 18; the SDK sending SAM 1's pred_iou_thresh to a SAM 2
+# (fill_holes_and_sprinkles returning its input) fails the clean-up test; with use_m2m's
+# refinement skipped the served parity matched 0 of 18 records; SAM 1's longest-side prompt
+# coordinates used for SAM 2: 8 of 18; the SDK sending SAM 1's pred_iou_thresh to a SAM 2
 # model fails the defaults test; without the family check the SAM 1 server ran use_m2m=True
 # as if it were not set and the bad-input test failed.
 
