@@ -19,12 +19,16 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import sam_triton_bench
 from PIL import Image
-from sam_triton_bench import locust_user
 
 from tests.conftest import ServedTriton
 from tests.helpers import communicate, free_ports
 
+# Never imported here: importing Locust monkey-patches the whole process for gevent (and the
+# module switches on gRPC's gevent mode), which would change every test after this one.
+LOCUSTFILE = Path(sam_triton_bench.__file__).parent / "locust_user.py"
+STAGES = ("embed", "click", "refine")
 USERS = 2
 CLICKS = 3
 
@@ -37,7 +41,7 @@ def success_count(served: ServedTriton, model: str) -> int:
 
 
 def locust(*args: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "locust", "-f", locust_user.__file__, "--headless", *args]
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", *args]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -128,11 +132,11 @@ def test_distributed_locust_run_reports_each_stage(triton_server: ServedTriton, 
     assert worker.returncode == 0, worker_log[-6000:]
 
     stats = stats_by_type(tmp_path / "run_stats.csv")
-    assert set(stats) == set(locust_user.STAGES), stats
+    assert set(stats) == set(STAGES), stats
     assert all(row["Name"] == "sam_session" for row in stats.values())
     requests = {stage: int(row["Request Count"]) for stage, row in stats.items()}
     failures = {stage: int(row["Failure Count"]) for stage, row in stats.items()}
-    assert failures == dict.fromkeys(locust_user.STAGES, 0), master_log[-3000:]
+    assert failures == dict.fromkeys(STAGES, 0), master_log[-3000:]
     assert requests["embed"] >= USERS and requests["refine"] >= 1, requests
     # The worker ran the master's --sam-clicks: never more clicks than CLICKS per image.
     assert requests["click"] + requests["refine"] <= CLICKS * requests["embed"], requests

@@ -18,6 +18,11 @@ Layout (each module small and usable on its own):
 * :mod:`.verify_served` - not load but fidelity: a running server's answers (TensorRT plans
   included) against segment_anything's ``SamPredictor`` with ``sam-triton verify``'s cases and
   tolerances (``python -m sam_triton_bench.verify_served``).
+* :mod:`.remote` - the ``remote`` scenario: a new JPEG photo and its clicks over emulated
+  links (:mod:`.link`), the wire format before against today's; :mod:`.remote_cli` its options
+  and handler; :mod:`.meter` - bytes per call for such scripts.
+* :mod:`.locust_user` - a Locust user class (a locustfile) for load from many machines; importing
+  it patches the process for gevent, so only Locust loads it.
 
 Nothing here imports torch, onnxruntime or matplotlib at module import time.
 """
