@@ -127,7 +127,8 @@ class LinkProxy:
         for writer in self._writers:  # connections still open: the bench is done with them
             writer.close()
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        await asyncio.wait(others, timeout=5)
+        if others:  # asyncio.wait refuses an empty set
+            await asyncio.wait(others, timeout=5)
 
     async def _connection(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
