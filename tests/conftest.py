@@ -3,6 +3,14 @@ path, served by a real tritonserver on free ports (once per session, always torn
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports grpc: this process starts tritonserver and Envoy (fork, then exec at
+# once) while earlier tests' gRPC channels are still alive, and gRPC's fork handlers then wait
+# in the parent for gRPC's own threads to go idle - one run hung there for good in
+# test_replicas_e2e's start. Children that exec at once need no fork handlers (gRPC's advice).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
