@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +74,17 @@ def load(model: str, repo: Path, **options: Any) -> Any:
     text = repository_files(RepositoryOptions(**options))[f"{model}/config.pbtxt"].decode()
     config = json_format.MessageToJson(parse(text), preserving_proto_field_name=True)
     instance = (encoder if model == ENCODER else decoder).TritonPythonModel()
-    instance.initialize(
-        {
-            "model_config": config,
-            "model_repository": str(repo / model),
-            "model_version": "1",
-            "model_name": model,
-            "model_instance_device_id": "0",
-        }
-    )
+    args = {
+        "model_config": config,
+        "model_repository": str(repo / model),
+        "model_version": "1",
+        "model_name": model,
+        "model_instance_device_id": "0",
+    }
+    # In a thread of its own: initialize lowers its calling thread's CPU priority (the config's
+    # ``nice``), which here would otherwise be pytest's main thread and every server it starts.
+    with ThreadPoolExecutor(1) as loader:
+        loader.submit(instance.initialize, args).result()
     return instance
 
 

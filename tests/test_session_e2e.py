@@ -334,7 +334,7 @@ def test_niced_stubs_keep_their_own_threads_at_full_priority(triton_server: Any)
     waited for ever for the live stub to exit (the server stayed "loading"; seen in a test
     run: tritonserver in waitpid on the sam_automask stub, which idled, initialized). Seen
     failing with every thread niced."""
-    base = os.getpriority(os.PRIO_PROCESS, 0)
+    base = os.getpriority(os.PRIO_PROCESS, triton_server.process.pid)  # the stubs inherit it
     children = subprocess.run(["pgrep", "-P", str(triton_server.process.pid)], capture_output=True, text=True)
     stubs = {int(pid): Path(f"/proc/{pid}/cmdline").read_text() for pid in children.stdout.split()}
     for model, nice in (("sam_encoder", 10), ("sam_automask", 15)):
