@@ -174,6 +174,19 @@ def held_embedding(cluster: ReplicaSet) -> ImageEmbedding:
         return client.embed(image(7))
 
 
+def held_call_through(
+    envoy: EnvoyProcess, cluster: ReplicaSet, client: SamClient, embedding: ImageEmbedding
+) -> tuple[threading.Thread, list[Any]]:
+    """A click through ``envoy`` in the background, returned once it is held in a replica's
+    queue. (Envoy's count of calls in flight alone is not enough: a new client's first call
+    asks for the model's metadata, and a drain between the two calls rightly finds none.)"""
+    pending = r'^nv_inference_pending_request_count\{model="sam_decoder".*\} (\S+)$'
+    thread, outcome = in_background(lambda: client.predict(embedding, PROMPT))
+    assert wait_until(lambda: replica_metric(cluster, pending) == 1, timeout=10)
+    assert envoy.active_requests() == 1
+    return thread, outcome
+
+
 def in_background(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     """Run ``call`` in a thread; its result (or exception) lands in the list."""
     outcome: list[Any] = []
@@ -254,8 +267,7 @@ def test_envoy_drains_before_it_exits_and_a_call_in_flight_finishes(cluster: Rep
     embedding = held_embedding(cluster)
     envoy = envoy_beside(cluster)
     with stateless(envoy.url) as client:
-        thread, outcome = in_background(lambda: client.predict(embedding, PROMPT))
-        assert wait_until(lambda: envoy.active_requests() == 1, timeout=10)
+        thread, outcome = held_call_through(envoy, cluster, client, embedding)
         started = time.monotonic()
         assert envoy.stop(drain_timeout=30) == 0
         # It waited for the call (held HELD_S in Triton's queue), which was answered.
@@ -273,8 +285,7 @@ def test_the_kubernetes_prestop_script_drains_envoy(cluster: ReplicaSet) -> None
     envoy = envoy_beside(cluster)
     try:
         with stateless(envoy.url) as client:
-            thread, outcome = in_background(lambda: client.predict(embedding, PROMPT))
-            assert wait_until(lambda: envoy.active_requests() == 1, timeout=10)
+            thread, outcome = held_call_through(envoy, cluster, client, embedding)
             hook = subprocess.run(
                 ["bash", str(DRAIN_SCRIPT), str(envoy.settings.admin_port), "0", "60"],
                 capture_output=True,
