@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._automask_core import AutomaskOutput
+from ._video_core import TrackedFrame
 from .aio import AsyncSamClient
 from .amg import AmgParams
 from .client import SamClient
@@ -30,6 +31,7 @@ from .errors import (
     ServerError,
     ServerOverloadedError,
     ServerUnavailableError,
+    VideoSessionNotFoundError,
 )
 from .images import load_image
 from .interactive import LatestClick, LatestClickThread
@@ -37,6 +39,8 @@ from .predictor import RemoteSamPredictor
 from .prompts import Prompt
 from .results import ImageEmbedding, ModelMetadata, Prediction, PreviousMask, TensorSpec
 from .sam2_predictor import RemoteSam2ImagePredictor
+from .video import AsyncVideoTracker, VideoTracker
+from .video_predictor import RemoteSam2VideoPredictor
 
 if TYPE_CHECKING:
     from .automask import RemoteAutomaticMaskGenerator, RemoteSam2AutomaticMaskGenerator
@@ -46,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AmgParams",
     "AsyncSamClient",
+    "AsyncVideoTracker",
     "AuthenticationError",
     "AutomaskOutput",
     "ClientConfig",
@@ -68,6 +73,7 @@ __all__ = [
     "RemoteAutomaticMaskGenerator",
     "RemoteSam2AutomaticMaskGenerator",
     "RemoteSam2ImagePredictor",
+    "RemoteSam2VideoPredictor",
     "RemoteSamPredictor",
     "ResourceExhaustedError",
     "RetryPolicy",
@@ -78,6 +84,9 @@ __all__ = [
     "ServerUnavailableError",
     "TensorSpec",
     "TlsConfig",
+    "TrackedFrame",
+    "VideoSessionNotFoundError",
+    "VideoTracker",
     "load_image",
 ]
 

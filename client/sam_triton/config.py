@@ -36,7 +36,6 @@ DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 than a multi-prompt answer (0.8 MiB per prompt), so the SDK raises it on both ends."""
 
 
-
 def _read(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
     """PEM given as bytes, or as a path to read."""
     if value is None or isinstance(value, bytes):
@@ -135,6 +134,7 @@ class ModelNames:
     ensemble: str = contract.ENSEMBLE_MODEL
     session: str = contract.SESSION_MODEL
     automask: str = contract.AUTOMASK_MODEL
+    video: str = contract.VIDEO_MODEL
     version: str = ""
     model: str | None = None
     """The repository model these names belong to (``sam-triton export --name``), or None."""
@@ -151,6 +151,7 @@ class ModelNames:
             ensemble=names[contract.ENSEMBLE_MODEL],
             session=names[contract.SESSION_MODEL],
             automask=names[contract.AUTOMASK_MODEL],
+            video=names[contract.VIDEO_MODEL],
             model=model,
         )
 

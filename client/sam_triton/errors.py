@@ -68,6 +68,12 @@ class PredictionNotFoundError(SamTritonError, LookupError):
     (``predict(..., low_res_logits=True)``)."""
 
 
+class VideoSessionNotFoundError(SamTritonError, LookupError):
+    """The server does not hold this video session (any more): closed, dropped after its idle
+    time-out or to make room, or held by another replica (one that restarted loses its
+    sessions). Its objects' memories are gone: open a new session and prompt again."""
+
+
 # Server messages that refine a status code. Triton reports an unknown model with
 # INVALID_ARGUMENT or NOT_FOUND depending on the path, and a model without loaded versions
 # with UNAVAILABLE, so the text decides before the code does. Lower-case substrings.
@@ -75,11 +81,13 @@ _MESSAGE_RULES: tuple[tuple[str, type[SamTritonError]], ...] = (
     # Triton's bounded queues ("Exceeds maximum queue size") and sam_session's embed pool.
     ("exceeds maximum queue size", ServerOverloadedError),
     ("sam_session overloaded", ServerOverloadedError),
+    ("sam_video overloaded", ServerOverloadedError),
     # A request whose KServe "timeout" ran out in a queue was dropped, never computed.
     ("request timeout expired", DeadlineExceededError),
     # Triton's restricted protocols: "This protocol is restricted, expecting header '...'".
     ("protocol is restricted", AuthenticationError),
     ("embedding not found", EmbeddingNotFoundError),
+    ("video session not found", VideoSessionNotFoundError),
     ("prediction not found", PredictionNotFoundError),
     ("unknown session", EmbeddingNotFoundError),
     # "Request for unknown model: 'x' has no available versions": known, but not loaded (a

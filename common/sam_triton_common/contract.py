@@ -19,9 +19,11 @@ DECODER_MODEL = "sam_decoder"
 ENSEMBLE_MODEL = "sam"
 SESSION_MODEL = "sam_session"
 AUTOMASK_MODEL = "sam_automask"
+VIDEO_MODEL = "sam_video"
+"""SAM 2 only: server-held video tracking sessions over a gRPC stream (a decoupled model)."""
 MODEL_VERSION = "1"
 """The one version directory the exporter writes."""
-MODEL_ROLES = (ENCODER_MODEL, DECODER_MODEL, ENSEMBLE_MODEL, SESSION_MODEL, AUTOMASK_MODEL)
+MODEL_ROLES = (ENCODER_MODEL, DECODER_MODEL, ENSEMBLE_MODEL, SESSION_MODEL, AUTOMASK_MODEL, VIDEO_MODEL)
 
 # Several models in one repository (``sam-triton export --name NAME``): each named model's
 # Triton names are its roles above prefixed with "NAME." (``sam2.1-tiny.sam_encoder``); the
@@ -136,6 +138,57 @@ AUTOMASK_PARAMS = "params"
 """BYTES [1]: one serialized ``AutomaskParams`` message."""
 AUTOMASK_RESULT = "result"
 """BYTES [1, 1]: one serialized ``AutomaskResult`` message."""
+
+# Video tracking (``sam_video``, docs/sdk/video.md): every request names its session and one
+# operation; each is answered by one response on the same gRPC stream (ModelStreamInfer).
+VIDEO_OP = "video_op"
+"""BYTES [1]: what the request does, one of VIDEO_OPS."""
+VIDEO_OPS = ("open", "frame", "add_points", "add_mask", "remove_object", "clear_frame", "reset", "close")
+FRAME_INDEX = "frame_idx"
+"""INT32 [1]: the frame a request is about."""
+VIDEO_FRAMES = "frames"
+"""INT32 [F] output: the frames an answer is about (one for a frame or a prompt; those a
+``remove_object`` changed)."""
+NUM_FRAMES = "num_frames"
+"""INT32 [1] (``open``, optional): the whole video's length; absent for a live stream."""
+VIDEO_SIZE = "video_size"
+"""INT32 [2] (``open``): (H, W) of every frame of the session."""
+OBJECT_ID = "obj_id"
+"""INT32 [1]: the object a prompt is for (any int the caller picks)."""
+VIDEO_POINTS = "points"
+"""FP32 [N, 2] (``add_points``): (x, y) in the frame's pixels."""
+VIDEO_LABELS = "labels"
+"""INT32 [N] (``add_points``): 1 foreground, 0 background."""
+VIDEO_BOX = "box"
+"""FP32 [4] (``add_points``, with or without points): (x0, y0, x1, y1) in the frame's pixels."""
+CLEAR_OLD_POINTS = "clear_old_points"
+"""BOOL [1] (``add_points``): replace the object's earlier prompts on this frame (default true)."""
+VIDEO_MASK = "mask"
+"""BYTES [1] (``add_mask``): one (H, W) mask encoded by ``sam_triton_common.mask_codec``."""
+TRACK_MODE = "mode"
+"""BYTES [1] (``frame``): "live" (dropped once its deadline passed) or "offline" (propagation)."""
+TRACK_REVERSE = "reverse"
+"""BOOL [1] (``frame``): tracked from later frames (``propagate_in_video(reverse=True)``)."""
+TRACK_START = "start"
+"""BOOL [1] (``frame``): the first frame of a propagation; later ones must follow it in order."""
+OBJECT_IDS = "obj_ids"
+"""INT32 [K] output: the session's objects, in the order they were added."""
+OBJECT_SCORES = "object_scores"
+"""FP32 [F, K] output: each object's presence score logit per frame (> 0: present)."""
+FRAME_DROPPED = "dropped"
+"""BOOL [1] output: the live frame's deadline passed before it was tracked (no masks sent)."""
+VIDEO_OUTPUTS = (VIDEO_FRAMES, OBJECT_IDS, MASKS, OBJECT_SCORES, FRAME_DROPPED)
+"""``masks`` is BYTES [F, K] here: each object's mask on each frame, at the video's size."""
+VIDEO_SESSION_NOT_FOUND = "video session not found"
+"""How ``sam_video``'s NOT_FOUND message for a session it does not hold starts."""
+STREAM_ERROR_CODES = {
+    "INVALID_ARG": "INVALID_ARGUMENT",
+    "NOT_FOUND": "NOT_FOUND",
+    "UNAVAILABLE": "UNAVAILABLE",
+    "INTERNAL": "INTERNAL",
+}
+"""A gRPC stream answers errors as text only: ``sam_video`` starts each message with its
+status (``"NOT_FOUND: ..."``), whose gRPC code name the SDK looks up here."""
 
 # --------------------------------------------------------------------------- graph files
 

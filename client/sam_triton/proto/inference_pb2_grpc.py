@@ -30,13 +30,19 @@ METHODS: dict[str, tuple[type[Any], type[Any]]] = {
 }
 """Each RPC's request and response message."""
 
+STREAMS: dict[str, tuple[type[Any], type[Any]]] = {
+    "ModelStreamInfer": (pb.ModelInferRequest, pb.ModelStreamInferResponse),
+}
+"""Each bidirectional stream's request and answer message (``sam_video``'s sessions)."""
+
 
 def method_path(method: str) -> str:
     return f"/{SERVICE}/{method}"
 
 
 class GRPCInferenceServiceStub:
-    """One unary multi-callable per RPC, named as in the KServe v2 protocol."""
+    """One multi-callable per RPC (unary, or a stream: ``STREAMS``), named as in the KServe v2
+    protocol."""
 
     ServerLive: Any
     ServerReady: Any
@@ -45,6 +51,7 @@ class GRPCInferenceServiceStub:
     ModelMetadata: Any
     ModelInfer: Any
     RepositoryIndex: Any
+    ModelStreamInfer: Any
 
     def __init__(self, channel: Any) -> None:
         for name, (request, response) in METHODS.items():
@@ -55,6 +62,14 @@ class GRPCInferenceServiceStub:
                 _registered_method=True,
             )
             setattr(self, name, callable_)
+        for name, (request, response) in STREAMS.items():
+            stream = channel.stream_stream(
+                method_path(name),
+                request_serializer=request.SerializeToString,
+                response_deserializer=response.FromString,
+                _registered_method=True,
+            )
+            setattr(self, name, stream)
 
 
 class GRPCInferenceServiceServicer:

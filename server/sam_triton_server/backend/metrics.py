@@ -18,6 +18,7 @@ from dataclasses import astuple, fields
 from typing import Any
 
 from sam_triton_server.backend.embedding_cache import CacheStats, EmbeddingCache
+from sam_triton_server.backend.video_sessions import VideoSessionStore
 
 # Histogram upper bounds, seconds: a click takes milliseconds, an embed tens of milliseconds to
 # seconds (CPU), an automask run seconds to minutes.
@@ -52,6 +53,23 @@ EXPORTED = (
     AUTOMASK_MASKS,
 )
 """Every series name these classes put on the metrics port (histograms as Prometheus writes them)."""
+
+VIDEO_SESSIONS = "sam_video_sessions"
+VIDEO_OBJECTS = "sam_video_objects"
+VIDEO_BYTES = "sam_video_bytes"
+VIDEO_FRAMES_DROPPED = "sam_video_frames_dropped_total"
+VIDEO_FRAME_DURATION = "sam_video_frame_duration_seconds"
+VIDEO_SESSION_ENDS = "sam_video_session_ends_total"
+VIDEO_EXPORTED = (
+    VIDEO_SESSIONS,
+    VIDEO_OBJECTS,
+    VIDEO_BYTES,
+    VIDEO_FRAMES_DROPPED,
+    VIDEO_SESSION_ENDS,
+    *(f"{VIDEO_FRAME_DURATION}{suffix}" for suffix in ("_bucket", "_sum", "_count")),
+)
+"""``sam_video``'s series (SAM 2 repositories only, so apart from EXPORTED, which every server
+shows): frames tracked are the frame histogram's count."""
 
 
 class _Families:
@@ -184,6 +202,68 @@ _CACHE_EVENTS = {
     "misses": "requests whose session's embedding was not held (then embedded, or NOT_FOUND)",
     "evictions": "embeddings dropped, least recently used first, to stay within cache_bytes",
     "expirations": "embeddings dropped because unused for cache_ttl_seconds",
+}
+
+
+class VideoMetrics:
+    """``sam_video``: sessions, objects and bytes held, frames tracked (with how long each took
+    from arrival) and live frames dropped, sessions ended by why."""
+
+    def __init__(self, pb: Any, model: str) -> None:
+        families = _Families(pb, model)
+        self._families = families
+        self._sessions = families.metric(VIDEO_SESSIONS, "Video tracking sessions held", "GAUGE")
+        self._objects = families.metric(VIDEO_OBJECTS, "Objects tracked across the held sessions", "GAUGE")
+        self._bytes = families.metric(
+            VIDEO_BYTES, "Bytes held by video sessions (memories, features)", "GAUGE"
+        )
+        self._dropped = families.metric(
+            VIDEO_FRAMES_DROPPED, "Live frames not tracked because their deadline passed first", "COUNTER"
+        )
+        self._frame = families.metric(
+            VIDEO_FRAME_DURATION,
+            "Frames tracked, seconds from arrival in the model (its wait for its turn included) "
+            "to the answer",
+            "HISTOGRAM",
+            buckets=REQUEST_BUCKETS,
+        )
+        self._ends = {
+            why: families.metric(
+                VIDEO_SESSION_ENDS, f"Video sessions ended: {text}", "COUNTER", {"reason": why}
+            )
+            for why, text in _VIDEO_ENDS.items()
+        }
+        self._lock = threading.Lock()
+        self._shown: dict[str, int] = {}
+        self._ended = {why: 0 for why in _VIDEO_ENDS}
+
+    def publish(self, sessions: VideoSessionStore[Any]) -> None:
+        with self._lock:
+            self._set(self._sessions, "sessions", len(sessions))
+            self._set(self._objects, "objects", sessions.objects())
+            self._set(self._bytes, "bytes", sessions.nbytes)
+            for why in _VIDEO_ENDS:
+                now = getattr(sessions.stats, why)
+                if now > self._ended[why]:
+                    self._ends[why].increment(now - self._ended[why])
+                    self._ended[why] = now
+
+    def tracked(self, seconds: float) -> None:
+        self._frame.observe(seconds)
+
+    def dropped(self) -> None:
+        self._dropped.increment(1)
+
+    def _set(self, gauge: Any, key: str, value: int) -> None:
+        if self._shown.get(key) != value:
+            gauge.set(value)
+            self._shown[key] = value
+
+
+_VIDEO_ENDS = {
+    "closed": "closed by their client",
+    "expired": "dropped after ttl_seconds without a request",
+    "evicted": "dropped, least recently used first, to keep the sessions within max_bytes",
 }
 
 
