@@ -1,4 +1,5 @@
-"""A running server's answers vs the PyTorch reference (segment_anything's ``SamPredictor``).
+"""A running server's answers vs the PyTorch reference (the ``SamPredictor`` of the model's
+package: segment_anything's, or mobile_sam's for MobileSAM).
 
 ``sam-triton verify`` compares the ONNX files an export wrote. What a server runs can differ:
 TensorRT plans (built from those files, only on a GPU, in reduced precision where TensorRT
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
 PATHS = {"stateless": False, "session": True}  # --path -> the SDK's server_embeddings
-SAM1_MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny-test")  # the families SamPredictor serves
+SAM1_MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny-test", "mobile_sam")  # SamPredictor's types
 
 
 def verify_server(
@@ -57,12 +58,15 @@ def verify_server(
     """Compare the server at ``url`` with ``SamPredictor(sam)`` (the weights it was exported
     from); ``server_embeddings`` picks ``sam_session`` over the stateless models."""
     from sam_triton import RemoteSamPredictor
-    from segment_anything import SamPredictor
+    from sam_triton_export.model_builder import reference_package
 
     path = SESSION_MODEL if server_embeddings else f"{ENCODER_MODEL} + {DECODER_MODEL}"
-    report = VerifyReport(precision=precision, tolerances=TOLERANCES[precision])
+    package = reference_package(sam)
+    report = VerifyReport(
+        precision=precision, tolerances=TOLERANCES[precision], reference=f"{package.__name__} SamPredictor"
+    )
     report.runtimes = {"served": f"{url} through {path}"}
-    predictor = SamPredictor(sam)
+    predictor = package.SamPredictor(sam)
     options = {**(client_options or {}), "server_embeddings": server_embeddings}
     with RemoteSamPredictor(url, **options) as remote:
         for index, image in enumerate(images if images is not None else sample_images()):

@@ -63,7 +63,10 @@ def banded_global_attention(image_encoder: Any) -> Iterator[None]:
     """Every global-attention block of a SAM 1 image encoder runs the banded forward inside the
     block, its own forward again after it (the same model is the reference in ``verify``)."""
     banded = [
-        block.attn for block in image_encoder.blocks if block.window_size == 0 and block.attn.use_rel_pos
+        block.attn
+        # MobileSAM's TinyViT has no ViT blocks: only windowed attention, nothing to band.
+        for block in getattr(image_encoder, "blocks", ())
+        if block.window_size == 0 and block.attn.use_rel_pos
     ]
     for attention in banded:
         attention.forward = types.MethodType(banded_attention_forward, attention)

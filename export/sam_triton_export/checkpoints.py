@@ -1,8 +1,8 @@
-"""Checkpoint files: loading with clear errors, type detection (seeded random checkpoints are
-built by :mod:`sam_triton_export.model_builder`).
+"""Checkpoint files of the SAM 1 family (SAM's ViT and MobileSAM's TinyViT): loading with clear
+errors, type detection (seeded random checkpoints are built by :mod:`sam_triton_export.model_builder`).
 
-Official SAM checkpoints (``sam_vit_b_01ec64.pth`` ...) are plain ``state_dict`` pickles;
-they are loaded with ``weights_only=True`` so a checkpoint file cannot run code.
+Official SAM checkpoints (``sam_vit_b_01ec64.pth`` ...) and MobileSAM's ``mobile_sam.pt`` are
+plain ``state_dict`` pickles; they are loaded with ``weights_only=True`` so a checkpoint file cannot run code.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sam_triton_export.model_types import MODEL_TYPES, AnyModelType, ModelType, get_model_type
+from sam_triton_export.family_mobile_sam import detect_mobile_sam_type, encoder_geometry
+from sam_triton_export.model_types import MODEL_TYPES, AnyModelType, Sam1ModelType, get_model_type
 
 if TYPE_CHECKING:
     import torch
@@ -36,11 +37,11 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def detect_model_type(state_dict: dict[str, torch.Tensor]) -> ModelType | None:
+def detect_model_type(state_dict: dict[str, torch.Tensor]) -> Sam1ModelType | None:
     """The known model type whose encoder width and depth match ``state_dict``, if any."""
     patch = state_dict.get(_PATCH_WEIGHT)
     if patch is None:
-        return None
+        return detect_mobile_sam_type(state_dict)
     width = int(patch.shape[0])
     depth = 1 + max((int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k))), default=-1)
     for model_type in MODEL_TYPES.values():
@@ -52,6 +53,10 @@ def detect_model_type(state_dict: dict[str, torch.Tensor]) -> ModelType | None:
 def _describe_shape(state_dict: dict[str, torch.Tensor]) -> str:
     patch = state_dict.get(_PATCH_WEIGHT)
     if patch is None:
+        tiny_vit = encoder_geometry(state_dict)
+        if tiny_vit is not None:
+            first, last, blocks = tiny_vit
+            return f"TinyViT encoder widths {first}..{last}, {blocks} blocks: not a known MobileSAM type"
         return "no SAM image encoder found in it"
     depth = 1 + max((int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k))), default=-1)
     return f"encoder width {int(patch.shape[0])}, depth {depth}: not a known SAM type"

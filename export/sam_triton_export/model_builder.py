@@ -1,24 +1,26 @@
-"""Build an eval-mode segment_anything ``Sam`` for a model type, and seeded random weights for
-it: the one code path used by the CLI, the exporter, verify and the tests' PyTorch reference.
-Reading checkpoint files is :mod:`sam_triton_export.checkpoints`' job (imported, never importing
-back)."""
+"""Build an eval-mode segment_anything ``Sam`` (mobile_sam's for MobileSAM types) for a model
+type, and seeded random weights for it: the one code path used by the CLI, the exporter, verify
+and the tests' PyTorch reference. Reading checkpoint files is
+:mod:`sam_triton_export.checkpoints`' job (imported, never importing back)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from sam_triton_export.checkpoints import apply_state_dict, load_state_dict
-from sam_triton_export.model_types import AnyModelType, get_model_type
+from sam_triton_export.model_types import AnyModelType, MobileSamModelType, get_model_type
 
 if TYPE_CHECKING:
     import torch
     from segment_anything.modeling import Sam
 
-# Zero-initialised by segment_anything; a seeded checkpoint fills them with noise so that
-# parity tests also exercise the absolute and relative position embeddings.
-_ZERO_INIT_SUFFIXES = ("pos_embed", "rel_pos_h", "rel_pos_w")
+# Zero-initialised by segment_anything (and TinyViT's attention biases by mobile_sam); a seeded
+# checkpoint fills them with noise so that parity tests also exercise the position embeddings.
+_ZERO_INIT_SUFFIXES = ("pos_embed", "rel_pos_h", "rel_pos_w", "attention_biases")
 
 
 def instantiate_sam(model_type: str | AnyModelType) -> Sam:
@@ -28,6 +30,11 @@ def instantiate_sam(model_type: str | AnyModelType) -> Sam:
     from segment_anything.build_sam import _build_sam
 
     spec = get_model_type(model_type)
+    if isinstance(spec, MobileSamModelType):
+        from sam_triton_export.family_mobile_sam import instantiate_mobile_sam
+
+        mobile: Sam = instantiate_mobile_sam(spec)
+        return mobile
     sam: Sam = _build_sam(
         encoder_embed_dim=spec.encoder_embed_dim,
         encoder_depth=spec.encoder_depth,
@@ -44,7 +51,8 @@ def build_sam(
     *,
     random_seed: int | None = None,
 ) -> Sam:
-    """SAM of ``model_type`` with weights from ``checkpoint`` or, only when asked, ``random_seed``.
+    """SAM of ``model_type`` with weights from ``checkpoint`` (an official ``.pth`` file or a
+    transformers ``SamModel`` directory) or, only when asked, ``random_seed``.
 
     Random weights are never implicit: with neither argument this raises ``ValueError``.
     """
@@ -54,7 +62,11 @@ def build_sam(
         )
     spec = get_model_type(model_type)
     sam = instantiate_sam(spec)
-    if checkpoint is not None:
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        from sam_triton_export.hf_checkpoints import load_sam_state_dict
+
+        apply_state_dict(sam, load_sam_state_dict(checkpoint, spec), str(checkpoint))
+    elif checkpoint is not None:
         apply_state_dict(sam, load_state_dict(checkpoint, spec), str(checkpoint))
     else:
         assert random_seed is not None
@@ -88,6 +100,14 @@ def random_state_dict(model_type: str | AnyModelType, seed: int) -> dict[str, to
     return seeded_state_dict(
         lambda: instantiate_sam(spec), seed, lambda name, _: name.endswith(_ZERO_INIT_SUFFIXES)
     )
+
+
+def reference_package(sam: object) -> ModuleType:
+    """The package whose ``SamPredictor`` and ``SamAutomaticMaskGenerator`` are ``sam``'s
+    reference: ``mobile_sam`` for a MobileSAM model, ``segment_anything`` for SAM 1's."""
+    from sam_triton_export.family_mobile_sam import is_mobile_sam
+
+    return importlib.import_module("mobile_sam" if is_mobile_sam(sam) else "segment_anything")
 
 
 def save_checkpoint(content: object, path: Path | str) -> Path:

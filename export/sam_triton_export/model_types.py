@@ -1,13 +1,16 @@
 """The model types this project exports, each described by the object that carries its
-facts: :class:`ModelType` (SAM 1) and :class:`Sam2ModelType` (SAM 2 / 2.1).
+facts: :class:`ModelType` (SAM 1), :class:`MobileSamModelType` (MobileSAM: SAM 1's decoder) and
+:class:`Sam2ModelType` (SAM 2 / 2.1).
 
 A type name is resolved once, at the edge (:func:`resolve_model_type`: the CLI, or the first
 line of ``export_repository``), and the object is what the exporter passes on; its
 ``family`` (``sam_triton_common.contract``) picks every family-specific step.
 
 SAM 1 variants share SAM's prompt encoder and mask decoder (256-d prompts, 64x64 embeddings,
-1024-pixel input); only the ViT image encoder differs. ``tiny-test`` is a two-block ViT with
-that same structure so the whole pipeline (export, serve, parity) runs in seconds on a CPU.
+1024-pixel input); only the image encoder differs: SAM's ViT (:class:`ModelType`) or MobileSAM's
+TinyViT (:class:`MobileSamModelType`). ``tiny-test`` is a two-block ViT with that same structure
+(``mobile_sam-tiny-test`` a narrow TinyViT) so the whole pipeline (export, serve, parity) runs in
+seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -44,6 +47,39 @@ MODEL_TYPES: dict[str, ModelType] = {
     "vit_l": ModelType("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
     "vit_b": ModelType("vit_b", 768, 12, 12, (2, 5, 8, 11)),
     "tiny-test": ModelType("tiny-test", 64, 2, 2, (1,)),
+}
+
+
+@dataclass(frozen=True)
+class MobileSamModelType:
+    """MobileSAM: SAM 1's prompt encoder and mask decoder (so the SAM 1 family's served
+    contract: 1024-pixel input, 256x64x64 embeddings) behind a TinyViT image encoder, built
+    and run by the ``mobile_sam`` package (its ``SamPredictor`` is the reference)."""
+
+    name: str
+    embed_dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+
+    family: ClassVar[Family] = SAM1
+
+    @property
+    def depth(self) -> int:
+        return sum(self.depths)
+
+    def describe(self) -> str:
+        return f"{self.name} (TinyViT encoder, widths {list(self.embed_dims)}, depth {self.depth})"
+
+
+# mobile_sam is build_sam_vit_t's TinyViT-5M exactly; the test type keeps its four stages,
+# windows and 1024-pixel input with narrower, one-block stages, so the suite exports it in
+# seconds (widths and depth are how a checkpoint's type is recognised). Its last stage stays
+# 320 wide: TinyViT keeps 64x64 tokens into the last stage only for that width (448 and 576).
+MOBILE_SAM_MODEL_TYPES: dict[str, MobileSamModelType] = {
+    "mobile_sam": MobileSamModelType("mobile_sam", (64, 128, 160, 320), (2, 2, 6, 2), (2, 4, 5, 10)),
+    "mobile_sam-tiny-test": MobileSamModelType(
+        "mobile_sam-tiny-test", (16, 16, 32, 320), (1, 1, 1, 1), (1, 1, 2, 10)
+    ),
 }
 
 
@@ -103,8 +139,10 @@ SAM2_MODEL_TYPES: dict[str, Sam2ModelType] = {
     ),
 }
 
-AnyModelType = ModelType | Sam2ModelType
-ALL_MODEL_TYPES: dict[str, AnyModelType] = {**MODEL_TYPES, **SAM2_MODEL_TYPES}
+Sam1ModelType = ModelType | MobileSamModelType
+"""The types with SAM 1's decoder and served contract, whichever their image encoder."""
+AnyModelType = ModelType | MobileSamModelType | Sam2ModelType
+ALL_MODEL_TYPES: dict[str, AnyModelType] = {**MODEL_TYPES, **MOBILE_SAM_MODEL_TYPES, **SAM2_MODEL_TYPES}
 """Every ``--model-type`` the exporter takes, by name."""
 
 
@@ -120,11 +158,12 @@ def resolve_model_type(model_type: str | AnyModelType) -> AnyModelType:
         raise ValueError(f"unknown model type {model_type!r}; choose one of: {known}") from None
 
 
-def get_model_type(model_type: str | AnyModelType) -> ModelType:
+def get_model_type(model_type: str | AnyModelType) -> Sam1ModelType:
     """:func:`resolve_model_type` for the code that builds SAM 1 (ValueError for another family)."""
     spec = resolve_model_type(model_type)
-    if not isinstance(spec, ModelType):
-        raise ValueError(f"{spec.describe()} is not a SAM 1 model type (vit_b, vit_l, vit_h, tiny-test)")
+    if isinstance(spec, Sam2ModelType):
+        known = ", ".join([*MODEL_TYPES, *MOBILE_SAM_MODEL_TYPES])
+        raise ValueError(f"{spec.describe()} is not a SAM 1 model type ({known})")
     return spec
 
 
