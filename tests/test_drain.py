@@ -16,11 +16,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from sam_triton import (
+    AmgParams,
     ImageEmbedding,
     ModelNotReadyError,
     Prediction,
@@ -31,19 +34,27 @@ from sam_triton import (
 )
 
 from tests.helpers import pid_alive, wait_until
+from tests.test_automask_e2e import PARITY
 from tests.test_serve import read_until, start_serve, tritonserver_children
 
 READY = "[sam-triton] READY"
 QUEUE_DELAY_US = 8_000_000
+ENCODER_HOLD_US = 4_000_000
 
 
-def hold_decoder_requests(repository: Path, microseconds: int) -> None:
-    """sam_decoder of ``repository`` keeps a lone request queued this long (a written config)."""
-    config = repository / "sam_decoder" / "config.pbtxt"
+def hold_requests(repository: Path, model: str, microseconds: int) -> None:
+    """``model`` of ``repository`` keeps its requests queued this long (a written config): no
+    preferred batch size lets a batch start early, only the full batch or the delay."""
+    config = repository / model / "config.pbtxt"
     delay = f"max_queue_delay_microseconds: {microseconds}"
     text, count = re.subn(r"max_queue_delay_microseconds: \d+", delay, config.read_text())
     assert count == 1
-    config.write_text(text)
+    config.write_text(re.sub(r"\n *preferred_batch_size: \[[^]]*\]", "", text))
+
+
+def hold_decoder_requests(repository: Path, microseconds: int) -> None:
+    """sam_decoder of ``repository`` keeps a lone request queued this long."""
+    hold_requests(repository, "sam_decoder", microseconds)
 
 
 def slow_batching_repository(tiny_repository: Path, target: Path) -> Path:
@@ -52,10 +63,10 @@ def slow_batching_repository(tiny_repository: Path, target: Path) -> Path:
     return target
 
 
-def pending_decoder_requests(metrics_url: str) -> float:
+def pending_requests(metrics_url: str, model: str = "sam_decoder") -> float:
     with urllib.request.urlopen(metrics_url, timeout=5) as reply:
         text = reply.read().decode()
-    pattern = r'^nv_inference_pending_request_count\{model="sam_decoder",version="1"\} (\S+)$'
+    pattern = rf'^nv_inference_pending_request_count\{{model="{model}",version="1"\}} (\S+)$'
     match = re.search(pattern, text, re.M)
     return float(match.group(1)) if match else 0.0
 
@@ -102,9 +113,9 @@ def test_click_in_flight_at_sigterm_completes(tiny_repository: Path, tmp_path: P
             in_flight.start()
             metrics = f"http://127.0.0.1:{metrics_port}/metrics"
             deadline = time.monotonic() + 30
-            while pending_decoder_requests(metrics) < 1 and time.monotonic() < deadline:
+            while pending_requests(metrics) < 1 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert pending_decoder_requests(metrics) >= 1, "the click never reached sam_decoder's queue"
+            assert pending_requests(metrics) >= 1, "the click never reached sam_decoder's queue"
 
             process.send_signal(signal.SIGTERM)
             # Draining (as soon as the launcher has forwarded the signal): not ready for probes
@@ -131,6 +142,63 @@ def test_click_in_flight_at_sigterm_completes(tiny_repository: Path, tmp_path: P
         assert process.wait(timeout=120) == 0
         assert "in-flight requests finish (up to 60 s)" in (process.stdout.read() if process.stdout else "")
         assert wait_until(lambda: not pid_alive(triton_pid), timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_an_embed_in_the_session_pool_and_an_automask_running_finish_at_sigterm(
+    tiny_repository: Path, tmp_path: Path, triton_server: Any
+) -> None:
+    """The long calls a drain must wait for: a session embed whose encode is under way in
+    ``sam_session``'s pool, and an automask job, both inside their BLS call to ``sam_encoder``
+    (held in its queue here) when SIGTERM arrives. Both are answered, the automask's records
+    as another server of the same weights gives them, and the server exits 0. Seen failing
+    (the launcher's exit timeout set below the hold: the automask call was cut)."""
+    repository = tmp_path / "repo"
+    shutil.copytree(tiny_repository, repository)
+    hold_requests(repository, "sam_encoder", ENCODER_HOLD_US)
+    photo = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    params = AmgParams(**{**PARITY, "crop_n_layers": 0, "output_mode": "uncompressed_rle"})  # type: ignore[arg-type]
+    with SamClient(triton_server.grpc_url, timeout=300) as unheld:
+        expected = unheld.automask(photo, params).records
+    process, grpc_port = start_serve(repository, "--exit-timeout", "60")
+    try:
+        output = read_until(process, READY, timeout=300)
+        assert READY in output, output
+        metrics_port = int(re.search(r"metrics 127\.0\.0\.1:(\d+)", output).group(1))  # type: ignore[union-attr]
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        answers: dict[str, Any] = {}
+
+        with SamClient(f"127.0.0.1:{grpc_port}", timeout=120, retries=0) as client:
+
+            def call(name: str, work: Callable[[], Any]) -> threading.Thread:
+                def run() -> None:
+                    try:
+                        answers[name] = work()
+                    except BaseException as error:  # reported by the assertions below
+                        answers[name] = error
+
+                thread = threading.Thread(target=run)
+                thread.start()
+                return thread
+
+            calls = [
+                call("embed", lambda: client.embed(photo, session_id="drain-me")),
+                call("automask", lambda: client.automask(photo, params)),
+            ]
+            # Both encodes wait in sam_encoder's queue: the embed is in the pool, the job runs.
+            assert wait_until(lambda: pending_requests(metrics, "sam_encoder") >= 2, timeout=30)
+            process.send_signal(signal.SIGTERM)
+            for thread in calls:
+                thread.join(timeout=120)
+        embedding, automask = answers["embed"], answers["automask"]
+        assert isinstance(embedding, ImageEmbedding) and embedding.session_id == "drain-me", embedding
+        assert embedding.original_size == photo.shape[:2]
+        assert not isinstance(automask, BaseException), automask
+        assert automask.records == expected and len(expected) >= 1
+        assert process.wait(timeout=120) == 0
     finally:
         if process.poll() is None:
             process.kill()
