@@ -15,6 +15,7 @@ from sam_triton_export.model_types import ALL_MODEL_TYPES
 
 MODEL_TYPES = tuple(ALL_MODEL_TYPES)
 TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")  # pipeline.EXPORT_PRECISIONS, without importing it here
 
 
 def _add_weights(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +63,12 @@ def register(subparsers: Any) -> None:
         "are Triton's native backends in the NGC container",
     )
     export.add_argument(
-        "--precision", choices=("fp32", "fp16"), default="fp32", help="weights and compute of the graphs"
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default, exact); fp16: the graphs in half precision, for GPUs; bf16: the image "
+        "encoder computes in bfloat16 on a CPU with AVX-512 BF16 or AMX (OpenVINO), its loss against "
+        "fp32 verified (docs/serving/export.md)",
     )
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     export.add_argument("--max-prompts", type=int, default=64, help="prompts per decoder request")
@@ -99,8 +105,8 @@ def register(subparsers: Any) -> None:
     _add_weights(verify)
     verify.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
-        help="tolerances to apply (default: the precision recorded in export.json)",
+        choices=PRECISIONS,
+        help="the precision to run and its tolerances (default: the precision recorded in export.json)",
     )
     verify.set_defaults(handler=run_verify)
 
@@ -170,6 +176,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from sam_triton_export.family_sam2 import verify_models as verify_sam2
     from sam_triton_export.model_builder import build_sam
     from sam_triton_export.model_types import resolve_model_type
+    from sam_triton_export.pipeline import ExportError, check_precision
     from sam_triton_export.repository import model_file
     from sam_triton_export.verify import verify_models
 
@@ -187,6 +194,7 @@ def run_verify(args: argparse.Namespace) -> int:
     )
     precision = args.precision or str((info or {}).get("precision", "fp32"))
     try:
+        check_precision(spec, "python-onnxruntime", precision)
         if spec.family is SAM2:
             report = verify_sam2(
                 encoder, decoder, build_sam2_model(spec, checkpoint, random_seed=seed), precision=precision
@@ -195,7 +203,7 @@ def run_verify(args: argparse.Namespace) -> int:
             report = verify_models(
                 encoder, decoder, build_sam(spec, checkpoint, random_seed=seed), precision=precision
             )
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, ExportError, FileNotFoundError, ValueError) as e:
         return _fail(str(e))
     print(report.format())
     return 0 if report.passed else 1

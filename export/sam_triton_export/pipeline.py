@@ -22,6 +22,7 @@ from sam_triton_common.contract import (
     served_name,
     write_export_info,
 )
+from sam_triton_server.backend.cpu_precision import BF16, FP32, PrecisionUnsupported, require_cpu_precision
 from sam_triton_server.launcher.plans import PLAN_BUILD_KEY, current_build_environment, plans_mismatch
 from sam_triton_server.launcher.queues import QueueLimits
 
@@ -37,8 +38,11 @@ from sam_triton_export.repository import (
     model_file,
     write_repository_files,
 )
-from sam_triton_export.verify import VerifyReport
+from sam_triton_export.verify import VerifyReport, encoder_cpu_precision
 
+# fp16: the graphs compute in half precision (for GPUs); bf16: the encoder computes in bfloat16
+# on the CPU (sam_triton_server.backend.cpu_precision).
+EXPORT_PRECISIONS = (*PRECISIONS, BF16)
 EXPORT_FORMAT = 3  # bump when the graphs change so --if-changed re-exports old repositories
 
 RANDOM_WEIGHTS_BANNER = (
@@ -55,6 +59,28 @@ class VerifyFailed(ExportError):
     def __init__(self, report: VerifyReport) -> None:
         super().__init__("verify failed: " + "; ".join(report.failures()))
         self.report = report
+
+
+def check_precision(spec: AnyModelType, target: str, precision: str) -> None:
+    """ExportError unless ``precision`` can be exported for ``spec`` and ``target`` and run here.
+
+    bf16 is the image encoder computing in bfloat16 on OpenVINO's CPU plugin, which runs SAM 1's
+    encoder (python-onnxruntime target; SAM 2's encoder stays on ONNX Runtime) on a CPU with
+    bf16 instructions: anywhere else it would be fp32 under another name, or slow.
+    """
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(f"precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
+    if precision != BF16:
+        return
+    if spec.family is not SAM1 or target != "python-onnxruntime":
+        raise ExportError(
+            f"--precision bf16 runs SAM 1 image encoders on OpenVINO (target python-onnxruntime), "
+            f"not {spec.name} ({spec.family.name}) with target {target}: use fp32, or fp16 on a GPU"
+        )
+    try:
+        require_cpu_precision(BF16)
+    except PrecisionUnsupported as e:
+        raise ExportError(f"--precision bf16: {e}") from None
 
 
 @dataclass
@@ -173,14 +199,22 @@ def export_repository(
         )
     if checkpoint is not None and random_seed is not None:
         raise ExportError("give either a checkpoint or --random-weights, not both")
-    if precision not in PRECISIONS:
-        raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(spec, target, precision)
     if checkpoint is not None and not checkpoint.is_file():
         raise CheckpointError(f"checkpoint file not found: {checkpoint}")
     queues = queues or QueueLimits()
     options = RepositoryOptions(
-        target, max_batch, max_prompts, max_points, instances, queues, family.name, name
+        target,
+        max_batch,
+        max_prompts,
+        max_points,
+        instances,
+        queues,
+        family.name,
+        name,
+        cpu_precision=encoder_cpu_precision(precision),
     )
+    graph_precision = FP32 if precision == BF16 else precision  # bf16 is set at run time
     if family is SAM2 and target != "python-onnxruntime":
         raise ExportError(f"{spec.name}: only --target python-onnxruntime serves SAM 2 models so far")
     if target == "tensorrt" and (reason := tensorrt_unavailable_reason()) is not None:
@@ -231,15 +265,19 @@ def export_repository(
         from sam_triton_export.onnx_encoder import export_encoder
 
         sam2_or_1 = family_sam2.export_encoder if family is SAM2 else export_encoder
-        sam2_or_1(sam, model_file(repository, encoder), opset=opset, precision=precision)
+        sam2_or_1(sam, model_file(repository, encoder), opset=opset, precision=graph_precision)
     with steps.step(f"exporting prompt encoder + mask decoder to ONNX ({precision})"):
         if family is SAM2:
-            family_sam2.export_decoder(sam, model_file(repository, decoder), opset=opset, precision=precision)
+            family_sam2.export_decoder(
+                sam, model_file(repository, decoder), opset=opset, precision=graph_precision
+            )
         else:
             from sam_triton_export.onnx_decoder import export_decoder, export_session_decoder
 
-            export_decoder(sam, model_file(repository, decoder), opset=opset, precision=precision)
-            export_session_decoder(sam, model_dir(repository, decoder), opset=opset, precision=precision)
+            export_decoder(sam, model_file(repository, decoder), opset=opset, precision=graph_precision)
+            export_session_decoder(
+                sam, model_dir(repository, decoder), opset=opset, precision=graph_precision
+            )
     if verify:
         with steps.step(f"verifying ONNX against the PyTorch {'SAM2' if family is SAM2 else 'Sam'}Predictor"):
             from sam_triton_export.verify import verify_models

@@ -29,6 +29,7 @@ from sam_triton_common.contract import (
     PROMPT_DECODER_FILE,
 )
 from sam_triton_server.backend.automask import AutomaskLimits
+from sam_triton_server.backend.cpu_precision import CPU_PRECISIONS, FP32, PRECISION_PARAMETER
 from sam_triton_server.backend.ort import CPU_RUNTIMES
 from sam_triton_server.launcher.queues import QueueLimits
 
@@ -82,12 +83,17 @@ class RepositoryOptions:
     # `export --name`: the model's name in a repository of several (None: the unnamed
     # layout). Not in to_dict: it is where the export lives, not what it is.
     name: str | None = None
+    # What the encoder computes in on the CPU (cpu_precision.CPU_PRECISIONS): bf16 is set at run
+    # time on the fp32 graph. Not in to_dict: export.json records the export's precision.
+    cpu_precision: str = FP32
 
     def __post_init__(self) -> None:
         if self.name is not None:
             contract.check_model_name(self.name)
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.cpu_precision not in CPU_PRECISIONS:
+            raise ValueError(f"cpu_precision must be one of {CPU_PRECISIONS}, got {self.cpu_precision!r}")
         for name in ("max_batch", "max_prompts", "max_points", "instances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -313,6 +319,8 @@ def encoder_config(options: RepositoryOptions) -> str:
                 "cpu_runtime": CPU_RUNTIMES["encoder"] if len(inputs) > 1 else "onnxruntime",
                 "nice": str(ENCODER_NICE),
                 "family": options.family,
+                # Only where it is not fp32, so fp32 configs stay as they were.
+                **({PRECISION_PARAMETER: options.cpu_precision} if options.cpu_precision != FP32 else {}),
             }
         )
     fields.append(("model_warmup", [warmup]))

@@ -6,8 +6,10 @@ BENCHMARKS.md). The decoder is not faster under OpenVINO, so it stays on ONNX Ru
 
 Two choices, both measured:
 
-- fp32 is forced. OpenVINO's CPU plugin would otherwise pick bf16 on CPUs with AVX512_BF16,
-  which is outside docs/serving/export.md's tolerances.
+- fp32 unless bf16 is asked for (``export --precision bf16``,
+  :mod:`sam_triton_server.backend.cpu_precision`). OpenVINO's CPU plugin would otherwise pick
+  bf16 by itself on CPUs with AVX512_BF16, which is outside docs/serving/export.md's fp32
+  tolerances; the precision compiled is read back from the runtime and must be the one asked.
 - The graph is compiled for batch 1 and a batch is run one item at a time. A static shape was
   ~10% faster than the dynamic-batch compilation, and a dynamic batch of 2 took longer than two
   single runs: one encoder run already keeps every core busy, so batching on the CPU only adds
@@ -24,6 +26,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sam_triton_server.backend.cpu_precision import (
+    FP32,
+    OPENVINO_NAMES,
+    PrecisionUnsupported,
+    require_cpu_precision,
+)
+
 Array = npt.NDArray[Any]
 
 PROVIDER_NAME = "OpenVINO-CPU"
@@ -32,16 +41,26 @@ PROVIDER_NAME = "OpenVINO-CPU"
 class OpenVinoSession:
     """The subset of ``onnxruntime.InferenceSession`` the models use: ``run`` and ``get_providers``."""
 
-    def __init__(self, model_path: Path, *, threads: int = 0) -> None:
+    def __init__(self, model_path: Path, *, threads: int = 0, precision: str = FP32) -> None:
         import openvino as ov
 
+        require_cpu_precision(precision)
         core = ov.Core()
         model = core.read_model(str(model_path))
         model.reshape({port.get_any_name(): _batch_one(port.get_partial_shape()) for port in model.inputs})
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        wanted = OPENVINO_NAMES[precision]
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": wanted, "PERFORMANCE_HINT": "LATENCY"}
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         self._compiled = core.compile_model(model, "CPU", config)
+        compiled = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if compiled != wanted:  # the plugin falls back silently where it cannot
+            raise PrecisionUnsupported(
+                f"OpenVINO {ov.__version__} compiled {model_path.name} for {compiled}, not {wanted}: "
+                f"this CPU cannot run {precision} there"
+            )
+        self.precision = precision
+        """What the runtime computes in, as it reports it after compiling."""
         self._request = self._compiled.create_infer_request()
         self._input_names = [port.get_any_name() for port in self._compiled.inputs]
         # An infer request runs one inference at a time; the Python backend calls a model

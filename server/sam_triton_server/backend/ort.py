@@ -17,6 +17,8 @@ from typing import Any, Literal, Protocol
 
 import numpy.typing as npt
 
+from sam_triton_server.backend.cpu_precision import FP32, PrecisionUnsupported, require_cpu_precision
+
 LOGGER = logging.getLogger("sam_triton_server.backend.ort")
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -79,6 +81,7 @@ def create_session(
     device_id: int = 0,
     providers: Sequence[str] | None = None,
     cpu_runtime: str = "onnxruntime",
+    cpu_precision: str = FP32,
     logger: logging.Logger | None = None,
 ) -> Session:
     """A session on the best providers; thread counts of 0 mean ``SAM_TRITON_INTRA_OP_THREADS``,
@@ -86,7 +89,8 @@ def create_session(
 
     ``SAM_TRITON_ORT_PROVIDERS`` (comma-separated) overrides the provider choice, e.g. to force
     CPU; ``SAM_TRITON_CPU_RUNTIME`` overrides ``cpu_runtime``, which only applies when no GPU
-    provider is chosen.
+    provider is chosen. ``cpu_precision`` other than fp32 (bf16) needs OpenVINO on a CPU that
+    runs it (:mod:`sam_triton_server.backend.cpu_precision`): PrecisionUnsupported otherwise.
     """
     import onnxruntime as ort
 
@@ -104,8 +108,11 @@ def create_session(
         raise ValueError(f"cpu_runtime must be one of {', '.join(CPU_RUNTIME_CHOICES)}, got {cpu_runtime!r}")
     if not any(p in GPU_PROVIDERS for p in providers):
         _check_gpu_not_required(model_path, providers[0])
-    if cpu_runtime == "openvino" and not any(p in GPU_PROVIDERS for p in providers):
-        openvino = _openvino_session(model_path, intra_op_threads, log)
+    on_cpu = not any(p in GPU_PROVIDERS for p in providers)
+    if cpu_precision != FP32:
+        _check_cpu_precision(model_path, cpu_precision, cpu_runtime if on_cpu else None, log)
+    if cpu_runtime == "openvino" and on_cpu:
+        openvino = _openvino_session(model_path, intra_op_threads, cpu_precision, log)
         if openvino is not None:
             return openvino
     options = ort.SessionOptions()
@@ -165,7 +172,29 @@ def _check_gpu_not_required(model_path: Path, provider: str) -> None:
     )
 
 
-def _openvino_session(model_path: Path, threads: int, log: logging.Logger) -> Session | None:
+def _check_cpu_precision(
+    model_path: Path, precision: str, cpu_runtime: str | None, log: logging.Logger
+) -> None:
+    """A reduced CPU precision runs on OpenVINO only; on a GPU (``cpu_runtime`` None) the graph
+    runs at its own precision, said in the log."""
+    if cpu_runtime is None:
+        log.warning("%s: cpu_precision %s is for the CPU; a GPU runs it as exported", model_path, precision)
+        return
+    require_cpu_precision(precision)
+    if cpu_runtime != "openvino":
+        raise PrecisionUnsupported(
+            f"{model_path.name}: cpu_precision {precision} runs on OpenVINO only, and this graph's "
+            f"cpu_runtime is {cpu_runtime} (is {CPU_RUNTIME_ENV} set?)"
+        )
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        raise PrecisionUnsupported(
+            f"{model_path.name}: cpu_precision {precision} runs on OpenVINO, which is not installed ({exc})"
+        ) from None
+
+
+def _openvino_session(model_path: Path, threads: int, precision: str, log: logging.Logger) -> Session | None:
     """OpenVINO's CPU plugin for ``model_path``, or None (logged) when openvino is not installed."""
     try:
         import openvino  # noqa: F401
@@ -174,6 +203,7 @@ def _openvino_session(model_path: Path, threads: int, log: logging.Logger) -> Se
         return None
     from sam_triton_server.backend.openvino_session import OpenVinoSession
 
-    session = OpenVinoSession(model_path, threads=threads)
-    log.info("openvino session for %s runs on the CPU (fp32, batch items one at a time)", model_path)
+    session = OpenVinoSession(model_path, threads=threads, precision=precision)
+    computes = session.precision  # as OpenVINO reports it after compiling
+    log.info("openvino session for %s runs on the CPU (%s, batch items one at a time)", model_path, computes)
     return session

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from sam_triton_common.contract import IMAGE, IMAGE_EMBEDDINGS, INPUT_SIZE, MODEL_FILE
 from sam_triton_common.errors import InvalidInputError
 
+from sam_triton_server.backend.cpu_precision import FP32, PRECISION_PARAMETER
 from sam_triton_server.backend.metrics import Rejections
 from sam_triton_server.backend.ort import Session, create_session
 
@@ -153,6 +154,7 @@ class OnnxModelBase:
             intra_op_threads=int_parameter(self.params, "intra_op_threads", 0),
             device_id=self.device_id,
             cpu_runtime=self.params.get("cpu_runtime", "onnxruntime"),
+            cpu_precision=self.params.get(PRECISION_PARAMETER, FP32),
             logger=self.logger,
         )
 
