@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sam_triton_export.model_types import ALL_MODEL_TYPES
+from sam_triton_export.model_types import ALL_MODEL_TYPES, AnyModelType
 
 MODEL_TYPES = tuple(ALL_MODEL_TYPES)
 TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
@@ -19,9 +19,18 @@ PRECISIONS = ("fp32", "fp16", "bf16")  # pipeline.EXPORT_PRECISIONS, without imp
 
 
 def _add_weights(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-type", required=True, choices=MODEL_TYPES, help="SAM variant")
+    parser.add_argument(
+        "--model-type",
+        choices=MODEL_TYPES,
+        help="SAM variant (required, except with a Hugging Face directory: its config.json names it)",
+    )
     weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", type=Path, help="official SAM (.pth) or SAM 2 (.pt) checkpoint")
+    weights.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="official SAM (.pth) or SAM 2 (.pt) checkpoint, or a Hugging Face transformers SamModel "
+        "directory (config.json + model.safetensors)",
+    )
     weights.add_argument(
         "--random-weights",
         action="store_true",
@@ -120,6 +129,22 @@ def _weights(args: argparse.Namespace) -> tuple[Path | None, int | None]:
     return args.checkpoint, (args.seed if args.random_weights else None)
 
 
+def _model_type(args: argparse.Namespace) -> AnyModelType:
+    """``--model-type``, or the type a Hugging Face directory's config.json names (CheckpointError
+    when it names none we serve)."""
+    from sam_triton_export.hf_checkpoints import read_model_type
+    from sam_triton_export.model_types import resolve_model_type
+
+    if args.model_type is not None:
+        return resolve_model_type(args.model_type)
+    if args.checkpoint is not None and args.checkpoint.is_dir():
+        return read_model_type(args.checkpoint)
+    raise SystemExit(
+        f"sam-triton {args.command}: error: give --model-type (only a Hugging Face model directory "
+        "names its own type)"
+    )
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -129,12 +154,11 @@ def run_export(args: argparse.Namespace) -> int:
     from sam_triton_server.launcher.queues import parse_queue_overrides, queue_limits
 
     from sam_triton_export.checkpoints import CheckpointError
-    from sam_triton_export.model_types import resolve_model_type
     from sam_triton_export.pipeline import ExportError, VerifyFailed, export_repository
 
     checkpoint, seed = _weights(args)
-    spec = resolve_model_type(args.model_type)  # once, here; the exporter passes the object on
     try:
+        spec = _model_type(args)  # once, here; the exporter passes the object on
         queues = queue_limits(parse_queue_overrides(args.queue))
         result = export_repository(
             spec,
@@ -175,13 +199,15 @@ def run_verify(args: argparse.Namespace) -> int:
     from sam_triton_export.family_sam2 import build_sam2_model
     from sam_triton_export.family_sam2 import verify_models as verify_sam2
     from sam_triton_export.model_builder import build_sam
-    from sam_triton_export.model_types import resolve_model_type
     from sam_triton_export.pipeline import ExportError, check_precision
     from sam_triton_export.repository import model_file
     from sam_triton_export.verify import verify_models
 
     checkpoint, seed = _weights(args)
-    spec = resolve_model_type(args.model_type)
+    try:
+        spec = _model_type(args)
+    except CheckpointError as e:
+        return _fail(str(e))
     info = read_export_info(args.repository, args.name)
     if info is not None and info.get("model_type") != spec.name:
         print(

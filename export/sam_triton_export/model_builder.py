@@ -51,7 +51,8 @@ def build_sam(
     *,
     random_seed: int | None = None,
 ) -> Sam:
-    """SAM of ``model_type`` with weights from ``checkpoint`` or, only when asked, ``random_seed``.
+    """SAM of ``model_type`` with weights from ``checkpoint`` (an official ``.pth`` file or a
+    transformers ``SamModel`` directory) or, only when asked, ``random_seed``.
 
     Random weights are never implicit: with neither argument this raises ``ValueError``.
     """
@@ -61,7 +62,11 @@ def build_sam(
         )
     spec = get_model_type(model_type)
     sam = instantiate_sam(spec)
-    if checkpoint is not None:
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        from sam_triton_export.hf_checkpoints import load_sam_state_dict
+
+        apply_state_dict(sam, load_sam_state_dict(checkpoint, spec), str(checkpoint))
+    elif checkpoint is not None:
         apply_state_dict(sam, load_state_dict(checkpoint, spec), str(checkpoint))
     else:
         assert random_seed is not None

@@ -28,6 +28,7 @@ from sam_triton_server.launcher.queues import QueueLimits
 
 from sam_triton_export import family_sam2
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
+from sam_triton_export.hf_checkpoints import check_directory, directory_sha256
 from sam_triton_export.model_types import AnyModelType, resolve_model_type
 from sam_triton_export.onnx_common import DEFAULT_OPSET, PRECISIONS, onnx_files
 from sam_triton_export.repository import (
@@ -94,6 +95,8 @@ class ExportResult:
 
 
 def weights_description(checkpoint: Path | None, random_seed: int | None) -> dict[str, Any]:
+    if checkpoint is not None and checkpoint.is_dir():  # a Hugging Face model directory
+        return {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": directory_sha256(checkpoint)}
     if checkpoint is not None:
         return {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": sha256_file(checkpoint)}
     return {"random_seed": random_seed}
@@ -200,7 +203,9 @@ def export_repository(
     if checkpoint is not None and random_seed is not None:
         raise ExportError("give either a checkpoint or --random-weights, not both")
     check_precision(spec, target, precision)
-    if checkpoint is not None and not checkpoint.is_file():
+    if checkpoint is not None and checkpoint.is_dir():  # before anything is written
+        check_directory(checkpoint, spec)
+    elif checkpoint is not None and not checkpoint.is_file():
         raise CheckpointError(f"checkpoint file not found: {checkpoint}")
     queues = queues or QueueLimits()
     options = RepositoryOptions(
