@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from sam_triton_common.contract import HIGH_RES_FEATS, IMAGE_EMBEDDINGS
+
 VIDEO_DECODER_FILE = "video_decoder.onnx"
 MEMORY_ATTENTION_FILE = "memory_attention.onnx"
 MEMORY_ENCODER_FILE = "memory_encoder.onnx"
@@ -45,8 +47,7 @@ OBJECT_SCORE_LOGITS = "object_score_logits"
 """FP32 [1, 1]: > 0 where the object is visible (the occlusion score)."""
 VIDEO_DECODER_INPUTS = (
     PIX_FEAT,
-    "high_res_feats_0",
-    "high_res_feats_1",
+    *HIGH_RES_FEATS,
     TRACK_POINT_COORDS,
     TRACK_POINT_LABELS,
     TRACK_MASK_INPUT,
@@ -67,7 +68,7 @@ OBJECT_POINTER_POSITIONS = "object_pointer_positions"
 CONDITIONED_FEATURES = "conditioned_features"
 """FP32 [1, 256, h, w]: the frame's features after memory attention (the decoder's ``pix_feat``)."""
 MEMORY_ATTENTION_INPUTS = (
-    "image_embeddings",
+    IMAGE_EMBEDDINGS,
     MEMORY_FEATURES,
     MEMORY_TPOS,
     OBJECT_POINTERS,
@@ -80,7 +81,7 @@ MASK_LOGITS = "mask_logits"
 """FP32 [1, 1, 4h, 4w]: the frame's chosen low-res mask logits."""
 BINARIZE_MASK = "binarize_mask"
 """BOOL [1]: encode the mask as 0/1 (a prompted frame) instead of its sigmoid."""
-MEMORY_ENCODER_INPUTS = ("image_embeddings", MASK_LOGITS, OBJECT_SCORE_LOGITS, BINARIZE_MASK)
+MEMORY_ENCODER_INPUTS = (IMAGE_EMBEDDINGS, MASK_LOGITS, OBJECT_SCORE_LOGITS, BINARIZE_MASK)
 MEMORY_ENCODER_OUTPUTS = (MEMORY_FEATURES,)
 
 NO_OBJ_SCORE = -1024.0
