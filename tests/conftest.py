@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from sam_triton_server.launcher.process import TritonProcess
 
 TINY_SEED = 1234
+SAM2_MODEL_TYPE = "sam2.1-tiny-test"
+SAM2_SEED = 21
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,35 @@ def triton_server(tiny_repository: Path) -> Iterator[ServedTriton]:
         yield served
     finally:
         served.process.stop()
+
+
+@pytest.fixture(scope="session")
+def sam2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded SAM 2.1 small-test checkpoint in the official format (``{"model": state_dict}``)."""
+    import torch
+    from sam_triton_export.family_sam2 import save_random_checkpoint
+
+    path = save_random_checkpoint(
+        SAM2_MODEL_TYPE, tmp_path_factory.mktemp("sam2") / "sam2.1_test.pt", SAM2_SEED
+    )
+    # Random weights give the single-mask token's logits so close to 0 that its stability score
+    # is always low and the dynamic multimask fallback always taken; sharpening that token's
+    # output (x30) makes some prompts stable, so parity covers both sides of the fallback.
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    for part in ("weight", "bias"):
+        saved["model"][f"sam_mask_decoder.output_hypernetworks_mlps.0.layers.2.{part}"] *= 30
+    torch.save(saved, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sam2_export(tmp_path_factory: pytest.TempPathFactory, sam2_checkpoint: Path) -> Any:
+    """That checkpoint exported (and verified) once for the whole run: every module serving
+    SAM 2 (image models, video tracking) starts its own server on it."""
+    from sam_triton_export.pipeline import export_repository
+
+    repository = tmp_path_factory.mktemp("sam2repo") / "model_repository"
+    return export_repository(SAM2_MODEL_TYPE, repository, checkpoint=sam2_checkpoint, log=lambda _: None)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """SAM 2.1 beside SAM 1: the small test configuration exported from a seeded checkpoint in the
 official format (``{"model": state_dict}``) through ``--checkpoint``'s code path, verified
 against ``sam2``'s ``SAM2ImagePredictor``, then served by a real tritonserver and compared
-again over gRPC (one server for this module)."""
+again over gRPC (one server for this module; the checkpoint and its export are conftest's,
+shared with the other SAM 2 modules)."""
 
 from __future__ import annotations
 
@@ -13,34 +14,8 @@ import numpy as np
 import pytest
 from sam_triton_common import contract
 
+from tests.conftest import SAM2_MODEL_TYPE as MODEL_TYPE
 from tests.conftest import ServedTriton, start_triton
-
-MODEL_TYPE = "sam2.1-tiny-test"
-SEED = 21
-
-
-@pytest.fixture(scope="module")
-def sam2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from sam_triton_export.family_sam2 import save_random_checkpoint
-
-    path = save_random_checkpoint(MODEL_TYPE, tmp_path_factory.mktemp("sam2") / "sam2.1_test.pt", SEED)
-    # Random weights give the single-mask token's logits so close to 0 that its stability score
-    # is always low and the dynamic multimask fallback always taken; sharpening that token's
-    # output (x30) makes some prompts stable, so parity covers both sides of the fallback.
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    for part in ("weight", "bias"):
-        saved["model"][f"sam_mask_decoder.output_hypernetworks_mlps.0.layers.2.{part}"] *= 30
-    torch.save(saved, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def sam2_export(tmp_path_factory: pytest.TempPathFactory, sam2_checkpoint: Path) -> Any:
-    from sam_triton_export.pipeline import export_repository
-
-    repository = tmp_path_factory.mktemp("sam2repo") / "model_repository"
-    return export_repository(MODEL_TYPE, repository, checkpoint=sam2_checkpoint, log=lambda _: None)
 
 
 @pytest.fixture(scope="module")

@@ -96,3 +96,20 @@ def test_stream_errors_are_the_sdks_typed_errors(text: str, error: type[errors.S
     raised = stream_error(text, "track frame 3")
     assert type(raised) is error
     assert text.partition(": ")[2] in raised.message or text in raised.message
+
+
+def test_a_sam2_repository_serves_sam_video_as_a_decoupled_model_beside_its_encoder() -> None:
+    from sam_triton_common import contract
+    from sam_triton_export.repository import RepositoryOptions, repository_files
+
+    from tests.test_repository import parse
+
+    files = repository_files(RepositoryOptions(family=contract.SAM2.name, name="sam2.1-tiny"))
+    config = parse(files[f"{contract.VIDEO_MODEL}/config.pbtxt"].decode())
+    assert config.name == "sam2.1-tiny.sam_video" and config.model_transaction_policy.decoupled
+    assert config.parameters["encoder_model"].string_value == "sam2.1-tiny.sam_encoder"
+    required = [i.name for i in config.input if not i.optional]
+    assert required == [contract.SESSION_ID, contract.VIDEO_OP]
+    assert [o.name for o in config.output] == list(contract.VIDEO_OUTPUTS)
+    assert b"models.video import" in files[f"{contract.VIDEO_MODEL}/1/model.py"]
+    assert f"{contract.VIDEO_MODEL}/config.pbtxt" not in repository_files(RepositoryOptions())  # SAM 2 only

@@ -108,6 +108,7 @@ class VideoSession:
     num_frames: int | None = None
     prompts: dict[int, set[int]] = field(default_factory=dict)
     """obj_id -> the frames with prompts for it (what propagation starts from)."""
+    closed: bool = False
     encoded_frame: int | None = None
     """The frame whose features the server holds (it keeps the last one it encoded): a prompt
     on it needs no upload."""
@@ -143,6 +144,8 @@ def stream_error(message: str, context: str) -> errors.SamTritonError:
 
 
 def _call(session: VideoSession, op: str, inputs: dict[str, npt.NDArray[Any]], context: str) -> Call:
+    if session.closed:
+        raise errors.VideoSessionNotFoundError(f"{context}: this video session was closed")
     arrays = {
         SESSION_ID: np.array([session.session_id.encode()], np.object_),
         VIDEO_OP: np.array([op.encode()], np.object_),
@@ -236,7 +239,8 @@ def _ensure_open(
     session: VideoSession, frame: ImageInput | None, frame_idx: int | None = None
 ) -> Op[dict[str, npt.NDArray[Any]]]:
     """The frame's inputs, opening the session on its first frame; none without a frame, or
-    for a prompt (``frame_idx``) on the frame the server encoded last."""
+    for a request on the frame the server encoded last (``frame_idx``): it still holds its
+    features."""
     if frame is not None and frame_idx is not None and frame_idx == session.encoded_frame:
         return {}
     if frame is None:
@@ -262,7 +266,7 @@ def track_op(
     """Track every object onto ``frame``. A live frame whose ``deadline_s`` passes before the
     server gets to it comes back ``dropped``."""
     index = _frame_index(frame_idx)
-    inputs = yield from _ensure_open(session, frame)
+    inputs = yield from _ensure_open(session, frame, frame_idx)
     inputs |= {
         FRAME_INDEX: index,
         TRACK_MODE: np.array([b"live" if live else b"offline"], np.object_),
@@ -274,6 +278,8 @@ def track_op(
         call.request.parameters["timeout"].int64_param = max(1, int(deadline_s * 1e6))
     response = yield from _sent(session, call, frame_idx)
     (tracked,) = _answer(session, response, call.context)
+    if tracked.dropped:
+        session.encoded_frame = None  # dropped before it was encoded
     return tracked
 
 
@@ -404,10 +410,12 @@ def reset_op(session: VideoSession) -> Op[None]:
 
 def close_op(session: VideoSession) -> Op[None]:
     """End the session on the server (its memory is freed at once)."""
-    if session.size is None:
-        return
-    yield [_call(session, "close", {}, "close the video session")]
-    session.size = None
+    if session.size is None or session.closed:
+        return  # never opened on the server, or closed already
+    try:
+        yield [_call(session, "close", {}, "close the video session")]
+    finally:
+        session.closed = True
 
 
 def unwrap(response: pb.ModelStreamInferResponse, context: str) -> pb.ModelInferResponse:

@@ -157,11 +157,15 @@ class _Tracking:
     and the operations they run."""
 
     def __init__(self, config: ClientConfig, frame_deadline: float | None) -> None:
-        if frame_deadline is not None and frame_deadline <= 0:
-            raise errors.InvalidInputError(f"frame_deadline must be > 0 seconds, got {frame_deadline!r}")
         self.session = VideoSession(config)
-        self.frame_deadline = frame_deadline
+        self.frame_deadline = self.deadline(frame_deadline)
         self.next_frame = 0
+
+    @staticmethod
+    def deadline(seconds: float | None) -> float | None:
+        if seconds is not None and not seconds > 0:
+            raise errors.InvalidInputError(f"frame_deadline must be > 0 seconds or None, got {seconds!r}")
+        return seconds
 
     def track(self, frame: ImageInput, frame_idx: int | None) -> Op[TrackedFrame]:
         index = self.next_frame if frame_idx is None else frame_idx
@@ -217,6 +221,15 @@ class VideoTracker(ClientOwner):
     @property
     def session_id(self) -> str:
         return self._tracking.session.session_id
+
+    @property
+    def frame_deadline(self) -> float | None:
+        """Seconds a live frame may wait on the server before it is dropped (None: never)."""
+        return self._tracking.frame_deadline
+
+    @frame_deadline.setter
+    def frame_deadline(self, seconds: float | None) -> None:
+        self._tracking.frame_deadline = _Tracking.deadline(seconds)
 
     def _run(self, op: Op[T]) -> T:
         return _core.run_sync(op, self._stream.execute)

@@ -22,6 +22,7 @@ from sam_triton_common.contract import (
     served_name,
     write_export_info,
 )
+from sam_triton_common.video_contract import TRACKER_CONFIG_FILE, VIDEO_GRAPH_FILES
 from sam_triton_server.backend.cpu_precision import BF16, FP32, PrecisionUnsupported, require_cpu_precision
 from sam_triton_server.launcher.plans import PLAN_BUILD_KEY, current_build_environment, plans_mismatch
 from sam_triton_server.launcher.queues import QueueLimits
@@ -34,6 +35,7 @@ from sam_triton_export.onnx_common import DEFAULT_OPSET, PRECISIONS, onnx_files
 from sam_triton_export.repository import (
     DECODER,
     ENCODER,
+    VIDEO,
     RepositoryOptions,
     model_dir,
     model_file,
@@ -120,6 +122,10 @@ def weight_files(
         files += [model_dir(repository, decoder) / file for file in split]
     if target == "tensorrt":
         files += [model_file(repository, m, target) for m in (encoder, decoder)]
+    if family_named(family) is SAM2:  # sam_video's tracking graphs and their settings
+        video = model_dir(repository, served_name(name, VIDEO))
+        files += [f for graph in VIDEO_GRAPH_FILES for f in onnx_files(video / graph)]
+        files.append(video / TRACKER_CONFIG_FILE)
     return files
 
 
@@ -252,7 +258,7 @@ def export_repository(
         log(f"{where} already holds this export ({spec.name}, {precision}, {target}); skipping")
         return result
 
-    total = 4 + int(verify) + int(target == "tensorrt")
+    total = 4 + int(verify) + int(target == "tensorrt") + int(family is SAM2)
     steps = _Steps(total, log, result.timings)
     with steps.step(
         f"loading {spec.name} " + (f"from {checkpoint}" if checkpoint else f"random seed {random_seed}")
@@ -282,6 +288,15 @@ def export_repository(
             export_decoder(sam, model_file(repository, decoder), opset=opset, precision=graph_precision)
             export_session_decoder(
                 sam, model_dir(repository, decoder), opset=opset, precision=graph_precision
+            )
+    if family is SAM2:
+        with steps.step("exporting the video tracking graphs (sam_video) to ONNX"):
+            from sam_triton_export.family_sam2_video import build_sam2_video_model, export_video_graphs
+
+            # The same weights built as sam2's video predictor (its tracking switches).
+            tracker = build_sam2_video_model(spec, checkpoint, random_seed=random_seed)
+            export_video_graphs(
+                tracker, model_dir(repository, options.served(VIDEO)), opset=opset, precision=graph_precision
             )
     if verify:
         with steps.step(f"verifying ONNX against the PyTorch {'SAM2' if family is SAM2 else 'Sam'}Predictor"):

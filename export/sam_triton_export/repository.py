@@ -5,7 +5,8 @@
 Every target exposes the same five models (``sam_encoder``, ``sam_decoder``, the ``sam``
 ensemble, ``sam_session`` and ``sam_automask``; names in :mod:`sam_triton_common.contract`),
 tensor names, dtypes and dims, so a client cannot tell which one it talks to; only the
-backend, instance kind and batching policy differ.
+backend, instance kind and batching policy differ. A SAM 2 repository adds ``sam_video``
+(video tracking sessions over a gRPC stream), whose graphs the exporter writes beside it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sam_triton_export.pbtxt import Comment, Enum, Field, Message, render
 TARGETS = ("python-onnxruntime", "onnxruntime", "tensorrt")
 ENCODER, DECODER, ENSEMBLE = contract.ENCODER_MODEL, contract.DECODER_MODEL, contract.ENSEMBLE_MODEL
 SESSION, AUTOMASK, VERSION = contract.SESSION_MODEL, contract.AUTOMASK_MODEL, contract.MODEL_VERSION
+VIDEO = contract.VIDEO_MODEL
 _WARMUP_DIR = "warmup"
 _WARMUP_INPUT_SIZE = INPUT_SIZE
 _WARMUP_INPUT_SIZE_SOURCE = ("input_data_file", _WARMUP_INPUT_SIZE)
@@ -182,6 +184,38 @@ PREDICTION_CACHE_BYTES = 64 << 20
 # sessions are dropped after an hour.
 SESSION_CACHE_BYTES = 1 << 30
 SESSION_CACHE_TTL_SECONDS = 3600
+
+# sam_video (SAM 2): one request per operation; the inputs beyond the session and the operation
+# are optional (each operation reads its own, models/video.py).
+VIDEO_OP = Tensor(contract.VIDEO_OP, "TYPE_STRING", (1,))
+VIDEO_INPUTS = (
+    Tensor(contract.FRAME_INDEX, "TYPE_INT32", (1,)),
+    Tensor(contract.NUM_FRAMES, "TYPE_INT32", (1,)),
+    Tensor(contract.VIDEO_SIZE, "TYPE_INT32", (2,)),
+    Tensor(IMAGE, "TYPE_UINT8", (-1, -1, 3)),
+    ENCODED_IMAGE,
+    Tensor(contract.OBJECT_ID, "TYPE_INT32", (1,)),
+    Tensor(contract.VIDEO_POINTS, "TYPE_FP32", (-1, 2)),
+    Tensor(contract.VIDEO_LABELS, "TYPE_INT32", (-1,)),
+    Tensor(contract.VIDEO_BOX, "TYPE_FP32", (4,)),
+    Tensor(contract.CLEAR_OLD_POINTS, "TYPE_BOOL", (1,)),
+    Tensor(contract.VIDEO_MASK, "TYPE_STRING", (1,)),
+    Tensor(contract.TRACK_MODE, "TYPE_STRING", (1,)),
+    Tensor(contract.TRACK_REVERSE, "TYPE_BOOL", (1,)),
+    Tensor(contract.TRACK_START, "TYPE_BOOL", (1,)),
+)
+VIDEO_OUTPUTS = (
+    Tensor(contract.VIDEO_FRAMES, "TYPE_INT32", (-1,)),
+    Tensor(contract.OBJECT_IDS, "TYPE_INT32", (-1,)),
+    Tensor(contract.MASKS, "TYPE_STRING", (-1, -1)),
+    Tensor(contract.OBJECT_SCORES, "TYPE_FP32", (-1, -1)),
+    Tensor(contract.FRAME_DROPPED, "TYPE_BOOL", (1,)),
+)
+# 16 sessions of at most 1 GiB together; an idle one is dropped after 10 minutes.
+VIDEO_MAX_SESSIONS = 16
+VIDEO_MAX_BYTES = 1 << 30
+VIDEO_TTL_SECONDS = 600
+VIDEO_QUEUE_SIZE = 64
 
 AUTOMASK_INPUTS = (
     # The original image: the server crops and resizes it with sam_triton_common.transforms itself.
@@ -522,8 +556,50 @@ def automask_config(options: RepositoryOptions) -> str:
     )
 
 
+def video_config(options: RepositoryOptions) -> str:
+    inputs = [SESSION_ID.message(), VIDEO_OP.message(), *(t.message(optional=True) for t in VIDEO_INPUTS)]
+    return render(
+        Message.of(
+            _header(options.target),
+            Comment(
+                "SAM 2 video tracking sessions (sam_triton_server/backend/models/video.py): a client\n"
+                "streams frames and prompts over one gRPC stream (ModelStreamInfer) and gets one answer\n"
+                "per request. Decoupled, so that a stream's answers go back as each is ready; one\n"
+                "instance, because the sessions live in its memory. execute() only dispatches: the\n"
+                "video lane runs each session's requests in order, prompts before live frames before\n"
+                "offline frames across sessions (bounded by video_queue_size). Frames are encoded\n"
+                "through sam_encoder (BLS); the tracker's graphs are in this model's version directory."
+            ),
+            ("name", options.served(VIDEO)),
+            ("backend", "python"),
+            ("max_batch_size", 0),
+            ("model_transaction_policy", Message.of(("decoupled", True))),
+            ("input", inputs),
+            ("output", [t.message() for t in VIDEO_OUTPUTS]),
+            ("instance_group", [Message.of(("count", 1), ("kind", Enum("KIND_CPU")))]),
+            *_parameters(
+                {
+                    "encoder_model": options.served(ENCODER),
+                    "intra_op_threads": "0",
+                    "max_sessions": str(VIDEO_MAX_SESSIONS),
+                    "max_bytes": str(VIDEO_MAX_BYTES),
+                    "ttl_seconds": str(VIDEO_TTL_SECONDS),
+                    "video_workers": "1",
+                    "video_queue_size": str(VIDEO_QUEUE_SIZE),
+                }
+            ),
+        )
+    )
+
+
 def shim(model: str, family: str = contract.SAM1.name) -> str:
-    module = {ENCODER: "encoder", DECODER: "decoder", SESSION: "session", AUTOMASK: "automask"}[model]
+    module = {
+        ENCODER: "encoder",
+        DECODER: "decoder",
+        SESSION: "session",
+        AUTOMASK: "automask",
+        VIDEO: "video",
+    }[model]
     if model in (SESSION, AUTOMASK) and family != contract.SAM1.name:
         module = f"{module}_{family}"  # the family's module (models/session_sam2.py, automask_sam2.py)
     return f"from sam_triton_server.backend.models.{module} import TritonPythonModel  # noqa\n"
@@ -544,6 +620,8 @@ def repository_files(options: RepositoryOptions) -> dict[str, bytes]:
         files[f"{SESSION}/{VERSION}/model.py"] = shim(SESSION, options.family).encode()
         files[f"{AUTOMASK}/config.pbtxt"] = automask_config(options).encode()
         files[f"{AUTOMASK}/{VERSION}/model.py"] = shim(AUTOMASK, options.family).encode()
+        files[f"{VIDEO}/config.pbtxt"] = video_config(options).encode()
+        files[f"{VIDEO}/{VERSION}/model.py"] = shim(VIDEO).encode()
         if options.target == "python-onnxruntime":
             for model in (ENCODER, DECODER):
                 files[f"{model}/{VERSION}/model.py"] = shim(model).encode()
