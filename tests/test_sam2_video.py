@@ -154,10 +154,13 @@ class Reference:
 
         monkeypatch.setattr(sam2.utils.misc, "get_connected_components", CpuConnectedComponents())
         attend = model.memory_attention.forward
+        # What each memory attention call read: memory, its positions, the pointer tokens.
+        self.reads: list[tuple[Any, Any, int]] = []
 
         def fp32_memory(
             curr: Any, memory: Any, curr_pos: Any, memory_pos: Any, num_obj_ptr_tokens: int
         ) -> Any:
+            self.reads.append((memory.float(), memory_pos.float(), num_obj_ptr_tokens))
             return attend(
                 curr=curr,
                 memory=memory.float(),
@@ -178,6 +181,69 @@ class Reference:
 
         monkeypatch.setattr(model, "forward_image", cached_backbone)
         self.model = model
+
+
+class RecordingSession:
+    """A graph session that keeps every feed it ran."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.feeds: list[dict[str, Any]] = []
+
+    def run(self, output_names: Any, input_feed: Any) -> Any:
+        self.feeds.append(dict(input_feed))
+        return self.session.run(output_names, input_feed)
+
+    def get_providers(self) -> list[str]:
+        providers: list[str] = self.session.get_providers()
+        return providers
+
+
+def assert_same_memory_reads(
+    model: Any, reads: list[tuple[Any, Any, int]], feeds: list[dict[str, Any]]
+) -> None:
+    """Call by call, the tracker's memory attention read what the reference's did: the same
+    frames' memory features (bfloat16 values) with the same temporal rows, the same object
+    pointers at the same positions."""
+    from sam2.modeling.sam2_utils import get_1d_sine_pe
+    from sam_triton_common.video_contract import (
+        MEMORY_FEATURES,
+        MEMORY_TPOS,
+        OBJECT_POINTER_POSITIONS,
+        OBJECT_POINTERS,
+    )
+
+    assert len(reads) == len(feeds) > 10
+    h = model.image_size // model.backbone_stride
+    mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, model.mem_dim, h, h))
+    mem_pos = mem_pos.flatten(2).permute(2, 0, 1)  # [h*w, 1, mem_dim]
+    split = model.hidden_dim // model.mem_dim
+    with torch.no_grad():
+        for (memory, memory_pos, ptr_tokens), feed in zip(reads, feeds, strict=True):
+            memories = torch.from_numpy(feed[MEMORY_FEATURES])
+            pointers = torch.from_numpy(feed[OBJECT_POINTERS])
+            spatial = memories.shape[0] * h * h
+            assert (memory.shape[0] - ptr_tokens, ptr_tokens) == (spatial, pointers.shape[0] * split)
+            ours_memory = memories.flatten(2).permute(0, 2, 1).reshape(-1, 1, model.mem_dim)
+            torch.testing.assert_close(ours_memory, memory[:spatial], rtol=0.02, atol=1e-3)
+            rows = torch.from_numpy(feed[MEMORY_TPOS])
+            ours_pos = torch.cat([mem_pos + model.maskmem_tpos_enc[r] for r in rows])
+            torch.testing.assert_close(ours_pos, memory_pos[:spatial])
+            torch.testing.assert_close(
+                pointers.reshape(-1, 1, model.mem_dim), memory[spatial:], atol=1e-4, rtol=1e-4
+            )
+            positions = torch.from_numpy(feed[OBJECT_POINTER_POSITIONS])
+            ptr_pos = model.obj_ptr_tpos_proj(get_1d_sine_pe(positions, dim=model.hidden_dim))
+            torch.testing.assert_close(ptr_pos.repeat_interleave(split, dim=0)[:, None], memory_pos[spatial:])
+
+
+def logits_diff(reference: Any, ours: FrameResult) -> float:
+    """Largest |difference| of the video-resolution logits where either side sees the object
+    (absent objects are -1024 on both sides)."""
+    ref = reference[:, 0].numpy()
+    got = ours.video_logits()
+    seen = (ref > -100) | (got > -100)
+    return float(np.abs(ref - got)[seen].max()) if seen.any() else 0.0
 
 
 def mask_ious(reference: Any, ours: FrameResult) -> list[float]:
@@ -202,17 +268,22 @@ def test_tracker_matches_sam2_video_predictor(
     """The issue's parity: two objects, the second added mid-video by a box, a corrective
     click on a tracked frame, propagated forward and in reverse; then a frame's prompts
     cleared and an object removed. Every frame's every object: IoU >= 0.99, mean >= 0.995."""
-    ref = Reference(model, monkeypatch).model
+    reference = Reference(model, monkeypatch)
+    ref = reference.model
     state = ref.init_state(str(write_clip(tmp_path / "clip")))
     features = frame_features(ref, state["images"])
-    ours = VideoTrackerState(graphs, (HEIGHT, WIDTH), num_frames=FRAMES)
+    attention = RecordingSession(graphs.memory_attention)
+    recorded = TrackerGraphs(graphs.decoder, attention, graphs.memory_encoder, graphs.config)
+    ours = VideoTrackerState(recorded, (HEIGHT, WIDTH), num_frames=FRAMES)
     ious: list[float] = []
     areas: list[int] = []
+    diffs: list[float] = []
 
     def check(answer: tuple[int, list[int], Any], result: FrameResult) -> None:
         frame_idx, obj_ids, masks = answer
         assert (result.frame_idx, result.obj_ids) == (frame_idx, tuple(obj_ids))
         ious.extend(mask_ious(masks, result))
+        diffs.append(logits_diff(masks, result))
         areas.extend(int(a) for a in (masks > 0).sum(dim=(1, 2, 3)))
 
     def propagate(**kwargs: Any) -> None:
@@ -249,6 +320,8 @@ def test_tracker_matches_sam2_video_predictor(
     # the masks are neither empty nor the whole frame: the comparison means something
     assert sum(0.2 * HEIGHT * WIDTH < a < 0.8 * HEIGHT * WIDTH for a in areas) > 0.8 * len(areas)
     assert min(ious) >= 0.99 and float(np.mean(ious)) >= 0.995, (min(ious), float(np.mean(ious)))
+    assert max(diffs) < 1e-3, max(diffs)
+    assert_same_memory_reads(ref, reference.reads, attention.feeds)
 
 
 def test_bfloat16_bits_round_as_torch() -> None:
