@@ -1,8 +1,9 @@
-"""MobileSAM (the ``mobile_sam`` package's TinyViT encoder with SAM 1's decoder) served like SAM 1:
-the small test configuration is exported from a seeded checkpoint in ``mobile_sam.pt``'s format
-(a bare state dict) through ``--checkpoint``'s code path, served by a real tritonserver and
-compared over gRPC, on images made here, with the package's own ``SamPredictor`` and
-``SamAutomaticMaskGenerator`` (one server for this module)."""
+"""The light encoders with SAM 1's decoder, served like SAM 1: MobileSAM (the ``mobile_sam``
+package's TinyViT) and EfficientViT-SAM's XL structure (the ``efficientsam`` package). Each
+small test configuration is exported from a seeded checkpoint in its official format (a bare
+state dict) through ``--checkpoint``'s code path, both into one repository served by one real
+tritonserver, and compared over gRPC, on images made here, with its own package's predictor and
+automatic mask generator."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from sam_triton_common import contract
 from tests.conftest import ServedTriton, start_triton
 from tests.test_automask_e2e import _assert_parity
 
-MODEL_TYPE = "mobile_sam-tiny-test"
-SEED = 11
+# served name -> (model type, seed)
+LIGHT = {
+    "mobile": ("mobile_sam-tiny-test", 11),
+    "evit": ("efficientvit_sam-tiny-test", 12),
+}
+REFERENCE = {"mobile": "mobile_sam SamPredictor", "evit": "efficientsam EfficientViTSamPredictor"}
 
 
 def _photo(h: int, w: int, seed: int) -> np.ndarray:
@@ -36,28 +41,35 @@ PHOTO = _photo(389, 517, seed=5)
 
 
 @pytest.fixture(scope="module")
-def mobile_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from sam_triton_export.model_builder import save_random_checkpoint
 
-    return save_random_checkpoint(MODEL_TYPE, tmp_path_factory.mktemp("mobile") / "mobile_sam.pt", SEED)
+    folder = tmp_path_factory.mktemp("light")
+    return {
+        name: save_random_checkpoint(model_type, folder / f"{name}.pt", seed)
+        for name, (model_type, seed) in LIGHT.items()
+    }
 
 
 @pytest.fixture(scope="module")
-def mobile_sam_model(mobile_checkpoint: Path) -> Any:
+def models(checkpoints: dict[str, Path]) -> dict[str, Any]:
     from sam_triton_export.model_builder import build_sam
 
-    return build_sam(MODEL_TYPE, mobile_checkpoint)
+    return {name: build_sam(LIGHT[name][0], path) for name, path in checkpoints.items()}
 
 
 @pytest.fixture(scope="module")
-def mobile_server(
-    tmp_path_factory: pytest.TempPathFactory, mobile_checkpoint: Path
+def light_server(
+    tmp_path_factory: pytest.TempPathFactory, checkpoints: dict[str, Path]
 ) -> Iterator[ServedTriton]:
     from sam_triton_export.pipeline import export_repository
 
-    repository = tmp_path_factory.mktemp("mobilerepo") / "model_repository"
-    # The graphs are held to the reference over gRPC below (verify runs the same comparison).
-    export_repository(MODEL_TYPE, repository, checkpoint=mobile_checkpoint, verify=False, log=lambda _: None)
+    repository = tmp_path_factory.mktemp("lightrepo") / "model_repository"
+    for name, path in checkpoints.items():
+        # The graphs are held to the reference over gRPC below (verify runs the same comparison).
+        export_repository(
+            LIGHT[name][0], repository, name=name, checkpoint=path, verify=False, log=lambda _: None
+        )
     served = start_triton(repository)
     try:
         yield served
@@ -65,64 +77,76 @@ def mobile_server(
         served.process.stop()
 
 
-def test_reference_is_the_mobile_sam_package(mobile_sam_model: Any) -> None:
-    import mobile_sam
-    from sam_triton_export.model_builder import reference_package
-
-    assert isinstance(mobile_sam_model, mobile_sam.modeling.Sam)
-    assert type(mobile_sam_model.image_encoder).__name__ == "TinyViT"
-    assert reference_package(mobile_sam_model) is mobile_sam
-    # Seeded noise in TinyViT's (zero-initialised) attention biases, and the bias table the
-    # encoder runs with follows the loaded weights (eval() after loading rebuilds it).
-    attention = mobile_sam_model.image_encoder.layers[1].blocks[0].attn
-    assert attention.attention_biases.abs().sum() > 0
-    assert attention.ab.equal(attention.attention_biases[:, attention.attention_bias_idxs])
-
-
 @pytest.fixture(scope="module")
-def reference(mobile_sam_model: Any) -> Any:
-    """The package's own predictor, its image set once for both served paths."""
-    from mobile_sam import SamPredictor
+def references(models: dict[str, Any]) -> dict[str, Any]:
+    """Each model's own package's predictor, the image set once for both served paths."""
+    from sam_triton_export.model_builder import reference_of
 
-    predictor = SamPredictor(mobile_sam_model)
-    predictor.set_image(PHOTO)
-    return predictor
+    predictors = {}
+    for name, sam in models.items():
+        predictors[name] = reference_of(sam).predictor(sam)
+        predictors[name].set_image(PHOTO)
+    return predictors
 
 
-@pytest.mark.parametrize("server_embeddings", [False, True], ids=["stateless", "session"])
-def test_served_masks_match_mobile_sams_predictor(
-    mobile_server: ServedTriton, reference: Any, server_embeddings: bool
+@pytest.mark.parametrize("name", LIGHT)
+def test_reference_is_the_models_own_package(name: str, models: dict[str, Any]) -> None:
+    from sam_triton_export.model_builder import reference_of
+
+    sam = models[name]
+    assert reference_of(sam).name == REFERENCE[name]
+    package = REFERENCE[name].split()[0]
+    assert type(sam).__module__.startswith(f"{package}.")
+    assert type(sam.image_encoder).__module__.startswith(f"{package}.")
+    if name == "mobile":
+        # Seeded noise in TinyViT's (zero-initialised) attention biases, and the bias table the
+        # encoder runs with follows the loaded weights (eval() after loading rebuilds it).
+        attention = sam.image_encoder.layers[1].blocks[0].attn
+        assert attention.attention_biases.abs().sum() > 0
+        assert attention.ab.equal(attention.attention_biases[:, attention.attention_bias_idxs])
+
+
+# Both encoders through the stateless models; server-held sessions and automatic masks run the
+# same SAM 1 family code whatever the encoder, so one model each keeps the module cheap.
+@pytest.mark.parametrize(
+    ("name", "server_embeddings"),
+    [("mobile", False), ("evit", False), ("mobile", True)],
+    ids=["mobile_sam-stateless", "efficientvit-stateless", "mobile_sam-session"],
+)
+def test_served_masks_match_the_packages_predictor(
+    name: str, server_embeddings: bool, light_server: ServedTriton, references: dict[str, Any]
 ) -> None:
     from sam_triton import RemoteSamPredictor
 
-    image = PHOTO
+    reference = references[name]
     prompts: list[dict[str, Any]] = [
         {"point_coords": np.array([[260.0, 190.0]]), "point_labels": np.array([1])},
         {"point_coords": np.array([[100.0, 80.0], [400.0, 300.0]]), "point_labels": np.array([1, 0])},
         {"box": np.array([60.0, 40.0, 450.0, 330.0]), "multimask_output": False},
     ]
     with RemoteSamPredictor(
-        mobile_server.grpc_url, timeout=120, server_embeddings=server_embeddings
+        light_server.grpc_url, model=name, timeout=120, server_embeddings=server_embeddings
     ) as remote:
-        remote.set_image(image)
+        remote.set_image(PHOTO)
         embedding = remote.get_image_embedding()
-        assert np.abs(embedding - reference.get_image_embedding().numpy()).max() < 1e-3
+        assert np.abs(embedding - reference.features.numpy()).max() < 1e-3
         for prompt in prompts:
             masks, scores, _ = remote.predict(**prompt)
             ref_masks, ref_scores, _ = reference.predict(**prompt)
-            assert masks.shape == ref_masks.shape == (len(ref_scores), *image.shape[:2])
+            assert masks.shape == ref_masks.shape == (len(ref_scores), *PHOTO.shape[:2])
             assert np.abs(scores - ref_scores).max() <= 1e-3
             for ours, theirs in zip(masks, ref_masks, strict=True):
                 union = (ours | theirs).sum()
                 assert union == 0 or (ours & theirs).sum() / union >= 0.99
 
 
-def test_automatic_masks_match_mobile_sams_generator(
-    mobile_server: ServedTriton, mobile_sam_model: Any
+def test_automatic_masks_match_the_packages_generator(
+    light_server: ServedTriton, models: dict[str, Any]
 ) -> None:
+    name = "evit"  # EfficientViTSamAutomaticMaskGenerator: the reference unlike segment_anything's
     import torch
-    from mobile_sam import SamAutomaticMaskGenerator
     from sam_triton import RemoteAutomaticMaskGenerator
+    from sam_triton_export.model_builder import reference_of
 
     image = _photo(120, 160, seed=9)
     # Loose thresholds keep every candidate (the comparison is then about the masks themselves).
@@ -133,30 +157,36 @@ def test_automatic_masks_match_mobile_sams_generator(
         "box_nms_thresh": 1.0,
     }
     with torch.no_grad():
-        reference = SamAutomaticMaskGenerator(mobile_sam_model, **params).generate(image)
-    with RemoteAutomaticMaskGenerator(mobile_server.grpc_url, timeout=120, **params) as generator:
+        reference = (
+            reference_of(models[name]).automatic_mask_generator(models[name], **params).generate(image)
+        )
+    with RemoteAutomaticMaskGenerator(light_server.grpc_url, model=name, timeout=120, **params) as generator:
         ours = generator.generate(image)
     assert len(reference) >= 24, "parity would not be discriminating"
     _assert_parity(reference, ours, image.shape[:2])
 
 
 @pytest.mark.parametrize(
-    ("model_type", "which", "found"),
-    [("tiny-test", "mobile", MODEL_TYPE), (MODEL_TYPE, "vit", "tiny-test")],
-    ids=["mobile_sam-file-as-vit", "vit-file-as-mobile_sam"],
+    ("model_type", "given", "found"),
+    [
+        ("tiny-test", "mobile", "mobile_sam-tiny-test"),
+        ("mobile_sam-tiny-test", "vit", "tiny-test"),
+        ("mobile_sam-tiny-test", "evit", "efficientvit_sam-tiny-test"),
+    ],
+    ids=["mobile_sam-file-as-vit", "vit-file-as-mobile_sam", "efficientvit-file-as-mobile_sam"],
 )
-def test_checkpoint_of_the_other_encoder_is_a_clear_error_and_writes_nothing(
+def test_checkpoint_of_another_encoder_is_a_clear_error_and_writes_nothing(
     model_type: str,
-    which: str,
+    given: str,
     found: str,
-    mobile_checkpoint: Path,
+    checkpoints: dict[str, Path],
     tiny_checkpoint: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from sam_triton.cli import main
 
-    checkpoint = mobile_checkpoint if which == "mobile" else tiny_checkpoint
+    checkpoint = tiny_checkpoint if given == "vit" else checkpoints[given]
     repository = tmp_path / "model_repository"
     code = main(
         [

@@ -245,10 +245,11 @@ def test_sam2_configs_parse_and_carry_the_family_tensors() -> None:
 def test_cli_offers_every_sam2_model_type() -> None:
     from sam_triton_export.cli import MODEL_TYPES
     from sam_triton_export.family_sam2 import SAM2_MODEL_TYPES
-    from sam_triton_export.model_types import MOBILE_SAM_MODEL_TYPES
+    from sam_triton_export.model_types import EFFICIENTVIT_SAM_MODEL_TYPES, MOBILE_SAM_MODEL_TYPES
     from sam_triton_export.model_types import MODEL_TYPES as SAM1_TYPES
 
-    assert set(MODEL_TYPES) == set(SAM1_TYPES) | set(MOBILE_SAM_MODEL_TYPES) | set(SAM2_MODEL_TYPES)
+    light = set(MOBILE_SAM_MODEL_TYPES) | set(EFFICIENTVIT_SAM_MODEL_TYPES)
+    assert set(MODEL_TYPES) == set(SAM1_TYPES) | light | set(SAM2_MODEL_TYPES)
 
 
 def test_cli_verify_of_a_sam2_repository(sam2_export: Any, sam2_checkpoint: Path, capsys: Any) -> None:

@@ -1,7 +1,7 @@
 """In-process baselines: the same scenario without the server, in the same run.
 
 * ``reference``   - ``segment_anything``'s ``SamPredictor`` / ``SamAutomaticMaskGenerator``
-  (``mobile_sam``'s for MobileSAM models, ``sam2``'s ``SAM2ImagePredictor`` /
+  (``mobile_sam``'s or ``efficientsam``'s for those models, ``sam2``'s ``SAM2ImagePredictor`` /
   ``SAM2AutomaticMaskGenerator`` for SAM 2 models)
   on the model built by ``sam_triton_export.model_builder.build_sam`` (the code path users
   and the exporter use), from a checkpoint or seeded random weights.
@@ -111,18 +111,18 @@ def _reference(
     model_type, checkpoint, seed = resolve_weights(spec)
     random_seed = seed if checkpoint is None else None
     # Each model's own package is its reference: segment_anything for SAM 1, mobile_sam for
-    # MobileSAM, sam2 for SAM 2.
+    # MobileSAM, efficientsam for EfficientViT-SAM, sam2 for SAM 2.
     if is_sam2(model_type):
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as SamAutomaticMaskGenerator
         from sam2.sam2_image_predictor import SAM2ImagePredictor as SamPredictor
 
         sam = build_sam2_model(model_type, checkpoint, random_seed=random_seed)
     else:
-        from sam_triton_export.model_builder import reference_package
+        from sam_triton_export.model_builder import reference_of
 
         sam = build_sam(model_type, checkpoint, random_seed=random_seed)
-        package = reference_package(sam)
-        SamPredictor, SamAutomaticMaskGenerator = package.SamPredictor, package.SamAutomaticMaskGenerator
+        reference = reference_of(sam)
+        SamPredictor, SamAutomaticMaskGenerator = reference.predictor, reference.automatic_mask_generator
     notes = {
         "model_type": model_type,
         "weights": str(checkpoint) if checkpoint is not None else f"random seed {seed}",

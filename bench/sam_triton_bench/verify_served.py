@@ -1,5 +1,6 @@
 """A running server's answers vs the PyTorch reference (the ``SamPredictor`` of the model's
-package: segment_anything's, or mobile_sam's for MobileSAM).
+package: segment_anything's ``SamPredictor``, mobile_sam's, or efficientsam's for
+EfficientViT-SAM).
 
 ``sam-triton verify`` compares the ONNX files an export wrote. What a server runs can differ:
 TensorRT plans (built from those files, only on a GPU, in reduced precision where TensorRT
@@ -42,7 +43,11 @@ if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
 PATHS = {"stateless": False, "session": True}  # --path -> the SDK's server_embeddings
-SAM1_MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "tiny-test", "mobile_sam")  # SamPredictor's types
+# The types served by the SAM 1 family (the SDK's RemoteSamPredictor); their references differ.
+SAM1_MODEL_TYPES = (
+    *("vit_h", "vit_l", "vit_b", "tiny-test"),
+    *("mobile_sam", "efficientvit_sam_xl0", "efficientvit_sam_xl1"),
+)
 
 
 def verify_server(
@@ -58,21 +63,19 @@ def verify_server(
     """Compare the server at ``url`` with ``SamPredictor(sam)`` (the weights it was exported
     from); ``server_embeddings`` picks ``sam_session`` over the stateless models."""
     from sam_triton import RemoteSamPredictor
-    from sam_triton_export.model_builder import reference_package
+    from sam_triton_export.model_builder import reference_of
 
     path = SESSION_MODEL if server_embeddings else f"{ENCODER_MODEL} + {DECODER_MODEL}"
-    package = reference_package(sam)
-    report = VerifyReport(
-        precision=precision, tolerances=TOLERANCES[precision], reference=f"{package.__name__} SamPredictor"
-    )
+    of_sam = reference_of(sam)
+    report = VerifyReport(precision=precision, tolerances=TOLERANCES[precision], reference=of_sam.name)
     report.runtimes = {"served": f"{url} through {path}"}
-    predictor = package.SamPredictor(sam)
+    predictor = of_sam.predictor(sam)
     options = {**(client_options or {}), "server_embeddings": server_embeddings}
     with RemoteSamPredictor(url, **options) as remote:
         for index, image in enumerate(images if images is not None else sample_images()):
             predictor.set_image(image)
             remote.set_image(image)
-            reference = predictor.get_image_embedding().detach().cpu().numpy()
+            reference = predictor.features.detach().cpu().numpy()  # every reference predictor has it
             served = remote.get_image_embedding()
             report.embedding_max_abs = max(report.embedding_max_abs, float(np.abs(served - reference).max()))
             report.embedding_range = max(report.embedding_range, float(reference.max() - reference.min()))

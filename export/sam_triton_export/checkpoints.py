@@ -1,8 +1,10 @@
-"""Checkpoint files of the SAM 1 family (SAM's ViT and MobileSAM's TinyViT): loading with clear
-errors, type detection (seeded random checkpoints are built by :mod:`sam_triton_export.model_builder`).
+"""Checkpoint files of the SAM 1 family (SAM's ViT, MobileSAM's TinyViT, EfficientViT-SAM's
+EfficientViT): loading with clear errors, type detection (seeded random checkpoints are built by
+:mod:`sam_triton_export.model_builder`).
 
-Official SAM checkpoints (``sam_vit_b_01ec64.pth`` ...) and MobileSAM's ``mobile_sam.pt`` are
-plain ``state_dict`` pickles; they are loaded with ``weights_only=True`` so a checkpoint file cannot run code.
+Official SAM checkpoints (``sam_vit_b_01ec64.pth`` ...), MobileSAM's ``mobile_sam.pt`` and
+EfficientViT-SAM's ``efficientvit_sam_xl0.pt`` are plain ``state_dict`` pickles; they are loaded
+with ``weights_only=True`` so a checkpoint file cannot run code.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sam_triton_export.family_efficientvit_sam import detect_efficientvit_sam_type, encoder_size
 from sam_triton_export.family_mobile_sam import detect_mobile_sam_type, encoder_geometry
 from sam_triton_export.model_types import MODEL_TYPES, AnyModelType, Sam1ModelType, get_model_type
 
@@ -41,7 +44,7 @@ def detect_model_type(state_dict: dict[str, torch.Tensor]) -> Sam1ModelType | No
     """The known model type whose encoder width and depth match ``state_dict``, if any."""
     patch = state_dict.get(_PATCH_WEIGHT)
     if patch is None:
-        return detect_mobile_sam_type(state_dict)
+        return detect_mobile_sam_type(state_dict) or detect_efficientvit_sam_type(state_dict)
     width = int(patch.shape[0])
     depth = 1 + max((int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k))), default=-1)
     for model_type in MODEL_TYPES.values():
@@ -57,6 +60,9 @@ def _describe_shape(state_dict: dict[str, torch.Tensor]) -> str:
         if tiny_vit is not None:
             first, last, blocks = tiny_vit
             return f"TinyViT encoder widths {first}..{last}, {blocks} blocks: not a known MobileSAM type"
+        efficientvit = encoder_size(state_dict)
+        if efficientvit is not None:
+            return f"EfficientViT encoder of {efficientvit[1]} values: not a known EfficientViT-SAM type"
         return "no SAM image encoder found in it"
     depth = 1 + max((int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k))), default=-1)
     return f"encoder width {int(patch.shape[0])}, depth {depth}: not a known SAM type"
@@ -79,9 +85,11 @@ def load_state_dict(path: Path | str, model_type: str | AnyModelType) -> dict[st
             f"cannot read checkpoint {path}: not a valid PyTorch checkpoint (corrupt or truncated "
             f"download?): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         ) from e
-    # Some training frameworks wrap the weights; official SAM files are the bare state dict.
-    if isinstance(loaded, dict) and "model" in loaded and isinstance(loaded["model"], dict):
-        loaded = loaded["model"]
+    # Some training frameworks wrap the weights (EfficientViT-SAM's files may, under
+    # "state_dict"); official SAM files are the bare state dict.
+    for wrapper in ("model", "state_dict"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
     found = detect_model_type(loaded)

@@ -1,4 +1,5 @@
-"""Build an eval-mode segment_anything ``Sam`` (mobile_sam's for MobileSAM types) for a model
+"""Build an eval-mode segment_anything ``Sam`` (mobile_sam's or efficientsam's for the light
+encoders' types) for a model
 type, and seeded random weights for it: the one code path used by the CLI, the exporter, verify
 and the tests' PyTorch reference. Reading checkpoint files is
 :mod:`sam_triton_export.checkpoints`' job (imported, never importing back)."""
@@ -7,12 +8,17 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sam_triton_export.checkpoints import apply_state_dict, load_state_dict
-from sam_triton_export.model_types import AnyModelType, MobileSamModelType, get_model_type
+from sam_triton_export.model_types import (
+    AnyModelType,
+    EfficientVitSamModelType,
+    MobileSamModelType,
+    get_model_type,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +41,11 @@ def instantiate_sam(model_type: str | AnyModelType) -> Sam:
 
         mobile: Sam = instantiate_mobile_sam(spec)
         return mobile
+    if isinstance(spec, EfficientVitSamModelType):
+        from sam_triton_export.family_efficientvit_sam import instantiate_efficientvit_sam
+
+        efficientvit: Sam = instantiate_efficientvit_sam(spec)
+        return efficientvit
     sam: Sam = _build_sam(
         encoder_embed_dim=spec.encoder_embed_dim,
         encoder_depth=spec.encoder_depth,
@@ -102,12 +113,32 @@ def random_state_dict(model_type: str | AnyModelType, seed: int) -> dict[str, to
     )
 
 
-def reference_package(sam: object) -> ModuleType:
-    """The package whose ``SamPredictor`` and ``SamAutomaticMaskGenerator`` are ``sam``'s
-    reference: ``mobile_sam`` for a MobileSAM model, ``segment_anything`` for SAM 1's."""
+@dataclass(frozen=True)
+class Reference:
+    """The PyTorch reference of a SAM 1 family model: its own package's predictor and automatic
+    mask generator (``SamPredictor``'s and ``SamAutomaticMaskGenerator``'s interfaces)."""
+
+    name: str
+    predictor: Any
+    automatic_mask_generator: Any
+
+
+def reference_of(sam: object) -> Reference:
+    """``sam``'s reference: ``efficientsam``'s EfficientViT-SAM predictor for its models,
+    ``mobile_sam``'s for MobileSAM, ``segment_anything``'s for SAM's."""
+    from sam_triton_export.family_efficientvit_sam import is_efficientvit_sam
     from sam_triton_export.family_mobile_sam import is_mobile_sam
 
-    return importlib.import_module("mobile_sam" if is_mobile_sam(sam) else "segment_anything")
+    if is_efficientvit_sam(sam):
+        efficientvit = importlib.import_module("efficientsam.models.efficientvit.sam")
+        return Reference(
+            "efficientsam EfficientViTSamPredictor",
+            efficientvit.EfficientViTSamPredictor,
+            efficientvit.EfficientViTSamAutomaticMaskGenerator,
+        )
+    package = importlib.import_module("mobile_sam" if is_mobile_sam(sam) else "segment_anything")
+    name = f"{package.__name__} SamPredictor"
+    return Reference(name, package.SamPredictor, package.SamAutomaticMaskGenerator)
 
 
 def save_checkpoint(content: object, path: Path | str) -> Path:

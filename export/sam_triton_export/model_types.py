@@ -84,6 +84,40 @@ MOBILE_SAM_MODEL_TYPES: dict[str, MobileSamModelType] = {
 
 
 @dataclass(frozen=True)
+class EfficientVitSamModelType:
+    """EfficientViT-SAM's XL models: SAM 1's prompt encoder and mask decoder behind an
+    EfficientViT image encoder that takes SAM 1's 1024-pixel input (so the SAM 1 family's served
+    contract), built and run by the ``efficientsam`` package (its ``EfficientViTSamPredictor`` is
+    the reference)."""
+
+    name: str
+    builder: str
+    """The package's function that builds it (``efficientsam.models.efficientvit.sam``); empty
+    for the test configuration."""
+    encoder_tensors: int
+    encoder_values: int
+    """The image encoder's state-dict entries and their values: how a checkpoint's type is
+    recognised."""
+
+    family: ClassVar[Family] = SAM1
+
+    def describe(self) -> str:
+        return f"{self.name} (EfficientViT encoder, {self.encoder_values / 1e6:.1f} M values)"
+
+
+EFFICIENTVIT_SAM_MODEL_TYPES: dict[str, EfficientVitSamModelType] = {
+    "efficientvit_sam_xl0": EfficientVitSamModelType(
+        "efficientvit_sam_xl0", "efficientvit_sam_xl0", 318, 112946956
+    ),
+    "efficientvit_sam_xl1": EfficientVitSamModelType(
+        "efficientvit_sam_xl1", "efficientvit_sam_xl1", 564, 199376174
+    ),
+    # The XL structure with a few channels a stage (family_efficientvit_sam), for the suite.
+    "efficientvit_sam-tiny-test": EfficientVitSamModelType("efficientvit_sam-tiny-test", "", 170, 342128),
+}
+
+
+@dataclass(frozen=True)
 class Sam2ModelType:
     """One SAM 2 model: its hydra config inside the sam2 package, and its trunk's geometry
     (how a checkpoint's size is recognised)."""
@@ -139,10 +173,15 @@ SAM2_MODEL_TYPES: dict[str, Sam2ModelType] = {
     ),
 }
 
-Sam1ModelType = ModelType | MobileSamModelType
+Sam1ModelType = ModelType | MobileSamModelType | EfficientVitSamModelType
 """The types with SAM 1's decoder and served contract, whichever their image encoder."""
-AnyModelType = ModelType | MobileSamModelType | Sam2ModelType
-ALL_MODEL_TYPES: dict[str, AnyModelType] = {**MODEL_TYPES, **MOBILE_SAM_MODEL_TYPES, **SAM2_MODEL_TYPES}
+AnyModelType = Sam1ModelType | Sam2ModelType
+ALL_MODEL_TYPES: dict[str, AnyModelType] = {
+    **MODEL_TYPES,
+    **MOBILE_SAM_MODEL_TYPES,
+    **EFFICIENTVIT_SAM_MODEL_TYPES,
+    **SAM2_MODEL_TYPES,
+}
 """Every ``--model-type`` the exporter takes, by name."""
 
 
@@ -162,7 +201,7 @@ def get_model_type(model_type: str | AnyModelType) -> Sam1ModelType:
     """:func:`resolve_model_type` for the code that builds SAM 1 (ValueError for another family)."""
     spec = resolve_model_type(model_type)
     if isinstance(spec, Sam2ModelType):
-        known = ", ".join([*MODEL_TYPES, *MOBILE_SAM_MODEL_TYPES])
+        known = ", ".join([*MODEL_TYPES, *MOBILE_SAM_MODEL_TYPES, *EFFICIENTVIT_SAM_MODEL_TYPES])
         raise ValueError(f"{spec.describe()} is not a SAM 1 model type ({known})")
     return spec
 

@@ -1,5 +1,5 @@
-"""Exported ONNX models vs the PyTorch reference (the ``SamPredictor`` of the model's own package:
-segment_anything's, or mobile_sam's for MobileSAM).
+"""Exported ONNX models vs the PyTorch reference (the predictor of the model's own package:
+segment_anything's ``SamPredictor``, mobile_sam's, or efficientsam's for EfficientViT-SAM).
 
 The exported encoder and decoder run on the runtimes the server runs them on (onnxruntime;
 the encoder on OpenVINO on CPU-only machines), end to end (the decoder gets the *exported*
@@ -274,7 +274,9 @@ def decoder_prompt_arrays(predictor: SamPredictor, prompt: Prompt) -> tuple[Arra
 
 
 def encoder_input(predictor: SamPredictor, image: Array) -> tuple[Array, Array]:
-    resized = predictor.transform.apply_image(image)
+    # EfficientViT-SAM's predictor resizes inside its model's transform (the same PIL resize).
+    resize = getattr(predictor.transform, "apply_image", None) or predictor.model.transform.transforms[0]
+    resized = resize(image)
     padded = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     padded[: resized.shape[0], : resized.shape[1]] = resized
     return padded, np.array(resized.shape[:2], dtype=np.int32)
@@ -431,12 +433,10 @@ def verify_models(
     from sam_triton_server.backend.ort import CPU_RUNTIMES, create_session
     from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
-    from sam_triton_export.model_builder import reference_package
+    from sam_triton_export.model_builder import reference_of
 
-    package = reference_package(sam)
-    report = VerifyReport(
-        precision=precision, tolerances=TOLERANCES[precision], reference=f"{package.__name__} SamPredictor"
-    )
+    reference = reference_of(sam)
+    report = VerifyReport(precision=precision, tolerances=TOLERANCES[precision], reference=reference.name)
     # Each graph on the runtime the served model picks for it on this machine.
     encoder = create_session(
         encoder_path, cpu_runtime=CPU_RUNTIMES["encoder"], cpu_precision=encoder_cpu_precision(precision)
@@ -448,7 +448,7 @@ def verify_models(
         create_session(decoder_path.with_name(PROMPT_DECODER_FILE), cpu_runtime=CPU_RUNTIMES["decoder"]),
     )
     split_diffs: list[float] = []
-    predictor = package.SamPredictor(sam)
+    predictor = reference.predictor(sam)
     for index, image in enumerate(images if images is not None else sample_images()):
         predictor.set_image(image)
         reference_embedding = predictor.features.detach().cpu().numpy()
