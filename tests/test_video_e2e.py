@@ -11,6 +11,7 @@ closely the core follows SAM2VideoPredictor itself is the tracker's own tests' b
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -279,8 +280,41 @@ def _video_file(folder: Path) -> Path:
     import cv2
 
     path = folder / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (SIZE[1], SIZE[0]))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 5, (SIZE[1], SIZE[0]))
     for frame in clip(3):
         writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
     writer.release()
     return path
+
+
+def test_cli_track_writes_an_overlay_video_and_every_frames_masks(
+    video_server: ServedTriton, jpeg_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Prompts on frame 1 (object 1 a point, object 2 a box): tracked forward to the end and
+    back to frame 0, so every frame of the video has both objects."""
+    import cv2
+    from sam_triton.cli import main
+    from sam_triton_common.rle import coco_to_rle, rle_to_mask
+
+    video, masks = tmp_path / "tracked.mp4", tmp_path / "masks.json"
+    argv = [
+        "track", str(jpeg_folder), "--url", video_server.grpc_url, "--point", "1:20,22",
+        "--box", "2@1:28,10,50,34", "--output", str(video), "--json", str(masks),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    document = json.loads(masks.read_text())
+    assert document["size"] == list(SIZE) and document["num_frames"] == 4
+    assert [f["frame"] for f in document["frames"]] == [0, 1, 2, 3]
+    for frame in document["frames"]:
+        assert [o["obj_id"] for o in frame["objects"]] == [1, 2]
+        for obj in frame["objects"]:
+            mask = rle_to_mask(coco_to_rle(obj["segmentation"]))
+            assert mask.shape == SIZE and int(mask.sum()) == obj["area"]
+    capture = cv2.VideoCapture(str(video))
+    shapes = []
+    while (read := capture.read())[0]:
+        shapes.append(read[1].shape)
+    capture.release()
+    assert shapes == [(*SIZE, 3)] * 4
+    assert "tracking" in capsys.readouterr().err  # the progress bar
+    assert main(["track", str(jpeg_folder), "--url", video_server.grpc_url, "--json", str(masks)]) == 2

@@ -19,6 +19,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "sam_triton_server.launcher.cli",  # serve
     "sam_triton.cli.segment",  # segment
     "sam_triton.cli.automask",  # automask
+    "sam_triton.cli.track",  # track
     "sam_triton_bench.cli",  # bench
 )
 
