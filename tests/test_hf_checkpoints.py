@@ -301,4 +301,11 @@ def test_a_directory_of_another_type_than_asked_is_refused(
     assert args.handler(args) == 2
     err = capsys.readouterr().err
     assert "holds a tiny-test (encoder width 64, depth 2)" in err and "vit_b (encoder width 768" in err, err
+    # Only a directory names its type: a checkpoint file still needs --model-type.
+    args = build_parser().parse_args(
+        ["export", "--checkpoint", str(tmp_path / "sam.pth"), "--repository", str(repository)]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        args.handler(args)
+    assert exit_.value.code == 2 and "give --model-type" in capsys.readouterr().err
     assert not repository.exists()

@@ -139,10 +139,7 @@ def _model_type(args: argparse.Namespace) -> AnyModelType:
         return resolve_model_type(args.model_type)
     if args.checkpoint is not None and args.checkpoint.is_dir():
         return read_model_type(args.checkpoint)
-    raise SystemExit(
-        f"sam-triton {args.command}: error: give --model-type (only a Hugging Face model directory "
-        "names its own type)"
-    )
+    raise SystemExit(_fail("give --model-type (only a Hugging Face model directory names its own type)"))
 
 
 def _fail(message: str) -> int:
