@@ -20,6 +20,12 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
+def process_group(pgid: int) -> list[int]:
+    """The live processes of a process group (a tritonserver's: its Python backend stubs)."""
+    found = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
+    return [pid for pid in map(int, found.stdout.split()) if pid_alive(pid)]
+
+
 def pid_alive(pid: int) -> bool:
     """True while the process exists and is not a zombie waiting to be reaped."""
     try:

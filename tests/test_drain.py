@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -33,7 +34,7 @@ from sam_triton import (
     ServerUnavailableError,
 )
 
-from tests.helpers import pid_alive, wait_until
+from tests.helpers import pid_alive, process_group, wait_until
 from tests.test_automask_e2e import PARITY
 from tests.test_serve import read_until, start_serve, tritonserver_children
 
@@ -148,45 +149,63 @@ def test_click_in_flight_at_sigterm_completes(tiny_repository: Path, tmp_path: P
             process.wait()
 
 
+@pytest.fixture(scope="module")
+def encoder_held(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny repository with every sam_encoder request held ENCODER_HOLD_US in its queue."""
+    repository = tmp_path_factory.mktemp("encoder-held") / "repo"
+    shutil.copytree(tiny_repository, repository)
+    hold_requests(repository, "sam_encoder", ENCODER_HOLD_US)
+    return repository
+
+
+def serve_until_ready(repository: Path, *extra: str) -> tuple[subprocess.Popen[str], int, str]:
+    """``sam-triton serve`` of ``repository``, once READY: the process, its gRPC port, its
+    metrics URL."""
+    process, grpc_port = start_serve(repository, *extra)
+    output = read_until(process, READY, timeout=300)
+    if READY not in output:
+        process.kill()
+        process.wait()
+        pytest.fail(output)
+    metrics_port = int(re.search(r"metrics 127\.0\.0\.1:(\d+)", output).group(1))  # type: ignore[union-attr]
+    return process, grpc_port, f"http://127.0.0.1:{metrics_port}/metrics"
+
+
+def in_thread(answers: dict[str, Any], name: str, work: Callable[[], Any]) -> threading.Thread:
+    """Run ``work`` in a started thread; its result or exception lands in ``answers[name]``."""
+
+    def run() -> None:
+        try:
+            answers[name] = work()
+        except BaseException as error:  # reported by the caller's assertions
+            answers[name] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+AUTOMASK = AmgParams(**{**PARITY, "crop_n_layers": 0, "output_mode": "uncompressed_rle"})  # type: ignore[arg-type]
+PHOTO = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
 def test_an_embed_in_the_session_pool_and_an_automask_running_finish_at_sigterm(
-    tiny_repository: Path, tmp_path: Path, triton_server: Any
+    encoder_held: Path, triton_server: Any
 ) -> None:
     """The long calls a drain must wait for: a session embed whose encode is under way in
     ``sam_session``'s pool, and an automask job, both inside their BLS call to ``sam_encoder``
     (held in its queue here) when SIGTERM arrives. Both are answered, the automask's records
     as another server of the same weights gives them, and the server exits 0. Seen failing
     (the launcher's exit timeout set below the hold: the automask call was cut)."""
-    repository = tmp_path / "repo"
-    shutil.copytree(tiny_repository, repository)
-    hold_requests(repository, "sam_encoder", ENCODER_HOLD_US)
-    photo = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    params = AmgParams(**{**PARITY, "crop_n_layers": 0, "output_mode": "uncompressed_rle"})  # type: ignore[arg-type]
     with SamClient(triton_server.grpc_url, timeout=300) as unheld:
-        expected = unheld.automask(photo, params).records
-    process, grpc_port = start_serve(repository, "--exit-timeout", "60")
+        expected = unheld.automask(PHOTO, AUTOMASK).records
+    process, grpc_port, metrics = serve_until_ready(encoder_held, "--exit-timeout", "60")
     try:
-        output = read_until(process, READY, timeout=300)
-        assert READY in output, output
-        metrics_port = int(re.search(r"metrics 127\.0\.0\.1:(\d+)", output).group(1))  # type: ignore[union-attr]
-        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         answers: dict[str, Any] = {}
-
         with SamClient(f"127.0.0.1:{grpc_port}", timeout=120, retries=0) as client:
-
-            def call(name: str, work: Callable[[], Any]) -> threading.Thread:
-                def run() -> None:
-                    try:
-                        answers[name] = work()
-                    except BaseException as error:  # reported by the assertions below
-                        answers[name] = error
-
-                thread = threading.Thread(target=run)
-                thread.start()
-                return thread
-
             calls = [
-                call("embed", lambda: client.embed(photo, session_id="drain-me")),
-                call("automask", lambda: client.automask(photo, params)),
+                in_thread(answers, "embed", lambda: client.embed(PHOTO, session_id="drain-me")),
+                in_thread(answers, "automask", lambda: client.automask(PHOTO, AUTOMASK)),
             ]
             # Both encodes wait in sam_encoder's queue: the embed is in the pool, the job runs.
             assert wait_until(lambda: pending_requests(metrics, "sam_encoder") >= 2, timeout=30)
@@ -195,10 +214,33 @@ def test_an_embed_in_the_session_pool_and_an_automask_running_finish_at_sigterm(
                 thread.join(timeout=120)
         embedding, automask = answers["embed"], answers["automask"]
         assert isinstance(embedding, ImageEmbedding) and embedding.session_id == "drain-me", embedding
-        assert embedding.original_size == photo.shape[:2]
+        assert embedding.original_size == PHOTO.shape[:2]
         assert not isinstance(automask, BaseException), automask
         assert automask.records == expected and len(expected) >= 1
         assert process.wait(timeout=120) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_call_cut_by_the_exit_timeout_leaves_no_process_behind(encoder_held: Path) -> None:
+    """An exit timeout shorter than a running automask job: the caller gets a clean
+    unavailable error, the server exits, and nothing of it remains. The busy sam_automask stub
+    outlived tritonserver, holding its model's memory for good, until the launcher stopped the
+    server's whole process group (seen failing without that)."""
+    process, grpc_port, metrics = serve_until_ready(encoder_held, "--exit-timeout", "1")
+    try:
+        (triton_pid,) = tritonserver_children(process.pid)
+        answers: dict[str, Any] = {}
+        with SamClient(f"127.0.0.1:{grpc_port}", timeout=120, retries=0) as client:
+            job = in_thread(answers, "automask", lambda: client.automask(PHOTO, AUTOMASK))
+            assert wait_until(lambda: pending_requests(metrics, "sam_encoder") >= 1, timeout=30)
+            process.send_signal(signal.SIGTERM)
+            job.join(timeout=120)
+        assert isinstance(answers["automask"], ServerUnavailableError), answers
+        assert process.wait(timeout=120) is not None
+        assert wait_until(lambda: process_group(triton_pid) == [], timeout=10), process_group(triton_pid)
     finally:
         if process.poll() is None:
             process.kill()

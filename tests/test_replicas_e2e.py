@@ -22,7 +22,7 @@ import pytest
 from sam_triton import Prompt, RemoteAutomaticMaskGenerator, SamClient
 from sam_triton.results import Prediction
 
-from tests.helpers import free_ports, pid_alive, wait_until
+from tests.helpers import free_ports, pid_alive, process_group, wait_until
 
 if TYPE_CHECKING:
     from sam_triton import ImageEmbedding
@@ -191,6 +191,9 @@ def test_replica_loss_costs_one_reembed_and_a_restart_rejoins(replica_set: Repli
         killed_at = time.monotonic()
         cluster.kill(0)
         assert not pid_alive(dead_pid)
+        # Its Python backend stubs too (a busy one outlives a killed tritonserver for good:
+        # test_drain.py shows it; the launcher stops the server's whole process group).
+        assert wait_until(lambda: process_group(dead_pid) == [], timeout=10), process_group(dead_pid)
         # Straight after the crash Envoy still lists the replica: the connect failure is
         # retried on the next host of the ring, which misses, and the SDK re-embeds.
         encodes = success_count(cluster.ports[1].http, "sam_encoder")

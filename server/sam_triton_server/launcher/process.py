@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -397,12 +398,23 @@ class TritonProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        self._kill_leftover_stubs()
         if self.drain_hold is not None:
             self.drain_hold.release()
         self._join_reader()
         self._workdir.cleanup()
         self._remove_shm_regions()
         return self._process.returncode
+
+    def _kill_leftover_stubs(self) -> None:
+        """SIGKILL whatever is left of the server's process group (its own, see
+        :func:`launch_child`). Python backend stubs outlive a tritonserver that was killed or
+        stopped waiting for them, each holding its model's memory for good (seen: every stub of
+        a SIGKILLed replica; a stub busy in a call when Triton's exit timeout ran out). The
+        group id stays reserved while any member lives, so no stranger shares it."""
+        assert self._process is not None
+        with contextlib.suppress(ProcessLookupError):  # the usual case: Triton stopped them itself
+            os.killpg(self._process.pid, signal.SIGKILL)
 
     def _remove_shm_regions(self) -> None:
         """Unlink this server's leftover regions (none after a clean exit; all after SIGKILL)."""
