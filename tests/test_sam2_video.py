@@ -91,9 +91,9 @@ def test_rotary_real_equals_sam2_complex_rotation() -> None:
 
 
 def test_video_graphs_match_sam2_modules(model: Any, graphs_dir: Path) -> None:
-    """The three graphs on ONNX Runtime against ``_forward_sam_heads``,
-    ``_prepare_memory_conditioned_features`` and ``_encode_new_memory`` (what ``sam-triton
-    verify`` runs on a video model)."""
+    """The graphs on ONNX Runtime against ``_forward_sam_heads``,
+    ``_prepare_memory_conditioned_features``, ``_encode_new_memory`` and ``add_new_mask`` +
+    ``_use_mask_as_output``."""
     report = verify_video_graphs(graphs_dir, model)
     assert report.selections_agree
     assert set(report.max_abs) == {
@@ -103,6 +103,9 @@ def test_video_graphs_match_sam2_modules(model: Any, graphs_dir: Path) -> None:
         "video_decoder object_pointer",
         "memory_attention features",
         "memory_encoder features",
+        "mask_prompt low_res_mask",
+        "mask_prompt object_pointer",
+        "mask_prompt object_score_logits",
     }
     assert report.passed(), report.lines()
     assert report.max_abs["memory_attention features"] < 1e-4, report.lines()
@@ -266,14 +269,17 @@ def test_tracker_matches_sam2_video_predictor(
     model: Any, graphs: TrackerGraphs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The issue's parity: two objects, the second added mid-video by a box, a corrective
-    click on a tracked frame, propagated forward and in reverse; then a frame's prompts
-    cleared and an object removed. Every frame's every object: IoU >= 0.99, mean >= 0.995."""
+    click on a tracked frame, propagated forward; a third object from a mask prompt, all three
+    propagated in reverse; then a frame's prompts cleared and an object removed. Every frame's
+    every object: IoU >= 0.99, mean >= 0.995."""
     reference = Reference(model, monkeypatch)
     ref = reference.model
     state = ref.init_state(str(write_clip(tmp_path / "clip")))
     features = frame_features(ref, state["images"])
     attention = RecordingSession(graphs.memory_attention)
-    recorded = TrackerGraphs(graphs.decoder, attention, graphs.memory_encoder, graphs.config)
+    recorded = TrackerGraphs(
+        graphs.decoder, attention, graphs.memory_encoder, graphs.mask_prompt, graphs.config
+    )
     ours = VideoTrackerState(recorded, (HEIGHT, WIDTH), num_frames=FRAMES)
     ious: list[float] = []
     areas: list[int] = []
@@ -307,16 +313,19 @@ def test_tracker_matches_sam2_video_predictor(
             ours.add_points(5, 1, [[60, 40]], [0], features[5], clear_old_points=False),
         )
         propagate()
+        yy, xx = np.mgrid[:HEIGHT, :WIDTH]
+        square = (abs(yy - 50) < 10) & (abs(xx - 95) < 12)  # where the blue square is on frame 6
+        check(ref.add_new_mask(state, 6, 3, square), ours.add_mask(6, 3, square, features[6]))
         propagate(reverse=True, start_frame_idx=FRAMES - 1)
         check(ref.clear_all_prompts_in_frame(state, 3, 2), ours.clear_prompts_in_frame(3, 2))
         ref_ids, ref_updated = ref.remove_object(state, 1)
         updated = ours.remove_object(1)
-    assert ours.obj_ids == tuple(ref_ids) == (2,)
+    assert ours.obj_ids == tuple(ref_ids) == (2, 3)
     assert [r.frame_idx for r in updated] == [f for f, _ in ref_updated]
     for (_, masks), result in zip(ref_updated, updated, strict=True):
         ious.extend(mask_ious(masks, result))
-    # 1 + 2 + 2 prompted, 8 + 16 + 16 propagated, 2 cleared, 2 answered again after the removal
-    assert len(ious) == 5 + 40 + 2 + 2
+    # 1 + 2 + 2 + 3 prompted, 8 + 16 + 24 propagated, 3 cleared, 2 x 2 answered after the removal
+    assert len(ious) == 8 + 48 + 3 + 4
     # the masks are neither empty nor the whole frame: the comparison means something
     assert sum(0.2 * HEIGHT * WIDTH < a < 0.8 * HEIGHT * WIDTH for a in areas) > 0.8 * len(areas)
     assert min(ious) >= 0.99 and float(np.mean(ious)) >= 0.995, (min(ious), float(np.mean(ious)))
@@ -394,6 +403,7 @@ def test_tracker_refuses_bad_requests_and_keeps_its_state(graphs: TrackerGraphs,
             1, 3, None, None, zeros, box=[0, 0, 5, 5], clear_old_points=False
         ),
         "with N labels": lambda: state.add_points(1, 3, [[5, 5], [6, 6]], [1], zeros),
+        "must be \\(H, W\\)": lambda: state.add_mask(1, 3, np.ones((2, 3, 4), bool), zeros),
     }
     for message, call in bad_calls.items():
         with pytest.raises(TrackerError, match=message):

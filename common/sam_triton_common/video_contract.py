@@ -11,6 +11,8 @@ outputs are each frame's features) and ``tracker_config.json``:
   features and object pointers (``SAM2Base._prepare_memory_conditioned_features``).
 - ``memory_encoder.onnx``: a frame's embedding and its chosen mask -> the memory features
   remembered for it (``SAM2Base._encode_new_memory``).
+- ``mask_prompt.onnx``: a mask prompt at the video's size -> the object's output on that frame
+  (``add_new_mask``'s resize, then ``SAM2Base._use_mask_as_output``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from sam_triton_common.contract import HIGH_RES_FEATS, IMAGE_EMBEDDINGS
 VIDEO_DECODER_FILE = "video_decoder.onnx"
 MEMORY_ATTENTION_FILE = "memory_attention.onnx"
 MEMORY_ENCODER_FILE = "memory_encoder.onnx"
+MASK_PROMPT_FILE = "mask_prompt.onnx"
 TRACKER_CONFIG_FILE = "tracker_config.json"
-VIDEO_GRAPH_FILES = (VIDEO_DECODER_FILE, MEMORY_ATTENTION_FILE, MEMORY_ENCODER_FILE)
+VIDEO_GRAPH_FILES = (VIDEO_DECODER_FILE, MEMORY_ATTENTION_FILE, MEMORY_ENCODER_FILE, MASK_PROMPT_FILE)
 
 # video_decoder.onnx
 PIX_FEAT = "pix_feat"
@@ -83,6 +86,16 @@ BINARIZE_MASK = "binarize_mask"
 """BOOL [1]: encode the mask as 0/1 (a prompted frame) instead of its sigmoid."""
 MEMORY_ENCODER_INPUTS = (IMAGE_EMBEDDINGS, MASK_LOGITS, OBJECT_SCORE_LOGITS, BINARIZE_MASK)
 MEMORY_ENCODER_OUTPUTS = (MEMORY_FEATURES,)
+
+# mask_prompt.onnx
+PROMPT_MASK = "prompt_mask"
+"""FP32 [H, W]: the mask prompt at the video's size, 1 inside the object, 0 outside."""
+LOW_RES_MASK = "low_res_mask"
+"""FP32 [1, 1, 4h, 4w]: the mask as the frame's output logits (+10 inside, -10 outside, resized)."""
+OBJECT_POINTER = "object_pointer"
+"""FP32 [1, 256]: the object pointer the mask makes."""
+MASK_PROMPT_INPUTS = (IMAGE_EMBEDDINGS, PROMPT_MASK)
+MASK_PROMPT_OUTPUTS = (LOW_RES_MASK, OBJECT_POINTER, OBJECT_SCORE_LOGITS)
 
 NO_OBJ_SCORE = -1024.0
 """Logits of a mask whose object is not visible (``sam2.modeling.sam2_base.NO_OBJ_SCORE``)."""

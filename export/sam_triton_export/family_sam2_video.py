@@ -9,6 +9,9 @@ Tracking runs three graphs per object and frame beside the image family's encode
   memories: ``MemoryAttention`` over the given memory features (their positional encodings
   and temporal rows added here) and object pointers (their 1-D sine positions projected here).
 - ``memory_encoder``: ``SAM2Base._encode_new_memory`` from a low-res mask (upscaled here).
+- ``mask_prompt``: ``add_new_mask``'s resize of a mask prompt to the model's input (the
+  antialiased triangle filter as matrices, as the image encoder resizes) and
+  ``SAM2Base._use_mask_as_output``: the mask as the frame's logits, its object pointer and score.
 
 The encoder's embedding carries ``no_mem_embed`` (the image predictor's features); the memory
 graphs take it off again where sam2 reads the raw backbone features.
@@ -27,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 from sam_triton_common.video_contract import (
+    MASK_PROMPT_FILE,
+    MASK_PROMPT_INPUTS,
+    MASK_PROMPT_OUTPUTS,
     MEMORY_ATTENTION_FILE,
     MEMORY_ATTENTION_INPUTS,
     MEMORY_ATTENTION_OUTPUTS,
@@ -38,10 +44,11 @@ from sam_triton_common.video_contract import (
     VIDEO_DECODER_FILE,
     VIDEO_DECODER_INPUTS,
     VIDEO_DECODER_OUTPUTS,
+    VIDEO_GRAPH_FILES,
     TrackerConfig,
 )
 
-from sam_triton_export.family_sam2 import random_state_dict
+from sam_triton_export.family_sam2 import random_state_dict, resize_weights
 from sam_triton_export.model_types import AnyModelType, get_sam2_model_type
 from sam_triton_export.onnx_common import DEFAULT_OPSET, export_onnx
 
@@ -340,6 +347,53 @@ def memory_encoder_module(model: Any) -> torch.nn.Module:
     return MemoryEncoderOnnx().eval()
 
 
+def mask_prompt_module(model: Any) -> torch.nn.Module:
+    import torch
+
+    class MaskPromptOnnx(torch.nn.Module):
+        no_mem_embed: torch.Tensor
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.register_buffer("no_mem_embed", model.no_mem_embed.detach().clone().reshape(1, -1, 1, 1))
+
+        def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            embedding, mask = inputs
+            m = self.model
+            size = m.image_size
+            # add_new_mask: an antialiased resize to the input size, then >= 0.5 (the identity
+            # when the mask has that size already).
+            plane = mask.unsqueeze(0)
+            rows, cols = resize_weights(plane, 1, size), resize_weights(plane, 2, size)
+            mask_inputs = ((rows @ mask @ cols.transpose(0, 1)) >= 0.5).float().reshape(1, 1, size, size)
+            # _use_mask_as_output
+            high_res = mask_inputs * 20.0 - 10.0
+            low = size // 4
+            rows, cols = resize_weights(high_res[0], 1, low), resize_weights(high_res[0], 2, low)
+            low_res = (rows @ high_res[0, 0] @ cols.transpose(0, 1)).reshape(1, 1, low, low)
+            # Only the pointer is used, which the high-resolution maps do not reach: zeros stand
+            # in for them (and are pruned from the graph).
+            h = embedding.shape[-1]
+            unused = [
+                torch.zeros(1, m.hidden_dim // 8, 4 * h, 4 * h),
+                torch.zeros(1, m.hidden_dim // 4, 2 * h, 2 * h),
+            ]
+            heads = m._forward_sam_heads(
+                backbone_features=embedding - self.no_mem_embed,
+                mask_inputs=m.mask_downsample(mask_inputs),
+                high_res_features=unused,
+            )
+            pointer = heads[5]
+            appearing = (mask_inputs.flatten(1) > 0).any(dim=1, keepdim=True).float()
+            if m.fixed_no_obj_ptr:
+                pointer = appearing * pointer
+            pointer = pointer + (1 - appearing) * m.no_obj_ptr
+            return low_res, pointer, 20.0 * appearing - 10.0
+
+    return MaskPromptOnnx().eval()
+
+
 @dataclass(frozen=True)
 class _Graph:
     file: str
@@ -372,6 +426,7 @@ def _example_inputs(model: Any) -> dict[str, tuple[torch.Tensor, ...]]:
             torch.randn(3, model.hidden_dim),
             torch.tensor([0.0, 1 / 15, 2 / 15]),
         ),
+        MASK_PROMPT_FILE: (embedding, torch.zeros(40, 56)),
         MEMORY_ENCODER_FILE: (
             embedding,
             torch.zeros(1, 1, low, low),
@@ -384,7 +439,7 @@ def _example_inputs(model: Any) -> dict[str, tuple[torch.Tensor, ...]]:
 def export_video_graphs(
     model: Any, directory: Path, *, opset: int = DEFAULT_OPSET, precision: str = "fp32"
 ) -> list[Path]:
-    """The three tracking graphs of ``model`` (a ``SAM2VideoPredictor``,
+    """The tracking graphs of ``model`` (a ``SAM2VideoPredictor``,
     :func:`build_sam2_video_model`) and its ``tracker_config.json`` into ``directory``."""
     config = tracker_config(model)
     directory.mkdir(parents=True, exist_ok=True)
@@ -415,6 +470,15 @@ def export_video_graphs(
         MEMORY_ENCODER_FILE: (
             memory_encoder_module(model),
             _Graph(MEMORY_ENCODER_FILE, MEMORY_ENCODER_INPUTS, MEMORY_ENCODER_OUTPUTS),
+        ),
+        MASK_PROMPT_FILE: (
+            mask_prompt_module(model),
+            _Graph(
+                MASK_PROMPT_FILE,
+                MASK_PROMPT_INPUTS,
+                MASK_PROMPT_OUTPUTS,
+                {MASK_PROMPT_INPUTS[-1]: {0: "height", 1: "width"}},
+            ),
         ),
     }
     examples = _example_inputs(model)
@@ -476,7 +540,7 @@ def verify_video_graphs(directory: Path, model: Any, *, seed: int = 0) -> VideoV
 
     sessions = {
         name: ort.InferenceSession(str(directory / name), providers=["CPUExecutionProvider"])
-        for name in (VIDEO_DECODER_FILE, MEMORY_ATTENTION_FILE, MEMORY_ENCODER_FILE)
+        for name in VIDEO_GRAPH_FILES
     }
     gen = torch.Generator().manual_seed(seed)
     size = model.image_size
@@ -495,6 +559,7 @@ def verify_video_graphs(directory: Path, model: Any, *, seed: int = 0) -> VideoV
         _verify_memory_encoder(
             sessions[MEMORY_ENCODER_FILE], model, vision_feats, feat_sizes, embedding, report, gen
         )
+        _verify_mask_prompt(sessions[MASK_PROMPT_FILE], model, vision_feats, feat_sizes, embedding, report)
         _verify_memory_attention(
             sessions[MEMORY_ATTENTION_FILE],
             model,
@@ -557,6 +622,48 @@ def _verify_decoder(
         else:
             # the single-mask token's pointer whatever the stability fallback picks for the mask
             report.record("video_decoder object_pointer", pointers[:, 0], ref_ptr)
+
+
+def _verify_mask_prompt(
+    session: Any,
+    model: Any,
+    vision_feats: list[Any],
+    feat_sizes: list[Any],
+    embedding: Array,
+    report: VideoVerifyReport,
+) -> None:
+    """``add_new_mask``'s resize and ``_use_mask_as_output``: a disc at a small video size, and
+    an empty mask (the object absent)."""
+    import torch
+    import torch.nn.functional as F
+
+    yy, xx = np.mgrid[:45, :70]
+    for mask in ((yy - 20) ** 2 + (xx - 30) ** 2 < 12**2, np.zeros((45, 70), bool)):
+        size = (model.image_size,) * 2
+        resized = F.interpolate(
+            torch.from_numpy(mask)[None, None].float(),
+            size=size,
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        pix = vision_feats[-1].permute(1, 2, 0).reshape(1, model.hidden_dim, *feat_sizes[-1])
+        high_res = [
+            x.permute(1, 2, 0).reshape(1, x.shape[2], *s)
+            for x, s in zip(vision_feats[:-1], feat_sizes[:-1], strict=True)
+        ]
+        ref = model._use_mask_as_output(pix, high_res, (resized >= 0.5).float())
+        feed = dict(
+            zip(
+                MASK_PROMPT_INPUTS,
+                (embedding, mask.astype(np.float32)),
+                strict=True,
+            )
+        )
+        low, pointer, score = session.run(None, feed)
+        report.record("mask_prompt low_res_mask", low, ref[3].numpy())
+        report.record("mask_prompt object_pointer", pointer, ref[5].numpy())
+        report.record("mask_prompt object_score_logits", score, ref[6].numpy())
 
 
 def _verify_memory_encoder(

@@ -31,6 +31,8 @@ from sam_triton_common.amg import connected_components
 from sam_triton_common.contract import HIGH_RES_FEATS, IMAGE_EMBEDDINGS
 from sam_triton_common.transforms import _interp_matrix
 from sam_triton_common.video_contract import (
+    MASK_PROMPT_FILE,
+    MASK_PROMPT_INPUTS,
     MEMORY_ATTENTION_FILE,
     MEMORY_ATTENTION_INPUTS,
     MEMORY_ENCODER_FILE,
@@ -117,14 +119,20 @@ def upscale_logits(low: Float32Array, size: tuple[int, int]) -> Float32Array:
 
 
 class TrackerGraphs:
-    """The three tracking graphs of one exported model and its :class:`TrackerConfig`."""
+    """The tracking graphs of one exported model and its :class:`TrackerConfig`."""
 
     def __init__(
-        self, decoder: Session, memory_attention: Session, memory_encoder: Session, config: TrackerConfig
+        self,
+        decoder: Session,
+        memory_attention: Session,
+        memory_encoder: Session,
+        mask_prompt: Session,
+        config: TrackerConfig,
     ) -> None:
         self.decoder = decoder
         self.memory_attention = memory_attention
         self.memory_encoder = memory_encoder
+        self.mask_prompt = mask_prompt
         self.config = config
 
     @classmethod
@@ -140,6 +148,7 @@ class TrackerGraphs:
             make(directory / VIDEO_DECODER_FILE),
             make(directory / MEMORY_ATTENTION_FILE),
             make(directory / MEMORY_ENCODER_FILE),
+            make(directory / MASK_PROMPT_FILE),
             config,
         )
 
@@ -195,6 +204,7 @@ class _Prompt:
 class _Object:
     obj_id: int
     points: dict[int, _Prompt] = field(default_factory=dict)
+    mask_frames: set[int] = field(default_factory=set)  # frames with a mask prompt
     cond: dict[int, _Output] = field(default_factory=dict)
     non_cond: dict[int, _Output] = field(default_factory=dict)
     # Pointers of frames tracked too far back for their memory features to be read again.
@@ -281,6 +291,7 @@ class VideoTrackerState:
         self._check_frame(frame_idx, features)
         coords, point_labels = self._prompt_arrays(points, labels, box, clear_old_points, normalize_coords)
         obj = self._objects.get(obj_id) or self._new_object(obj_id)
+        obj.mask_frames.discard(frame_idx)
         old = obj.points.get(frame_idx) if not clear_old_points else None
         if old is not None:
             coords = np.concatenate([old.coords, coords], axis=1)
@@ -313,6 +324,31 @@ class VideoTrackerState:
         object's earlier prompts on this frame (the reference allows a box only so)."""
         return self.add_points(frame_idx, obj_id, points, labels, features, box=box)
 
+    def add_mask(
+        self, frame_idx: int, obj_id: int, mask: npt.ArrayLike, features: FrameFeatures
+    ) -> FrameResult:
+        """``add_new_mask``: a (H, W) mask (nonzero inside the object) becomes the object's
+        output on this frame as it is (``use_mask_as_output_without_sam``), resized to the
+        model's input; it replaces the object's points on this frame."""
+        self._check_frame(frame_idx, features)
+        plane = np.asarray(mask)
+        if plane.ndim != 2 or plane.size == 0:
+            raise TrackerError(f"a mask prompt must be (H, W), got shape {plane.shape}")
+        obj = self._objects.get(obj_id) or self._new_object(obj_id)
+        obj.points.pop(frame_idx, None)
+        obj.mask_frames.add(frame_idx)
+        is_cond = frame_idx not in obj.tracked
+        feed = dict(
+            zip(MASK_PROMPT_INPUTS, (features.image_embeddings, (plane != 0).astype(np.float32)), strict=True)
+        )
+        low_res, pointer, score = self.graphs.mask_prompt.run(None, feed)
+        pred_masks = (
+            fill_holes(low_res, self.config.fill_hole_area) if self.config.fill_hole_area > 0 else low_res
+        )
+        obj.temp[is_cond][frame_idx] = _Output(pred_masks, pointer, score)
+        self._pending[frame_idx] = features.image_embeddings
+        return self._consolidate(frame_idx, is_cond)
+
     def clear_prompts_in_frame(self, frame_idx: int, obj_id: int) -> FrameResult:
         """``clear_all_prompts_in_frame``: the object's prompts on ``frame_idx`` are gone; a
         conditioning output there becomes an ordinary tracked frame's."""
@@ -328,7 +364,7 @@ class VideoTrackerState:
         if len(self._objects) == 1:
             self.reset()
             return []
-        frames = sorted(obj.points)
+        frames = sorted({*obj.points, *obj.mask_frames})
         for frame_idx in frames:
             self._clear(obj, frame_idx)
         del self._objects[obj_id]
@@ -431,6 +467,7 @@ class VideoTrackerState:
 
     def _clear(self, obj: _Object, frame_idx: int) -> None:
         obj.points.pop(frame_idx, None)
+        obj.mask_frames.discard(frame_idx)
         obj.temp[True].pop(frame_idx, None)
         obj.temp[False].pop(frame_idx, None)
         out = obj.cond.pop(frame_idx, None)
