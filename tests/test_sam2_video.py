@@ -111,6 +111,26 @@ def test_video_graphs_match_sam2_modules(model: Any, graphs_dir: Path) -> None:
     assert report.max_abs["memory_attention features"] < 1e-4, report.lines()
 
 
+def test_cli_verify_video_refuses_what_has_no_video_graphs(tmp_path: Path, model: Any, capsys: Any) -> None:
+    """``sam-triton verify --video``: a SAM 1 type is refused before anything runs; a directory
+    without the graphs says which are missing."""
+    from sam_triton.cli import main
+
+    args = [
+        "verify",
+        "--model-type",
+        "tiny-test",
+        "--random-weights",
+        "--repository",
+        str(tmp_path),
+        "--video",
+    ]
+    assert main(args) == 2
+    assert "video tracking is for SAM 2 models, not tiny-test" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no video tracking graphs in .* memory_attention.onnx"):
+        verify_video_graphs(tmp_path, model)
+
+
 # ----------------------------------------------------------------------------- the tracker
 
 FRAMES, HEIGHT, WIDTH = 8, 96, 128

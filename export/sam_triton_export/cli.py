@@ -117,6 +117,12 @@ def register(subparsers: Any) -> None:
         choices=PRECISIONS,
         help="the precision to run and its tolerances (default: the precision recorded in export.json)",
     )
+    verify.add_argument(
+        "--video",
+        action="store_true",
+        help="SAM 2: also compare the video tracking graphs (sam_video) with sam2's modules "
+        "(memory attention at the model's full size: tens of seconds on a CPU)",
+    )
     verify.set_defaults(handler=run_verify)
 
 
@@ -216,6 +222,8 @@ def run_verify(args: argparse.Namespace) -> int:
         model_file(args.repository, served_name(args.name, m)) for m in (ENCODER_MODEL, DECODER_MODEL)
     )
     precision = args.precision or str((info or {}).get("precision", "fp32"))
+    if args.video and spec.family is not SAM2:
+        return _fail(f"--video: video tracking is for SAM 2 models, not {spec.name}")
     try:
         check_precision(spec, "python-onnxruntime", precision)
         if spec.family is SAM2:
@@ -229,4 +237,30 @@ def run_verify(args: argparse.Namespace) -> int:
     except (CheckpointError, ExportError, FileNotFoundError, ValueError) as e:
         return _fail(str(e))
     print(report.format())
-    return 0 if report.passed else 1
+    if not args.video:
+        return 0 if report.passed else 1
+    return _verify_video(args, spec, checkpoint, seed, image_passed=report.passed)
+
+
+def _verify_video(
+    args: argparse.Namespace,
+    spec: AnyModelType,
+    checkpoint: Path | None,
+    seed: int | None,
+    *,
+    image_passed: bool,
+) -> int:
+    from sam_triton_common.contract import VIDEO_MODEL, served_name
+
+    from sam_triton_export.family_sam2_video import build_sam2_video_model, verify_video_graphs
+    from sam_triton_export.repository import model_dir
+
+    directory = model_dir(args.repository, served_name(args.name, VIDEO_MODEL))
+    try:
+        report = verify_video_graphs(directory, build_sam2_video_model(spec, checkpoint, random_seed=seed))
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    print("video tracking graphs against sam2's modules (largest differences):")
+    print("\n".join(report.lines()))
+    print("video graphs: " + ("passed" if report.passed() else "FAILED"))
+    return 0 if image_passed and report.passed() else 1

@@ -538,6 +538,9 @@ def verify_video_graphs(directory: Path, model: Any, *, seed: int = 0) -> VideoV
     import onnxruntime as ort
     import torch
 
+    missing = [name for name in VIDEO_GRAPH_FILES if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no video tracking graphs in {directory} (missing {', '.join(missing)})")
     sessions = {
         name: ort.InferenceSession(str(directory / name), providers=["CPUExecutionProvider"])
         for name in VIDEO_GRAPH_FILES
