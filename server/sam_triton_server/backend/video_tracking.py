@@ -285,9 +285,10 @@ class VideoTrackerState:
         box: npt.ArrayLike | None = None,
         normalize_coords: bool = True,
     ) -> FrameResult:
-        """``add_new_points_or_box``: points (x, y) in the video's pixels (or in [0, 1] with
-        ``normalize_coords=False``... as the reference, scaled by the input size), labels
-        1/0; a box (x0, y0, x1, y1) goes in first as two corner points."""
+        """``add_new_points_or_box``: points (x, y) in the video's pixels (with
+        ``normalize_coords=False``: as fractions of its width and height), labels 1/0; a box
+        (x0, y0, x1, y1) goes in first as two corner points. ``clear_old_points=False`` adds
+        to the object's points on this frame."""
         self._check_frame(frame_idx, features)
         coords, point_labels = self._prompt_arrays(points, labels, box, clear_old_points, normalize_coords)
         obj = self._objects.get(obj_id) or self._new_object(obj_id)
