@@ -73,6 +73,7 @@ from sam_triton_common.mask_codec import decode_mask, encode_mask
 from sam_triton_server.backend.metrics import VideoMetrics
 from sam_triton_server.backend.models._common import (
     Array,
+    DeadlinePassed,
     InvalidInput,
     NotFound,
     OnnxModelBase,
@@ -250,11 +251,17 @@ class TritonPythonModel(OnnxModelBase):
                 "it (a new propagation starts anywhere)"
             )
         timeout_us = int(request.timeout())
-        if live and timeout_us and time.monotonic() - arrived > timeout_us / 1e6:
-            session.last_frame = frame_idx  # later frames still come after it
+        try:
+            if live and timeout_us and time.monotonic() - arrived > timeout_us / 1e6:
+                raise DeadlinePassed("before its turn")
+            features = self._features(request, session, frame_idx, arrived)
+        except DeadlinePassed:
+            if not live:
+                raise
+            # Late, here or in sam_encoder's queue: dropped, and later frames still come after it.
+            session.last_frame = frame_idx
             self.metrics.dropped()
             return Answer((frame_idx,), session.state.obj_ids, dropped=True)
-        features = self._features(request, session, frame_idx, arrived)
         session.last_frame = frame_idx
         if not session.state.obj_ids:  # nothing to track yet: the frame is held for a first click
             return Answer((frame_idx,), ())
