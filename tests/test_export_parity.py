@@ -10,26 +10,32 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from sam_triton_export.model_builder import build_sam
-from sam_triton_export.onnx_decoder import export_decoder, export_session_decoder
-from sam_triton_export.onnx_encoder import export_encoder
+from sam_triton_common.contract import DECODER_MODEL, ENCODER_MODEL, IMAGE_FEATURES_FILE, PROMPT_DECODER_FILE
 from sam_triton_server.backend.ort import create_session
 from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
-SEED = 11
+
+@pytest.fixture(scope="module")
+def sam(tiny_sam: Any) -> Any:
+    """The session's tiny-test Sam: the weights the session's repository was exported from."""
+    return tiny_sam
 
 
 @pytest.fixture(scope="module")
-def sam() -> Any:
-    return build_sam("tiny-test", random_seed=SEED)
-
-
-@pytest.fixture(scope="module")
-def onnx_dir(sam: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def onnx_dir(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The graphs export_decoder, export_session_decoder and export_encoder wrote into the
+    session's repository (no export of this module's own), under the names used here."""
     out = tmp_path_factory.mktemp("parity")
-    export_decoder(sam, out / "decoder.onnx")
-    export_session_decoder(sam, out)
-    export_encoder(sam, out / "encoder.onnx")
+    decoder, encoder = (tiny_repository / model / "1" for model in (DECODER_MODEL, ENCODER_MODEL))
+    graphs = {
+        "decoder.onnx": decoder / "model.onnx",
+        "image_features.onnx": decoder / IMAGE_FEATURES_FILE,
+        "prompt_decoder.onnx": decoder / PROMPT_DECODER_FILE,
+        "encoder.onnx": encoder / "model.onnx",
+    }
+    for name, graph in graphs.items():
+        assert graph.is_file(), graph
+        (out / name).symlink_to(graph)
     return out
 
 

@@ -81,13 +81,9 @@ def test_bls_encode_receives_its_embeddings_in_cpu_memory() -> None:
 
 
 @pytest.fixture(scope="module")
-def encoder_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sam_triton_export.model_builder import build_sam
-    from sam_triton_export.onnx_encoder import export_encoder
-
-    return export_encoder(
-        build_sam("tiny-test", random_seed=0), tmp_path_factory.mktemp("enc") / "model.onnx"
-    )
+def encoder_onnx(tiny_repository: Path) -> Path:
+    """The session's exported tiny-test encoder (any weights do here): no export of its own."""
+    return tiny_repository / "sam_encoder" / "1" / "model.onnx"
 
 
 @pytest.fixture(scope="module")

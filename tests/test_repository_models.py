@@ -12,9 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 from google.protobuf import json_format
-from sam_triton_export.model_builder import build_sam
-from sam_triton_export.onnx_decoder import export_decoder
-from sam_triton_export.onnx_encoder import export_encoder
 from sam_triton_export.repository import DECODER, ENCODER, RepositoryOptions, repository_files
 from sam_triton_server.backend.ort import create_session
 
@@ -60,12 +57,10 @@ def pb(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    sam = build_sam("tiny-test", random_seed=5)
-    export_encoder(sam, root / ENCODER / "1" / "model.onnx")
-    export_decoder(sam, root / DECODER / "1" / "model.onnx")
-    return root
+def repo(tiny_repository: Path) -> Path:
+    """The session's exported tiny-test repository: its encoder and decoder graphs, loaded here
+    in process with configs of each test's own (no export of its own)."""
+    return tiny_repository
 
 
 def load(model: str, repo: Path, **options: Any) -> Any:

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sam_triton_export.model_builder import build_sam
-from sam_triton_export.onnx_encoder import export_encoder
 from sam_triton_server.backend.ort import CPU_RUNTIME_ENV, create_session
 
 
 @pytest.fixture(scope="module")
-def encoder_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("runtimes") / "encoder.onnx"
-    return export_encoder(build_sam("tiny-test", random_seed=3), path)
+def encoder_onnx(tiny_repository: Path) -> Path:
+    """The session's exported tiny-test encoder (any weights do here): no export of its own."""
+    return tiny_repository / "sam_encoder" / "1" / "model.onnx"
 
 
 def _feed(batch: int) -> dict[str, np.ndarray]:
