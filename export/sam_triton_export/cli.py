@@ -75,7 +75,7 @@ def register(subparsers: Any) -> None:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="fp32 (default, exact); fp16: the graphs in half precision, for GPUs; bf16: the image "
+        help="default: fp32 (exact); fp16: the graphs in half precision, for GPUs; bf16: the image "
         "encoder computes in bfloat16 on a CPU with AVX-512 BF16 or AMX (OpenVINO), its loss against "
         "fp32 verified (docs/serving/export.md)",
     )
