@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from sam_triton_common import contract
 
+from tests.conftest import SAM2_MODEL_TYPE as SAM2_TYPE
 from tests.conftest import ServedTriton, start_triton
 
 SAM1_NAME, SAM2_NAME = "sam1-test", "sam2.1-test"
-SAM2_TYPE, SAM2_SEED = "sam2.1-tiny-test", 7
 
 
 def _export(*argv: str) -> int:
@@ -41,17 +41,11 @@ def _tree(repository: Path, name: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sam2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sam_triton_export.family_sam2 import save_random_checkpoint
-
-    return save_random_checkpoint(SAM2_TYPE, tmp_path_factory.mktemp("sam2") / "sam2.pt", SAM2_SEED)
-
-
-@pytest.fixture(scope="module")
 def repository(
     tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, sam2_checkpoint: Path
 ) -> dict[str, Any]:
-    """The two exports, and what the first model's files were before the second was added."""
+    """The two exports, and what the first model's files were before the second was added (the
+    session's SAM 1 and SAM 2 checkpoints, conftest's, as the other modules use)."""
     repo = tmp_path_factory.mktemp("several") / "model_repository"
     common = ["--repository", str(repo), "--no-verify"]  # parity is checked over gRPC below
     sam1 = ["--model-type", "tiny-test", "--checkpoint", str(tiny_checkpoint), "--name", SAM1_NAME]
