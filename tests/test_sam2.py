@@ -66,7 +66,9 @@ def test_export_verifies_within_spec_tolerances(sam2_export: Any) -> None:
         contract.ENSEMBLE_MODEL,
         contract.SESSION_MODEL,
         contract.AUTOMASK_MODEL,
+        contract.VIDEO_MODEL,  # SAM 2's video tracking, its graphs beside it
     }
+    assert (sam2_export.repository / contract.VIDEO_MODEL / "1" / "tracker_config.json").is_file()
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,11 @@
 headless Service, and a test fails when the committed file drifts from it.
 
 Routing: every KServe call is the same gRPC method, so the route is chosen by the
-``sam-session-id`` header that the SDK sends on each ``sam_session`` call (and only there; in a
-repository of several models, each ``NAME.sam_session``'s too, so no route names a model).
-Calls that carry it go to a ring-hash cluster keyed on it, so a session's clicks reach the
-replica holding its embedding; everything else is balanced round-robin.
+``sam-session-id`` header that the SDK sends on each ``sam_session`` call and each ``sam_video``
+stream (and only there; in a repository of several models, each ``NAME.sam_session``'s too, so
+no route names a model). Calls that carry it go to a ring-hash cluster keyed on it, so a
+session's clicks reach the replica holding its embedding, a video stream the replica holding
+its tracking state; everything else is balanced round-robin.
 
 Envoy retries only what was never computed (no connection, a refused stream, or Triton's answer
 that it is stopping or unloading): every other answer, overloaded, deadline and API key
