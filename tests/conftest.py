@@ -76,10 +76,13 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_repository(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
-    from sam_triton_export.pipeline import export_repository
+    """``sam-triton export`` of the tiny checkpoint, verify included: the command a user runs
+    (test_export.py checks what it wrote, so the suite exports tiny-test once)."""
+    from sam_triton.cli import main
 
     repository = tmp_path_factory.mktemp("repo") / "model_repository"
-    export_repository("tiny-test", repository, checkpoint=tiny_checkpoint, verify=True, log=lambda _: None)
+    command = ["export", "--model-type", "tiny-test", "--checkpoint", str(tiny_checkpoint)]
+    assert main([*command, "--repository", str(repository)]) == 0
     return repository
 
 

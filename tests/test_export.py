@@ -23,27 +23,17 @@ def run_cli(*argv: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def export_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_checkpoint("tiny-test", tmp_path_factory.mktemp("ckpt") / "tiny.pth", seed=7)
+def export_checkpoint(tiny_checkpoint: Path) -> Path:
+    """The session's seeded tiny-test checkpoint file (tests/conftest.py)."""
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def exported_repo(export_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tiny-test exported through the CLI from a checkpoint file, verify included."""
-    repo = tmp_path_factory.mktemp("repo")
-    assert (
-        run_cli(
-            "export",
-            "--model-type",
-            "tiny-test",
-            "--checkpoint",
-            str(export_checkpoint),
-            "--repository",
-            str(repo),
-        )
-        == 0
-    )
-    return repo
+def exported_repo(tiny_repository: Path) -> Path:
+    """tiny-test exported through the CLI (``sam-triton export --checkpoint``) from that file,
+    verify included: the session's repository, which every served test runs on. Read only
+    here, so a second export of the same model is not needed."""
+    return tiny_repository
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
