@@ -159,3 +159,10 @@ def test_the_served_encoder_computes_in_bf16(
     (exact,) = fp32.run(None, {"image": padded[None], "input_size": input_size[None]})
     difference = float(np.abs(served - exact).max()) / float(exact.max() - exact.min())
     assert 1e-4 < difference < TOLERANCES["bf16"].embedding_rel_range
+
+
+def test_the_in_process_baseline_runs_the_served_precision(bf16_export: tuple[Path, str]) -> None:
+    """``sam-triton bench --baseline onnxruntime`` against a bf16 server compares like with like."""
+    from sam_triton_bench.baselines import OrtSam
+
+    assert OrtSam(bf16_export[0]).encoder.precision == "bf16"

@@ -182,14 +182,20 @@ class OrtSam:
     """
 
     def __init__(self, repository: Path, threads: int = 0, model: str | None = None) -> None:
+        from sam_triton_export.verify import encoder_cpu_precision
         from sam_triton_server.backend.ort import CPU_RUNTIMES, create_session
         from sam_triton_server.backend.prompt_decoder import PromptDecoder
 
-        def session(path: Path, graph: str) -> Any:
-            return create_session(path, intra_op_threads=threads, cpu_runtime=CPU_RUNTIMES[graph])
+        def session(path: Path, graph: str, precision: str = "fp32") -> Any:
+            return create_session(
+                path, intra_op_threads=threads, cpu_runtime=CPU_RUNTIMES[graph], cpu_precision=precision
+            )
 
         decoder = repository / onnx_path(contract.DECODER_MODEL, model)
-        self.encoder = session(repository / onnx_path(contract.ENCODER_MODEL, model), "encoder")
+        # The encoder in the precision it is served in (export --precision bf16 sets it at run time).
+        exported = str((contract.read_export_info(repository, model) or {}).get("precision", "fp32"))
+        encoder = repository / onnx_path(contract.ENCODER_MODEL, model)
+        self.encoder = session(encoder, "encoder", encoder_cpu_precision(exported))
         self.decoder = session(decoder, "decoder")
         self.split = PromptDecoder(
             session(decoder.with_name(contract.IMAGE_FEATURES_FILE), "decoder"),
