@@ -207,7 +207,7 @@ def test_late_frames_are_dropped_bad_input_is_a_typed_error_and_the_session_keep
 @pytest.fixture(scope="module")
 def jpeg_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("frames")
-    for i, frame in enumerate(clip(4, seed=3)):
+    for i, frame in enumerate(clip(3, seed=3)):
         Image.fromarray(frame).save(folder / f"{i:05d}.jpg", quality=90)
     return folder
 
@@ -221,14 +221,14 @@ def test_remote_video_predictor_tracks_a_jpeg_folder_as_the_core_does(
     from sam_triton_common.images import decode_image
 
     frames = [decode_image((jpeg_folder / f"{i:05d}.jpg").read_bytes()) for i in range(3)]
-    local = LocalTracker(sam2_export.repository, num_frames=4)
+    local = LocalTracker(sam2_export.repository, num_frames=3)
     features = [local.features(f) for f in frames]
     sent: list[int] = []
     with RemoteSam2VideoPredictor(
         video_server.grpc_url, timeout=120, rpc_observer=lambda m, up, down: sent.append(up)
     ) as predictor:
         state = predictor.init_state(video_path=str(jpeg_folder))
-        assert (state["num_frames"], state["video_height"], state["video_width"]) == (4, *SIZE)
+        assert (state["num_frames"], state["video_height"], state["video_width"]) == (3, *SIZE)
         idx, ids, masks = predictor.add_new_points_or_box(state, 0, 1, points=[[16, 22]], labels=[1])
         ref = local.state.add_points(0, 1, [[16, 22]], [1], features[0])
         assert (idx, ids, masks.shape, masks.dtype) == (0, [1], (1, 1, *SIZE), np.float32)
@@ -306,8 +306,8 @@ def test_cli_track_writes_an_overlay_video_and_every_frames_masks(
     ]  # fmt: skip
     assert main(argv) == 0
     document = json.loads(masks.read_text())
-    assert document["size"] == list(SIZE) and document["num_frames"] == 4
-    assert [f["frame"] for f in document["frames"]] == [0, 1, 2, 3]
+    assert document["size"] == list(SIZE) and document["num_frames"] == 3
+    assert [f["frame"] for f in document["frames"]] == [0, 1, 2]
     for frame in document["frames"]:
         assert [o["obj_id"] for o in frame["objects"]] == [1, 2]
         for obj in frame["objects"]:
@@ -318,6 +318,6 @@ def test_cli_track_writes_an_overlay_video_and_every_frames_masks(
     while (read := capture.read())[0]:
         shapes.append(read[1].shape)
     capture.release()
-    assert shapes == [(*SIZE, 3)] * 4
+    assert shapes == [(*SIZE, 3)] * 3
     assert "tracking" in capsys.readouterr().err  # the progress bar
     assert main(["track", str(jpeg_folder), "--url", video_server.grpc_url, "--json", str(masks)]) == 2
