@@ -1,20 +1,15 @@
 """sam_triton.amg.generate against SamAutomaticMaskGenerator on the same (seeded) torch model.
 
 Both sides talk to one torch ``Sam`` built from segment_anything's modeling classes: the
-reference through ``SamPredictor``, ours through encode/decode callables. A randomly
-initialised decoder yields a few near-identical blobs, which would make any parity check
-pass, so the decoder output is made discriminating: each prompt adds a disc of
-pseudo-random radius and edge sharpness around itself to the model's (amplified) logits,
-three nested sizes for the three multimask outputs, and the IoU head is spread out. That gives
-hundreds of candidates of all sizes and stabilities, overlapping ones for NMS, masks cut by
-crop borders, and per-mask irregular edges from the real model. The decoder (transformer
-width 32) is narrower than SAM's so the suite stays fast on two CPU cores; the algorithm
-under test does not depend on it.
+reference through ``SamPredictor``, ours through encode/decode callables. Its decoder gives
+realistic, prompt-dependent masks (tests/disc_decoder.py: discs of many sizes and stabilities
+around the prompts, edges roughened by the model's own logits), so every filter has work to
+do. The decoder (transformer width 32) is narrower than SAM's so the suite stays fast on two
+CPU cores; the algorithm under test does not depend on it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from functools import partial
 from typing import Any
@@ -31,49 +26,10 @@ import torch
 from sam_triton import amg, rle
 from sam_triton.errors import InvalidInputError
 
+from tests.disc_decoder import DiscDecoder
+
 DIM = 32
 SEED = 0
-
-
-class _DiscDecoder:
-    """Wraps a Sam so every mask decoder call returns discriminating, prompt-dependent logits."""
-
-    def __init__(self, sam: Any) -> None:
-        self.sam = sam
-        self._points: Any = None
-        self._cache: dict[str, tuple[Any, Any]] = {}
-        self._pe_forward = sam.prompt_encoder.forward
-        self._md_forward = sam.mask_decoder.forward
-        sam.prompt_encoder.forward = self._prompt_forward
-        sam.mask_decoder.forward = self._decoder_forward
-        self.grid = torch.arange(256, dtype=torch.float32)
-
-    def _prompt_forward(self, points: Any, boxes: Any, masks: Any) -> Any:
-        self._points = points[0].detach().clone()
-        return self._pe_forward(points, boxes, masks)
-
-    def _decoder_forward(self, **kw: Any) -> tuple[Any, Any]:
-        # Reference and ours send identical prompts: compute each batch once.
-        key = hashlib.sha1(
-            kw["image_embeddings"].numpy().tobytes() + kw["sparse_prompt_embeddings"].numpy().tobytes()
-        ).hexdigest()
-        if key not in self._cache:
-            self._cache[key] = self._discs(*self._md_forward(**kw))
-        return self._cache[key]
-
-    def _discs(self, low: Any, iou: Any) -> tuple[Any, Any]:
-        xy = self._points[:, 0, :].float() / 4  # 1024 frame -> 256 low-res frame
-        u, v = xy[:, 0], xy[:, 1]
-        dist = torch.sqrt(
-            (self.grid[None, None, :] - u[:, None, None]) ** 2
-            + (self.grid[None, :, None] - v[:, None, None]) ** 2
-        )
-        h = torch.frac(torch.sin(u * 12.9898 + v * 78.233) * 43758.5453)  # per-prompt pseudo-random
-        radius = (6 + 30 * h)[:, None] * torch.tensor([1.0, 1.8, 3.0])[None]
-        sharpness = 3 + 25 * torch.frac(h * 7.31)
-        logits = sharpness[:, None, None, None] * (1 - dist[:, None] / radius[:, :, None, None]) + 30 * low
-        scores = iou * 20 + torch.frac(h * 3.7)[:, None] * torch.tensor([0.5, 1.0, 0.7])
-        return logits, scores
 
 
 def _tiny_sam() -> Any:
@@ -116,7 +72,7 @@ def _tiny_sam() -> Any:
 @pytest.fixture(scope="module")
 def model() -> Any:
     sam = _tiny_sam()
-    _DiscDecoder(sam)
+    DiscDecoder(sam, model_weight=30.0)
     return sam
 
 
