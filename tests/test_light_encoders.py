@@ -129,7 +129,9 @@ def test_served_masks_match_the_packages_predictor(
     ) as remote:
         remote.set_image(PHOTO)
         embedding = remote.get_image_embedding()
-        assert np.abs(embedding - reference.features.numpy()).max() < 1e-3
+        # verify measures ~1e-5 (OpenVINO against torch); the EfficientViT test configuration
+        # answers a 2% error in the normalising mean with only ~6e-4, so the bound is tight.
+        assert np.abs(embedding - reference.features.numpy()).max() < 1e-4
         for prompt in prompts:
             masks, scores, _ = remote.predict(**prompt)
             ref_masks, ref_scores, _ = reference.predict(**prompt)
