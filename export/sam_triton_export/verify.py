@@ -100,7 +100,7 @@ class VerifyReport:
     precision: str
     tolerances: Tolerances
     embedding_max_abs: float = 0.0
-    embedding_mean_abs: float = 0.0  # the largest of the images' mean |diff|
+    embedding_mean_abs: float | None = None  # the largest of the images' mean |diff| (None: not measured)
     embedding_range: float = 0.0
     runtimes: dict[str, str] = field(default_factory=dict)  # graph -> what ran it (served as well)
     # sam_session's split decoder (image_features + prompt_decoder) against the full decoder,
@@ -177,7 +177,7 @@ class VerifyReport:
             f"  embedding max abs diff {self.embedding_max_abs:.3e} = {self.embedding_rel:.3e} of range"
             f" {self.embedding_range:.3g}"
             + (f" (tolerance {t.embedding_rel_range:g})" if math.isfinite(t.embedding_rel_range) else "")
-            + f", mean abs diff {self.embedding_mean_abs:.3e}",
+            + ("" if self.embedding_mean_abs is None else f", mean abs diff {self.embedding_mean_abs:.3e}"),
             f"  scores    max abs diff {self.score_max_abs:.3e} (tolerance {t.score_max_abs:g})",
             f"  logits    max abs diff {self.logits_max_abs:.3e} = {self.logits_rel:.3e} of range"
             f" (tolerance {t.logits_rel_range:g})",
@@ -456,7 +456,7 @@ def verify_models(
         (embedding,) = encoder.run(None, {IMAGE: padded[None], INPUT_SIZE: input_size[None]})
         difference = np.abs(embedding - reference_embedding)
         report.embedding_max_abs = max(report.embedding_max_abs, float(difference.max()))
-        report.embedding_mean_abs = max(report.embedding_mean_abs, float(difference.mean()))
+        report.embedding_mean_abs = max(report.embedding_mean_abs or 0.0, float(difference.mean()))
         report.embedding_range = max(
             report.embedding_range, float(reference_embedding.max() - reference_embedding.min())
         )
