@@ -38,6 +38,8 @@ from tests.test_metrics_e2e import scrape, value
 
 SIZE = (48, 64)  # (H, W): a small video keeps the masks cheap; the encoder sees 1024x1024 anyway
 FRAMES = 4
+MASK_PROMPT = np.zeros(SIZE, np.bool_)
+MASK_PROMPT[30:44, 40:60] = True
 
 
 def clip(count: int = FRAMES, seed: int = 0) -> list[np.ndarray]:
@@ -96,6 +98,7 @@ def live_expected(sam2_export: Any) -> list[np.ndarray]:
         out.append(local.state.track_frame(i, features).masks())
         if i == 2:
             out.append(local.state.add_box(2, 2, [28, 10, 50, 34], features).masks())
+    out.append(local.state.add_mask(FRAMES - 1, 3, MASK_PROMPT, features).masks())
     return out
 
 
@@ -107,6 +110,7 @@ def run_live(tracker: VideoTracker) -> list[TrackedFrame]:
         answers.append(tracker.track(frames[i]))
         if i == 2:
             answers.append(tracker.add_box(2, 2, [28, 10, 50, 34]))
+    answers.append(tracker.add_mask(FRAMES - 1, 3, MASK_PROMPT))  # a third object, from a mask
     return answers
 
 
@@ -120,9 +124,9 @@ def test_live_stream_answers_each_frame_in_order_with_the_cores_masks(
     with client, VideoTracker(client) as tracker:
         answers = run_live(tracker)
         metrics = scrape(video_server.metrics_port)
-    assert [a.frame_idx for a in answers] == [0, 0, 1, 2, 2, 3]
+    assert [a.frame_idx for a in answers] == [0, 0, 1, 2, 2, 3, 3]
     assert answers[0].obj_ids == () and answers[0].masks.shape == (0, *SIZE)
-    assert [a.obj_ids for a in answers[1:]] == [(1,)] * 3 + [(1, 2)] * 2
+    assert [a.obj_ids for a in answers[1:]] == [(1,)] * 3 + [(1, 2)] * 2 + [(1, 2, 3)]
     for answer, expected in zip(answers[1:], live_expected, strict=True):
         assert not answer.dropped
         np.testing.assert_array_equal(answer.masks, expected)
@@ -130,11 +134,11 @@ def test_live_stream_answers_each_frame_in_order_with_the_cores_masks(
         0 < a.masks[0].sum() < SIZE[0] * SIZE[1] for a in answers[1:]
     )  # a real object, not all or none
     # Frames travel once; a prompt on the frame just tracked carries no image at all.
-    carried_a_frame = [up > 2048 for _, up in sent]  # open, f0, click, f1, f2, box, f3, close
-    assert carried_a_frame == [False, True, False, True, True, False, True, False]
+    carried_a_frame = [up > 2048 for _, up in sent]  # open, f0, click, f1, f2, box, f3, mask, close
+    assert carried_a_frame == [False, True, False, True, True, False, True, False, False]
     model = {"model": contract.VIDEO_MODEL}
     assert value(metrics, "sam_video_sessions", **model) == 1
-    assert value(metrics, "sam_video_objects", **model) == 2
+    assert value(metrics, "sam_video_objects", **model) == 3
     assert value(metrics, "sam_video_frame_duration_seconds_count", **model) >= FRAMES - 1
     assert 16 << 20 < value(metrics, "sam_video_bytes", **model) < 64 << 20
     after = scrape(video_server.metrics_port)

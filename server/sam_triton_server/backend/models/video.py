@@ -228,10 +228,7 @@ class TritonPythonModel(OnnxModelBase):
         if op == "add_mask":
             mask = self._mask(request, session)
             features = self._features(request, session, frame_idx, arrived)
-            add_mask = getattr(session.state, "add_mask", None)  # the tracker core's, once it has one
-            if add_mask is None:
-                raise InvalidInput("this server's tracker does not take mask prompts yet")
-            return self._answer(session, [add_mask(frame_idx, obj_id, mask, features)])
+            return self._answer(session, [session.state.add_mask(frame_idx, obj_id, mask, features)])
         points, labels, box = self._prompt(request)
         features = self._features(request, session, frame_idx, arrived)
         result = session.state.add_points(
