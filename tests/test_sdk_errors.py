@@ -107,8 +107,10 @@ def test_sdk_modules_import_without_torch() -> None:
 
 
 def test_mypy_strict() -> None:
-    """The typed SDK (and the server/export packages beside it) pass mypy --strict."""
-    packages = ["-p", "sam_triton", "-p", "sam_triton_server", "-p", "sam_triton_export"]
+    """The typed SDK and the common package it is built on pass mypy --strict (a few seconds).
+    The server, export and bench packages are held to the same bar by ``make lint``, which CI
+    runs after the tests: checking them means reading torch's types, ten times as long."""
+    packages = ["-p", "sam_triton", "-p", "sam_triton_common"]
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--ignore-missing-imports", *packages],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
