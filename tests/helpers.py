@@ -5,10 +5,12 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 
 def free_ports(count: int) -> list[int]:
@@ -61,3 +63,18 @@ def takes_ctrl_c() -> None:
     (``make test &``, nohup) runs with SIGINT ignored, children inherit that, and Python then
     leaves it ignored, so the Ctrl-C a user's terminal would deliver never arrives."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def in_background(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Run ``call`` in a thread; its result (or exception) lands in the list."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:  # reported by the caller's assertions
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome

@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from sam_triton import (
     ServerUnavailableError,
 )
 
-from tests.helpers import pid_alive, process_group, wait_until
+from tests.helpers import in_background, pid_alive, process_group, wait_until
 from tests.test_automask_e2e import PARITY
 from tests.test_serve import read_until, start_serve, tritonserver_children
 
@@ -171,20 +170,6 @@ def serve_until_ready(repository: Path, *extra: str) -> tuple[subprocess.Popen[s
     return process, grpc_port, f"http://127.0.0.1:{metrics_port}/metrics"
 
 
-def in_thread(answers: dict[str, Any], name: str, work: Callable[[], Any]) -> threading.Thread:
-    """Run ``work`` in a started thread; its result or exception lands in ``answers[name]``."""
-
-    def run() -> None:
-        try:
-            answers[name] = work()
-        except BaseException as error:  # reported by the caller's assertions
-            answers[name] = error
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 AUTOMASK = AmgParams(**{**PARITY, "crop_n_layers": 0, "output_mode": "uncompressed_rle"})  # type: ignore[arg-type]
 PHOTO = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 
@@ -201,18 +186,17 @@ def test_an_embed_in_the_session_pool_and_an_automask_running_finish_at_sigterm(
         expected = unheld.automask(PHOTO, AUTOMASK).records
     process, grpc_port, metrics = serve_until_ready(encoder_held, "--exit-timeout", "60")
     try:
-        answers: dict[str, Any] = {}
         with SamClient(f"127.0.0.1:{grpc_port}", timeout=120, retries=0) as client:
-            calls = [
-                in_thread(answers, "embed", lambda: client.embed(PHOTO, session_id="drain-me")),
-                in_thread(answers, "automask", lambda: client.automask(PHOTO, AUTOMASK)),
-            ]
+            (embed_thread, embed_outcome), (job_thread, job_outcome) = (
+                in_background(lambda: client.embed(PHOTO, session_id="drain-me")),
+                in_background(lambda: client.automask(PHOTO, AUTOMASK)),
+            )
             # Both encodes wait in sam_encoder's queue: the embed is in the pool, the job runs.
             assert wait_until(lambda: pending_requests(metrics, "sam_encoder") >= 2, timeout=30)
             process.send_signal(signal.SIGTERM)
-            for thread in calls:
+            for thread in (embed_thread, job_thread):
                 thread.join(timeout=120)
-        embedding, automask = answers["embed"], answers["automask"]
+        (embedding,), (automask,) = embed_outcome, job_outcome
         assert isinstance(embedding, ImageEmbedding) and embedding.session_id == "drain-me", embedding
         assert embedding.original_size == PHOTO.shape[:2]
         assert not isinstance(automask, BaseException), automask
@@ -232,13 +216,12 @@ def test_a_call_cut_by_the_exit_timeout_leaves_no_process_behind(encoder_held: P
     process, grpc_port, metrics = serve_until_ready(encoder_held, "--exit-timeout", "1")
     try:
         (triton_pid,) = tritonserver_children(process.pid)
-        answers: dict[str, Any] = {}
         with SamClient(f"127.0.0.1:{grpc_port}", timeout=120, retries=0) as client:
-            job = in_thread(answers, "automask", lambda: client.automask(PHOTO, AUTOMASK))
+            job, outcome = in_background(lambda: client.automask(PHOTO, AUTOMASK))
             assert wait_until(lambda: pending_requests(metrics, "sam_encoder") >= 1, timeout=30)
             process.send_signal(signal.SIGTERM)
             job.join(timeout=120)
-        assert isinstance(answers["automask"], ServerUnavailableError), answers
+        assert isinstance(outcome[0], ServerUnavailableError), outcome
         assert process.wait(timeout=120) is not None
         assert wait_until(lambda: process_group(triton_pid) == [], timeout=10), process_group(triton_pid)
     finally:

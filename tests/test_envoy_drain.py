@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from sam_triton import (
     ServerOverloadedError,
 )
 
-from tests.helpers import free_ports, wait_until
+from tests.helpers import free_ports, in_background, wait_until
 from tests.test_deploy import DEPLOY, OVERLAYS, one, rendered, triton_pod
 from tests.test_drain import hold_decoder_requests
 from tests.test_replicas_e2e import (
@@ -184,21 +184,6 @@ def held_call_through(
     thread, outcome = in_background(lambda: client.predict(embedding, PROMPT))
     assert wait_until(lambda: replica_metric(cluster, pending) == 1, timeout=10)
     assert envoy.active_requests() == 1
-    return thread, outcome
-
-
-def in_background(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    """Run ``call`` in a thread; its result (or exception) lands in the list."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as error:  # reported by the caller's assertions
-            outcome.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
     return thread, outcome
 
 
