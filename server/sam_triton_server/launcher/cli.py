@@ -341,7 +341,9 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path, security: S
     _say(f"READY: gRPC {args.host}:{args.grpc_port} (models: {names})")
     if banner:  # again after Triton's long start-up log, where it cannot be missed
         print(banner, file=sys.stderr, flush=True)
-    code = server.wait()
+    code = server.wait_exit(
+        on_overdue=lambda waited: _say(f"tritonserver has not exited {waited:.0f} s after the signal: killing it")
+    )
     server.stop()
     _say(f"tritonserver exited with status {code}")
     # Triton exits 0 after a requested shutdown; report a signal stop the shell's way.

@@ -32,6 +32,8 @@ from sam_triton_server.launcher.security import Security
 
 _PR_SET_PDEATHSIG = 1
 SHM_DIRECTORY = Path("/dev/shm")
+# After its exit timeout, how long a stopping Triton may take to unload before it is killed.
+UNLOAD_GRACE_S = 15.0
 _SHM_PREFIX = "sam_triton_"
 
 
@@ -298,6 +300,7 @@ class TritonProcess:
         self._workdir = tempfile.TemporaryDirectory(prefix="sam-triton-")
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
+        self._stop_requested_at: float | None = None
         self.error_lines: deque[str] = deque(maxlen=50)
         self.log_tail: deque[str] = deque(maxlen=400)
         self.loading: set[str] = set()
@@ -378,6 +381,8 @@ class TritonProcess:
 
     def send_signal(self, signum: int) -> None:
         if self._process is not None and self._process.poll() is None:
+            if signum in (signal.SIGTERM, signal.SIGINT) and self._stop_requested_at is None:
+                self._stop_requested_at = time.monotonic()
             self._process.send_signal(signum)
 
     def wait(self, timeout: float | None = None) -> int:
@@ -386,15 +391,41 @@ class TritonProcess:
         self._join_reader()
         return code
 
+    @property
+    def stop_grace(self) -> float:
+        """How long a stopping Triton may take: its exit timeout, then the unload."""
+        return self.options.exit_timeout + UNLOAD_GRACE_S
+
+    def wait_exit(self, on_overdue: Callable[[float], None] | None = None) -> int:
+        """Wait until Triton exits; once asked to stop (:meth:`send_signal`), at most
+        :attr:`stop_grace` seconds, then SIGKILL. A Triton whose exit timeout cut a call still
+        running in a Python model can crash on its way out and hang in its own crash handler,
+        its gRPC port open (seen: SIGSEGV, SIGABRT, then minutes until clients' deadlines)."""
+        assert self._process is not None
+        killed = False
+        while True:
+            try:
+                return self.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            if killed or self._stop_requested_at is None:
+                continue
+            waited = time.monotonic() - self._stop_requested_at
+            if waited > self.stop_grace:
+                if on_overdue is not None:
+                    on_overdue(waited)
+                self._process.kill()
+                killed = True
+
     def stop(self, grace: float | None = None) -> int | None:
         """SIGTERM (Triton drains and unloads models, then exits), then SIGKILL after ``grace``
-        seconds (default: the exit timeout plus 15 s to unload)."""
+        seconds (default: :attr:`stop_grace`)."""
         if self._process is None:
             return None
         if self._process.poll() is None:
             self._process.terminate()
             try:
-                self._process.wait(self.options.exit_timeout + 15.0 if grace is None else grace)
+                self._process.wait(self.stop_grace if grace is None else grace)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
