@@ -116,12 +116,22 @@ def sam2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sam2_export(tmp_path_factory: pytest.TempPathFactory, sam2_checkpoint: Path) -> Any:
-    """That checkpoint exported (and verified) once for the whole run: every module serving
-    SAM 2 (image models, video tracking) starts its own server on it."""
+    """That checkpoint exported (and verified) once for the whole run: ``sam2_server`` serves it."""
     from sam_triton_export.pipeline import export_repository
 
     repository = tmp_path_factory.mktemp("sam2repo") / "model_repository"
     return export_repository(SAM2_MODEL_TYPE, repository, checkpoint=sam2_checkpoint, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def sam2_server(sam2_export: Any) -> Iterator[ServedTriton]:
+    """That export served once for the run: SAM 2's image models, automask and video tracking
+    (tests/test_sam2.py, tests/test_video_e2e.py)."""
+    served = start_triton(sam2_export.repository)
+    try:
+        yield served
+    finally:
+        served.process.stop()
 
 
 @pytest.fixture(scope="session")

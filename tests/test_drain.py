@@ -86,7 +86,9 @@ def http_ready(port: int) -> bool:
         return False
 
 
-def test_click_in_flight_at_sigterm_completes(tiny_repository: Path, tmp_path: Path) -> None:
+def test_click_in_flight_at_sigterm_completes(
+    tiny_repository: Path, triton_server: Any, tmp_path: Path
+) -> None:
     repository = slow_batching_repository(tiny_repository, tmp_path / "repo")
     process, grpc_port = start_serve(repository, "--exit-timeout", "60")
     try:
@@ -98,9 +100,10 @@ def test_click_in_flight_at_sigterm_completes(tiny_repository: Path, tmp_path: P
         image = np.random.default_rng(9).integers(0, 256, (40, 56, 3), dtype=np.uint8)
         prompt = Prompt(point_coords=[[12, 30]], point_labels=[1])
 
+        with SamClient(triton_server.grpc_url, server_embeddings=False, timeout=120) as unheld:
+            expected = unheld.predict(unheld.embed(image), prompt)  # the same weights, no hold
         with SamClient(f"127.0.0.1:{grpc_port}", server_embeddings=False, timeout=120, retries=0) as client:
             embedding = client.embed(image)
-            expected = client.predict(embedding, prompt)  # the answer before any signal
             answers: list[Prediction | list[Prediction] | BaseException] = []
 
             def click(target: ImageEmbedding) -> None:

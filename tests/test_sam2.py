@@ -6,7 +6,6 @@ shared with the other SAM 2 modules)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from sam_triton_common import contract
 
 from tests.conftest import SAM2_MODEL_TYPE as MODEL_TYPE
-from tests.conftest import ServedTriton, start_triton
+from tests.conftest import ServedTriton
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +22,6 @@ def sam2_model(sam2_checkpoint: Path) -> Any:
     from sam_triton_export.family_sam2 import build_sam2_model
 
     return build_sam2_model(MODEL_TYPE, sam2_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def sam2_server(sam2_export: Any) -> Iterator[ServedTriton]:
-    served = start_triton(sam2_export.repository)
-    try:
-        yield served
-    finally:
-        served.process.stop()
 
 
 def test_checkpoint_is_official_format_and_loads_through_sam2s_builder(sam2_checkpoint: Path) -> None:

@@ -173,8 +173,8 @@ def test_a_server_that_never_gets_ready_names_the_model_still_loading(tmp_path: 
     process = TritonProcess(ServerOptions(repository, grpc_port, http_port, metrics_port, exit_timeout=1))
     process.start()
     try:
-        with pytest.raises(TritonStartError, match=r"not ready within 15 s \(still loading: doubler\)"):
-            process.wait_ready(timeout=15)
+        with pytest.raises(TritonStartError, match=r"not ready within 8 s \(still loading: doubler\)"):
+            process.wait_ready(timeout=8)
     finally:
         process.stop(grace=5)
 

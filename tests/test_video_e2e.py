@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from sam_triton._video_core import VideoSession, track_op
 from sam_triton.video import _Stream
 from sam_triton_common import contract
 
-from tests.conftest import ServedTriton, start_triton
+from tests.conftest import ServedTriton
 from tests.test_metrics_e2e import scrape, value
 
 SIZE = (48, 64)  # (H, W): a small video keeps the masks cheap; the encoder sees 1024x1024 anyway
@@ -78,15 +77,6 @@ class LocalTracker:
 
 
 @pytest.fixture(scope="module")
-def video_server(sam2_export: Any) -> Iterator[ServedTriton]:
-    served = start_triton(sam2_export.repository)
-    try:
-        yield served
-    finally:
-        served.process.stop()
-
-
-@pytest.fixture(scope="module")
 def live_expected(sam2_export: Any) -> list[np.ndarray]:
     """Masks of the live scenario below, by the core in this process: object 1 clicked on
     frame 0, object 2 boxed on frame 2 (after tracking started), frames 1-3 tracked."""
@@ -115,15 +105,15 @@ def run_live(tracker: VideoTracker) -> list[TrackedFrame]:
 
 
 def test_live_stream_answers_each_frame_in_order_with_the_cores_masks(
-    video_server: ServedTriton, live_expected: list[np.ndarray]
+    sam2_server: ServedTriton, live_expected: list[np.ndarray]
 ) -> None:
     sent: list[tuple[str, int]] = []
     client = SamClient(
-        video_server.grpc_url, timeout=120, rpc_observer=lambda m, up, down: sent.append((m, up))
+        sam2_server.grpc_url, timeout=120, rpc_observer=lambda m, up, down: sent.append((m, up))
     )
     with client, VideoTracker(client) as tracker:
         answers = run_live(tracker)
-        metrics = scrape(video_server.metrics_port)
+        metrics = scrape(sam2_server.metrics_port)
     assert [a.frame_idx for a in answers] == [0, 0, 1, 2, 2, 3, 3]
     assert answers[0].obj_ids == () and answers[0].masks.shape == (0, *SIZE)
     assert [a.obj_ids for a in answers[1:]] == [(1,)] * 3 + [(1, 2)] * 2 + [(1, 2, 3)]
@@ -141,16 +131,16 @@ def test_live_stream_answers_each_frame_in_order_with_the_cores_masks(
     assert value(metrics, "sam_video_objects", **model) == 3
     assert value(metrics, "sam_video_frame_duration_seconds_count", **model) >= FRAMES - 1
     assert 16 << 20 < value(metrics, "sam_video_bytes", **model) < 64 << 20
-    after = scrape(video_server.metrics_port)
+    after = scrape(sam2_server.metrics_port)
     assert value(after, "sam_video_sessions", **model) == 0  # closed with the tracker
     assert value(after, "sam_video_session_ends_total", reason="closed", **model) >= 1
 
 
 def test_two_asyncio_streams_at_once_are_each_answered_in_order(
-    video_server: ServedTriton, live_expected: list[np.ndarray]
+    sam2_server: ServedTriton, live_expected: list[np.ndarray]
 ) -> None:
     async def stream(seed_frames: list[np.ndarray]) -> list[TrackedFrame]:
-        async with AsyncVideoTracker(video_server.grpc_url, timeout=120) as tracker:
+        async with AsyncVideoTracker(sam2_server.grpc_url, timeout=120) as tracker:
             answers = [await tracker.track(seed_frames[0])]
             answers.append(await tracker.add_points(0, 1, [[16, 22]], [1]))
             answers.append(await tracker.track(seed_frames[1]))
@@ -166,12 +156,12 @@ def test_two_asyncio_streams_at_once_are_each_answered_in_order(
 
 
 def test_late_frames_are_dropped_bad_input_is_a_typed_error_and_the_session_keeps_working(
-    video_server: ServedTriton,
+    sam2_server: ServedTriton,
 ) -> None:
     model = {"model": contract.VIDEO_MODEL}
-    dropped_before = value(scrape(video_server.metrics_port), "sam_video_frames_dropped_total", **model)
+    dropped_before = value(scrape(sam2_server.metrics_port), "sam_video_frames_dropped_total", **model)
     frames = clip()
-    with VideoTracker(video_server.grpc_url, timeout=120) as tracker:
+    with VideoTracker(sam2_server.grpc_url, timeout=120) as tracker:
         tracker.track(frames[0])
         tracker.add_points(0, 1, [[16, 22]], [1])
         tracker.frame_deadline = 1e-6  # no frame can start within a microsecond of arriving
@@ -192,19 +182,19 @@ def test_late_frames_are_dropped_bad_input_is_a_typed_error_and_the_session_keep
         with pytest.raises(InvalidInputError, match="cannot decode"):
             tracker.track(b"\x89PNG broken")
         closed = tracker.session_id
-    dropped_after = value(scrape(video_server.metrics_port), "sam_video_frames_dropped_total", **model)
+    dropped_after = value(scrape(sam2_server.metrics_port), "sam_video_frames_dropped_total", **model)
     assert dropped_after == dropped_before + 1
     with pytest.raises(VideoSessionNotFoundError, match="closed"):
         tracker.track(frames[3])  # a closed tracker says so, and opens nothing
     # The server's side: requests for a session it does not hold (closed, or never opened here).
-    with SamClient(video_server.grpc_url, timeout=60) as client:
+    with SamClient(sam2_server.grpc_url, timeout=60) as client:
         for session_id, why in ((closed, "closed"), ("video-never-opened", "never opened")):
             session = VideoSession(client.config, session_id=session_id, size=SIZE)
             stream = _Stream(client, session.metadata)
             with pytest.raises(VideoSessionNotFoundError, match=why):
                 run_sync(track_op(session, frames[3], 3), stream.execute)
             stream.close()
-    with SamClient(video_server.grpc_url) as client:
+    with SamClient(sam2_server.grpc_url) as client:
         assert client.model_ready(contract.VIDEO_MODEL)
 
 
@@ -217,7 +207,7 @@ def jpeg_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_remote_video_predictor_tracks_a_jpeg_folder_as_the_core_does(
-    video_server: ServedTriton, sam2_export: Any, jpeg_folder: Path
+    sam2_server: ServedTriton, sam2_export: Any, jpeg_folder: Path
 ) -> None:
     """The reference's flow: a click on frame 0, propagate, a second object added on frame 2
     with a corrective click, propagate in reverse from there (each pass one frame past its
@@ -229,7 +219,7 @@ def test_remote_video_predictor_tracks_a_jpeg_folder_as_the_core_does(
     features = [local.features(f) for f in frames]
     sent: list[int] = []
     with RemoteSam2VideoPredictor(
-        video_server.grpc_url, timeout=120, rpc_observer=lambda m, up, down: sent.append(up)
+        sam2_server.grpc_url, timeout=120, rpc_observer=lambda m, up, down: sent.append(up)
     ) as predictor:
         state = predictor.init_state(video_path=str(jpeg_folder))
         assert (state["num_frames"], state["video_height"], state["video_width"]) == (3, *SIZE)
@@ -267,12 +257,12 @@ def test_remote_video_predictor_tracks_a_jpeg_folder_as_the_core_does(
 
 
 def test_remote_video_predictor_refuses_a_folder_without_frames_and_an_undecodable_video(
-    video_server: ServedTriton, tmp_path: Path
+    sam2_server: ServedTriton, tmp_path: Path
 ) -> None:
     (tmp_path / "empty").mkdir()
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video" * 100)
-    with RemoteSam2VideoPredictor(video_server.grpc_url, timeout=60) as predictor:
+    with RemoteSam2VideoPredictor(sam2_server.grpc_url, timeout=60) as predictor:
         with pytest.raises(InvalidInputError, match="no JPEG frames"):
             predictor.init_state(str(tmp_path / "empty"))
         with pytest.raises(InvalidInputError, match="not a video"):
@@ -295,7 +285,7 @@ def _video_file(folder: Path) -> Path:
 
 
 def test_cli_track_writes_an_overlay_video_and_every_frames_masks(
-    video_server: ServedTriton, jpeg_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sam2_server: ServedTriton, jpeg_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Prompts on frame 1 (object 1 a point, object 2 a box): tracked forward to the end and
     back to frame 0, so every frame of the video has both objects."""
@@ -305,7 +295,7 @@ def test_cli_track_writes_an_overlay_video_and_every_frames_masks(
 
     video, masks = tmp_path / "tracked.mp4", tmp_path / "masks.json"
     argv = [
-        "track", str(jpeg_folder), "--url", video_server.grpc_url, "--point", "1:20,22",
+        "track", str(jpeg_folder), "--url", sam2_server.grpc_url, "--point", "1:20,22",
         "--box", "2@1:28,10,50,34", "--output", str(video), "--json", str(masks),
     ]  # fmt: skip
     assert main(argv) == 0
@@ -324,4 +314,39 @@ def test_cli_track_writes_an_overlay_video_and_every_frames_masks(
     capture.release()
     assert shapes == [(*SIZE, 3)] * 3
     assert "tracking" in capsys.readouterr().err  # the progress bar
-    assert main(["track", str(jpeg_folder), "--url", video_server.grpc_url, "--json", str(masks)]) == 2
+    assert main(["track", str(jpeg_folder), "--url", sam2_server.grpc_url, "--json", str(masks)]) == 2
+
+
+def test_bench_video_scenario_accounts_for_every_frame_sent(
+    sam2_server: ServedTriton, tmp_path: Path
+) -> None:
+    """``sam-triton bench --scenario video``: two paced streams whose frames outrun the server;
+    every frame sent is answered or dropped, the drops are the server's own count, and the
+    results (latency, memory per stream from sam_video_bytes) are written. Counts, not timings."""
+    from sam_triton.cli import main
+
+    model = {"model": contract.VIDEO_MODEL}
+    dropped_before = value(scrape(sam2_server.metrics_port), "sam_video_frames_dropped_total", **model)
+    out = tmp_path / "bench"
+    argv = [
+        "bench", "--scenario", "video", "--url", sam2_server.grpc_url, "--concurrency", "2",
+        "--fps", "4", "--duration", "0.75", "--frame-deadline", "0.2", "--video-size", "96x128",
+        "--metrics-url", f"http://127.0.0.1:{sam2_server.metrics_port}/metrics",
+        "--max-images", "1", "--no-progress", "--timeout", "120", "--output", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    document = json.loads((out / "results.json").read_text())
+    video = document["video"]
+    assert video["options"]["streams"] == 2 and video["options"]["frames_per_stream"] == 3
+    assert video["frames_sent"] == 6 and video["frames_failed"] == 0
+    assert video["frames_answered"] + video["frames_dropped"] == 6
+    assert video["answered_in_order"]
+    dropped_after = value(scrape(sam2_server.metrics_port), "sam_video_frames_dropped_total", **model)
+    assert dropped_after - dropped_before == video["frames_dropped"]
+    assert [s["sent"] for s in video["streams"]] == [3, 3]
+    assert video["memory"]["bytes_per_stream"] > 0  # the sessions' state, read before they closed
+    assert document["summary"]["requests"] == 6 and sorted(document["files"]["plots"]) == [
+        "latency_histogram.png",
+        "latency_over_time.png",
+    ]
+    assert value(scrape(sam2_server.metrics_port), "sam_video_sessions", **model) == 0  # closed
