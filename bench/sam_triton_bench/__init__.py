@@ -21,6 +21,9 @@ Layout (each module small and usable on its own):
 * :mod:`.remote` - the ``remote`` scenario: a new JPEG photo and its clicks over emulated
   links (:mod:`.link`), the wire format before against today's; :mod:`.remote_cli` its options
   and handler; :mod:`.meter` - bytes per call for such scripts.
+* :mod:`.video` - the ``video`` scenario: paced live streams tracked by ``sam_video``, frames
+  answered and dropped, the server's video bytes per stream; :mod:`.video_cli` its options,
+  ``results.json`` section and handler.
 * :mod:`.locust_user` - a Locust user class (a locustfile) for load from many machines; importing
   it patches the process for gevent, so only Locust loads it.
 

@@ -29,7 +29,7 @@ from sam_triton.cli.connection import (
     redact_argv,
 )
 
-from . import remote_cli, session_cli
+from . import remote_cli, session_cli, video_cli
 from .arguments import non_negative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .images import BenchImage
     from .runner import BenchConfig, LoadLevel, RunResult
 
-SCENARIO_CHOICES = ("encode", "click", "oneshot", "automask", "session", "remote")
+SCENARIO_CHOICES = ("encode", "click", "oneshot", "automask", "session", "remote", "video")
 BASELINE_CHOICES = ("reference", "onnxruntime")
 
 
@@ -60,7 +60,8 @@ def register(subparsers: Any) -> None:
         default="click",
         help="encode: embed(); click: one point on a pre-embedded image; oneshot: "
         "image+point via the `sam` ensemble; automask: automatic masks; session: virtual users "
-        "embedding then clicking, with background load (see its options below) (default %(default)s)",
+        "embedding then clicking, with background load; remote: a photo over an emulated link; video: "
+        "live streams tracked by sam_video (see their options below) (default %(default)s)",
     )
     load = parser.add_mutually_exclusive_group()
     load.add_argument(
@@ -192,6 +193,7 @@ def register(subparsers: Any) -> None:
     )
     session_cli.add_arguments(parser)
     remote_cli.add_arguments(parser)
+    video_cli.add_arguments(parser)
     add_connection_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -318,9 +320,10 @@ def write_outputs(
     load_start: list[float] | None,
     session: dict[str, Any] | None = None,
     interrupted: bool = False,
+    video: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """samples.csv, the plots and results.json (with the ``session`` section when given;
-    ``"interrupted": true`` when Ctrl-C cut the run short)."""
+    """samples.csv, the plots and results.json (with the ``session`` or ``video`` section when
+    given; ``"interrupted": true`` when Ctrl-C cut the run short)."""
     from .report import build_results, write_json, write_samples_csv
 
     out: Path = args.output
@@ -332,7 +335,7 @@ def write_outputs(
             from .plots import write_plots
 
             title = f"sam-triton bench: {config.scenario} @ {config.url}"
-            plots = write_plots(served, baselines, out, title, sweep=session is None)
+            plots = write_plots(served, baselines, out, title, sweep=session is None and video is None)
         except ImportError as exc:
             print(
                 f"plots skipped: matplotlib is not installed ({exc}); pip install sam-triton[bench]",
@@ -341,6 +344,8 @@ def write_outputs(
     header = _header(args, config, images, load_start)
     if session is not None:
         header["session"] = session
+    if video is not None:
+        header["video"] = video
     if interrupted:
         header["interrupted"] = True
     document = build_results(
@@ -386,6 +391,8 @@ def run(args: argparse.Namespace) -> int:
         return session_cli.run(args, images, _loadavg())
     if args.scenario == "remote":
         return remote_cli.run(args, images, _loadavg())
+    if args.scenario == "video":
+        return video_cli.run(args, images, _loadavg())
     if args.sweep and args.rate is not None:
         print("sam-triton bench: --sweep goes over concurrencies; use it with --concurrency", file=sys.stderr)
         return 2
