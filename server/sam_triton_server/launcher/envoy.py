@@ -75,10 +75,11 @@ class EnvoySettings:
     @property
     def drain_notice_s(self) -> float:
         """Seconds after a replica starts refusing health checks by which every Envoy worker
-        has stopped sending it work: the first failed check comes within an interval, the
-        host leaves after UNHEALTHY_THRESHOLD of them, and workers get the new host set a
-        moment later (1 s allowed). A draining replica keeps serving this long."""
-        return UNHEALTHY_THRESHOLD * self.health_interval_s + 1.0
+        has stopped sending it work: a check already in flight may take its whole timeout (a
+        replica busy on shared cores answers late), the host leaves after UNHEALTHY_THRESHOLD
+        failed checks an interval apart, and workers get the new host set a moment later
+        (1 s allowed). A draining replica keeps serving this long."""
+        return self.health_timeout_s + UNHEALTHY_THRESHOLD * self.health_interval_s + 1.0
 
 
 def _seconds(value: float) -> str:
