@@ -18,6 +18,7 @@ from sam_triton import ServerOverloadedError, errors
 from sam_triton._core import Attempts, infer_call
 from sam_triton._tensors import build_infer_request
 from sam_triton.config import ClientConfig, Priority, RetryPolicy
+from sam_triton_common import contract
 from sam_triton_common.contract import ENCODER_MODEL
 from sam_triton_export.repository import (
     AUTOMASK,
@@ -162,6 +163,31 @@ def test_every_queue_is_bounded_with_priorities_and_deadlines() -> None:
         QueueLimits(embed_queue=0)
 
 
+def test_video_sessions_and_their_lane_are_bounded_at_export_and_per_run(tmp_path: Path) -> None:
+    """sam_video (SAM 2) keeps its bounds itself: its sessions at once and its lane's requests
+    running or waiting, written at export and overridden by serve's overlay like the rest."""
+    video_config = f"{contract.VIDEO_MODEL}/config.pbtxt"
+    files = repository_files(
+        RepositoryOptions(family=contract.SAM2.name, queues=QueueLimits(video=7, video_sessions=5))
+    )
+    video = parse(files[video_config].decode())
+    assert video.parameters["video_queue_size"].string_value == "7"
+    assert video.parameters["max_sessions"].string_value == "5"
+    repository = tmp_path / "repo"
+    for relative, content in files.items():
+        (repository / relative).parent.mkdir(parents=True, exist_ok=True)
+        (repository / relative).write_bytes(content)
+    overrides = parse_queue_overrides(["sam_video=11", "video_sessions=3", "sam_session=4"])
+    overlay = overlay_repository(repository, overrides, tmp_path / "overlay")
+    video = parse((overlay / video_config).read_text())
+    assert video.parameters["video_queue_size"].string_value == "11"
+    assert video.parameters["max_sessions"].string_value == "3"
+    assert (
+        parse((overlay / SESSION / "config.pbtxt").read_text()).parameters["click_queue_size"].string_value
+        == "4"
+    )
+
+
 def test_serve_overrides_rewrite_an_overlay_not_the_repository(tmp_path: Path) -> None:
     repository = tmp_path / "repo"
     for relative, content in repository_files(RepositoryOptions()).items():
@@ -182,6 +208,8 @@ def test_serve_overrides_rewrite_an_overlay_not_the_repository(tmp_path: Path) -
     assert original.dynamic_batching.default_queue_policy.max_queue_size == QueueLimits().encoder
     exported = queue_limits(parse_queue_overrides(["sam_automask=2", "sam_session=3", "embed_queue=9"]))
     assert exported == QueueLimits(automask=2, session=3, embed_queue=9)  # export --queue
+    video = queue_limits(parse_queue_overrides(["sam_video=7", "video_sessions=5"]))
+    assert video == QueueLimits(video=7, video_sessions=5)
     for bad in (["sam_encoder"], ["nope=3"], ["sam_encoder=0"], ["sam_encoder=x"]):
         with pytest.raises(ValueError, match="--queue"):
             parse_queue_overrides(bad)

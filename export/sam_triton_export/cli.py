@@ -90,7 +90,8 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="NAME=N",
         help="a queue bound (repeatable; `sam-triton serve --queue` overrides it per run): "
-        "sam_encoder, sam_decoder, sam_session, sam_automask, embed_workers, embed_queue",
+        "sam_encoder, sam_decoder, sam_session, sam_automask, embed_workers, embed_queue, "
+        "sam_video, video_sessions (SAM 2)",
     )
     export.add_argument(
         "--no-verify",

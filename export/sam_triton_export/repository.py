@@ -211,11 +211,10 @@ VIDEO_OUTPUTS = (
     Tensor(contract.OBJECT_SCORES, "TYPE_FP32", (-1, -1)),
     Tensor(contract.FRAME_DROPPED, "TYPE_BOOL", (1,)),
 )
-# 16 sessions of at most 1 GiB together; an idle one is dropped after 10 minutes.
-VIDEO_MAX_SESSIONS = 16
+# Sessions (QueueLimits.video_sessions) hold at most 1 GiB together; an idle one is dropped
+# after 10 minutes.
 VIDEO_MAX_BYTES = 1 << 30
 VIDEO_TTL_SECONDS = 600
-VIDEO_QUEUE_SIZE = 64
 
 AUTOMASK_INPUTS = (
     # The original image: the server crops and resizes it with sam_triton_common.transforms itself.
@@ -581,11 +580,11 @@ def video_config(options: RepositoryOptions) -> str:
                 {
                     "encoder_model": options.served(ENCODER),
                     "intra_op_threads": "0",
-                    "max_sessions": str(VIDEO_MAX_SESSIONS),
+                    "max_sessions": str(options.queues.video_sessions),
                     "max_bytes": str(VIDEO_MAX_BYTES),
                     "ttl_seconds": str(VIDEO_TTL_SECONDS),
                     "video_workers": "1",
-                    "video_queue_size": str(VIDEO_QUEUE_SIZE),
+                    "video_queue_size": str(options.queues.video),
                 }
             ),
         )

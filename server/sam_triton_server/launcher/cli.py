@@ -61,6 +61,7 @@ def register(subparsers: Any) -> None:
         "sam_encoder, sam_decoder or sam_automask = requests waiting per priority level; "
         "sam_session = its clicks and lookups running or waiting; "
         "embed_workers / embed_queue = sam_session's encodes at once / running or waiting; "
+        "sam_video = SAM 2 tracking requests running or waiting, video_sessions = its sessions at once; "
         "in a repository of several models (export --name) a bare NAME applies to every model, "
         "MODEL.NAME (e.g. sam2.1-tiny.sam_encoder=8) to one",
     )
@@ -341,9 +342,11 @@ def _serve(args: argparse.Namespace, repository: Path, served: Path, security: S
     _say(f"READY: gRPC {args.host}:{args.grpc_port} (models: {names})")
     if banner:  # again after Triton's long start-up log, where it cannot be missed
         print(banner, file=sys.stderr, flush=True)
-    code = server.wait_exit(
-        on_overdue=lambda waited: _say(f"tritonserver has not exited {waited:.0f} s after the signal: killing it")
-    )
+
+    def overdue(waited: float) -> None:
+        _say(f"tritonserver has not exited {waited:.0f} s after the signal: killing it")
+
+    code = server.wait_exit(on_overdue=overdue)
     server.stop()
     _say(f"tritonserver exited with status {code}")
     # Triton exits 0 after a requested shutdown; report a signal stop the shell's way.

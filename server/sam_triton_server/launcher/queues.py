@@ -3,7 +3,8 @@
 Every model's Triton queue is bounded (per priority level): a request that would exceed it is
 refused at once (UNAVAILABLE "Exceeds maximum queue size") instead of waiting without limit.
 ``sam_session`` has no Triton queue (its ``execute`` only dispatches) and bounds its own click
-lane and embed pool the same way ("sam_session overloaded"). The exporter writes
+lane and embed pool the same way ("sam_session overloaded"); so does ``sam_video`` (SAM 2) its
+video lane and its count of tracking sessions. The exporter writes
 :class:`QueueLimits` into the configs; ``sam-triton serve --queue NAME=N`` overrides them
 for one run without touching the repository: it serves an overlay of it (symlinks to every
 file, rewritten ``config.pbtxt`` files where a bound changes). In a repository of several
@@ -23,33 +24,45 @@ from sam_triton_common.contract import (
     ENCODER_MODEL,
     MODEL_NAME_SEPARATOR,
     SESSION_MODEL,
+    VIDEO_MODEL,
     model_of,
 )
 
-# --queue names: a model's Triton queue, or one of sam_session's own bounds (config parameters).
+# --queue names: a model's queue (QueueLimits field), or a bound that is no model's name.
 MODEL_QUEUES = {
     ENCODER_MODEL: "encoder",
     DECODER_MODEL: "decoder",
     SESSION_MODEL: "session",
     AUTOMASK_MODEL: "automask",
+    VIDEO_MODEL: "video",
 }
-POOL_PARAMETERS = {"embed_workers": "embed_workers", "embed_queue": "embed_queue_size"}
-# --queue name -> the sam_session config parameter that holds that bound (it has no Triton queue).
-SESSION_PARAMETERS = {SESSION_MODEL: "click_queue_size", **POOL_PARAMETERS}
+POOL_PARAMETERS = ("embed_workers", "embed_queue", "video_sessions")
+# --queue name -> (model, config parameter) for the bounds a model keeps itself (no Triton queue).
+MODEL_PARAMETERS = {
+    SESSION_MODEL: (SESSION_MODEL, "click_queue_size"),
+    "embed_workers": (SESSION_MODEL, "embed_workers"),
+    "embed_queue": (SESSION_MODEL, "embed_queue_size"),
+    VIDEO_MODEL: (VIDEO_MODEL, "video_queue_size"),
+    "video_sessions": (VIDEO_MODEL, "max_sessions"),
+}
 
 
 @dataclass(frozen=True)
 class QueueLimits:
     """Requests that may wait per model and priority level before Triton refuses more
-    (``session``: sam_session's click lane, clicks and lookups running or waiting), and
-    ``sam_session``'s embed pool: encodes at once, and encodes running or waiting."""
+    (``session``: sam_session's click lane, clicks and lookups running or waiting;
+    ``video``: sam_video's lane, requests of every stream running or waiting),
+    ``sam_session``'s embed pool (encodes at once, and encodes running or waiting), and the
+    tracking sessions ``sam_video`` holds at once."""
 
     encoder: int = 32
     decoder: int = 64
     session: int = 64
     automask: int = 4
+    video: int = 64
     embed_workers: int = 2
     embed_queue: int = 16
+    video_sessions: int = 16
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -90,7 +103,7 @@ def queue_limits(overrides: dict[str, int], base: QueueLimits | None = None) -> 
     """``base`` (default: the defaults) with parsed ``--queue`` overrides applied."""
     names = {**MODEL_QUEUES, **{k: k for k in POOL_PARAMETERS}}
     valid = {f.name for f in fields(QueueLimits)}
-    changes = {names[key]: value for key, value in overrides.items() if names[key] in valid}
+    changes = {names[key]: value for key, value in overrides.items() if key in names and names[key] in valid}
     return replace(base or QueueLimits(), **changes)
 
 
@@ -109,9 +122,9 @@ def override_config(model: str, text: str, overrides: dict[str, int]) -> str:
         scope, name = _scope(key)
         if scope is not None and scope != owner:
             continue
-        if name in SESSION_PARAMETERS:
-            if role == SESSION_MODEL:
-                parameter = SESSION_PARAMETERS[name]
+        if name in MODEL_PARAMETERS:
+            keeper, parameter = MODEL_PARAMETERS[name]
+            if role == keeper:
                 text, count = _parameter_pattern(parameter).subn(rf"\g<1>{value}\g<2>", text)
                 if count == 0:
                     raise ValueError(f"{model}/config.pbtxt has no {parameter!r} parameter")
