@@ -174,7 +174,11 @@ class TritonPythonModel(OnnxModelBase):
     def _job(self, request: Any, session_id: str, op: str, arrived: float) -> None:
         """On a lane worker: do ``op`` and answer the request (an error answers it too)."""
         try:
-            response = self._respond(self._do(request, session_id, op, arrived))
+            answer = self._do(request, session_id, op, arrived)
+            # Prompts grow a session as frames do (a conditioning frame's memory, new objects).
+            for evicted in self.sessions.fit(session_id):
+                self.logger.warning(f"video session {evicted!r} evicted: sessions over max_bytes")
+            response = self._respond(answer)
         except SessionLimit as e:
             response = self.error_for(Unavailable(f"{OVERLOADED_PREFIX}: {e}"))
         except TrackerError as e:
@@ -264,8 +268,6 @@ class TritonPythonModel(OnnxModelBase):
             return Answer((frame_idx,), ())
         result = session.state.track_frame(frame_idx, features, reverse=reverse)
         self.metrics.tracked(time.monotonic() - arrived)
-        for evicted in self.sessions.fit(session_id):
-            self.logger.warning(f"video session {evicted!r} evicted: sessions over max_bytes")
         return self._answer(session, [result])
 
     def _features(self, request: Any, session: VideoSession, frame_idx: int, arrived: float) -> FrameFeatures:
