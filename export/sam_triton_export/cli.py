@@ -29,7 +29,7 @@ def _add_weights(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         type=Path,
         help="official SAM (.pth) or SAM 2 (.pt) checkpoint, or a Hugging Face transformers SamModel "
-        "directory (config.json + model.safetensors)",
+        "or Sam2VideoModel directory (config.json + model.safetensors or its shards)",
     )
     weights.add_argument(
         "--random-weights",

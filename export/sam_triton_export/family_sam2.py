@@ -146,13 +146,20 @@ def check_checkpoint(path: Path, model_type: str | AnyModelType) -> None:
 def build_sam2_model(
     model_type: str | AnyModelType, checkpoint: Path | str | None = None, *, random_seed: int | None = None
 ) -> Any:
-    """SAM 2 of ``model_type`` with weights from ``checkpoint`` (checked, then loaded by sam2's
-    own builder) or, only when asked, ``random_seed``."""
+    """SAM 2 of ``model_type`` with weights from ``checkpoint`` (an official file, checked, then
+    loaded by sam2's own builder; or a transformers directory, converted) or, only when asked,
+    ``random_seed``."""
     import torch
 
     if (checkpoint is None) == (random_seed is None):
         raise ValueError("give exactly one of a checkpoint file or a random seed")
     spec = get_sam2_model_type(model_type)
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        from sam_triton_export.hf_checkpoints import load_hf_sam2
+
+        model = instantiate_sam2(spec)
+        load_hf_sam2(checkpoint, model, spec)
+        return model.eval()
     if checkpoint is not None:
         check_checkpoint(Path(checkpoint), spec)
         return instantiate_sam2(spec, Path(checkpoint))

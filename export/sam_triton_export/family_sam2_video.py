@@ -70,19 +70,26 @@ def build_sam2_video_model(
 ) -> Any:
     """``sam2.build_sam.build_sam2_video_predictor`` on the CPU (the user's video path, with its
     post-processing switches) for ``model_type``, weights from ``checkpoint`` (official format)
-    or the family's seeded random weights; ``extra_overrides`` are more hydra overrides."""
+    or a transformers directory (converted), or the family's seeded random weights;
+    ``extra_overrides`` are more hydra overrides."""
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
     if (checkpoint is None) == (random_seed is None):
         raise ValueError("give exactly one of a checkpoint file or a random seed")
     spec = get_sam2_model_type(model_type)
+    directory = checkpoint is not None and Path(checkpoint).is_dir()
     model = build_sam2_video_predictor(
         spec.config,
-        str(checkpoint) if checkpoint is not None else None,
+        str(checkpoint) if checkpoint is not None and not directory else None,
         device="cpu",
         hydra_overrides_extra=[*spec.overrides, *extra_overrides],
     )
+    if directory:
+        from sam_triton_export.hf_checkpoints import load_hf_sam2
+
+        assert checkpoint is not None
+        load_hf_sam2(checkpoint, model, spec)
     if random_seed is not None:
         model.load_state_dict(random_state_dict(spec, random_seed), strict=True)
     with torch.no_grad():

@@ -1,14 +1,13 @@
 """Hugging Face checkpoints: a ``transformers`` model directory (``config.json`` +
-``model.safetensors``, as ``SamModel.save_pretrained`` writes it and as ``facebook/sam-vit-base``,
-``-large`` and ``-huge`` are published) read as the state dict of segment_anything's own ``Sam``.
+``model.safetensors``, or ``model.safetensors.index.json`` and the shards it lists, as
+``save_pretrained`` writes them and as ``facebook/sam-vit-base``, ``-large`` and ``-huge`` are
+published) read as the state dict of segment_anything's own ``Sam``; SAM 2 directories are
+:mod:`sam_triton_export.hf_sam2`'s.
 
 The model type comes from the directory's ``config.json`` (the vision encoder's width, depth,
 heads and global-attention blocks), never from a flag; the weights are renamed to
 segment_anything's modules and checked tensor by tensor against the ``Sam`` of that type, so the
 rest of the exporter treats them exactly as an official ``.pth`` file. Nothing here writes.
-
-SAM 2 directories (``Sam2Model``) are recognised and refused with a clear message: their
-conversion to ``sam2``'s ``SAM2Base`` is not written yet.
 """
 
 from __future__ import annotations
@@ -20,15 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam_triton_export.checkpoints import CheckpointError, sha256_file
-from sam_triton_export.model_types import MODEL_TYPES, AnyModelType, ModelType
+from sam_triton_export.hf_sam2 import SAM2_HF_MODEL_TYPES, load_sam2_state_dict, read_sam2_type
+from sam_triton_export.model_types import MODEL_TYPES, AnyModelType, ModelType, Sam2ModelType
 
 if TYPE_CHECKING:
     import torch
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"  # save_pretrained(max_shard_size=...): the shards' map
 SAM_MODEL_TYPE = "sam"  # config.json's "model_type" of a transformers SamModel
-_SAM2_MODEL_TYPES = ("sam2", "sam2_video")
 
 _TIED_COPY = "prompt_encoder.shared_embedding.positional_embedding"
 _FOURIER = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
@@ -152,9 +152,9 @@ def _sam1_type(config: HuggingFaceConfig) -> ModelType:
     )
 
 
-def read_model_type(directory: Path | str) -> ModelType:
+def read_model_type(directory: Path | str) -> ModelType | Sam2ModelType:
     """The model type a transformers directory holds, from its ``config.json``; CheckpointError
-    naming what was expected and found for anything else (another model, SAM 2, no weights)."""
+    naming what was expected and found for anything else (another model, no weights)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"Hugging Face model directory not found: {directory}")
@@ -164,33 +164,71 @@ def read_model_type(directory: Path | str) -> ModelType:
             f"({CONFIG_FILE} + {WEIGHTS_FILE}) or a checkpoint file"
         )
     config = HuggingFaceConfig(directory)
-    if config.model_type in _SAM2_MODEL_TYPES:
-        raise CheckpointError(
-            f"{directory} holds a Hugging Face SAM 2 model ({config.describe()}): converting "
-            "transformers' SAM 2 weights is not supported yet; export the official sam2 .pt "
-            "checkpoint of that model instead"
-        )
-    if config.model_type != SAM_MODEL_TYPE:
+    if config.model_type not in (SAM_MODEL_TYPE, *SAM2_HF_MODEL_TYPES):
         raise CheckpointError(
             f"{directory} holds a {config.describe()} model, not a Segment Anything one: expected "
-            f"model_type {SAM_MODEL_TYPE!r} (SamModel, as facebook/sam-vit-base/-large/-huge)"
+            f"model_type {SAM_MODEL_TYPE!r} (SamModel, as facebook/sam-vit-base/-large/-huge) or "
+            f"{' or '.join(map(repr, SAM2_HF_MODEL_TYPES))} (Sam2Model, Sam2VideoModel, as "
+            "facebook/sam2.1-hiera-tiny/-small/-base-plus/-large)"
         )
-    spec = _sam1_type(config)
+    if config.model_type == SAM_MODEL_TYPE:
+        spec = _sam1_type(config)
+        safetensors_files(directory)
+        return spec
+    return read_sam2_type(directory, config.model_type, set(tensor_names(directory)))
+
+
+def safetensors_files(directory: Path) -> list[Path]:
+    """The directory's safetensors files: ``model.safetensors``, or the shards its index lists
+    (each checked to exist); CheckpointError for neither."""
+    index = directory / INDEX_FILE
+    if index.is_file():
+        return sorted({directory / name for name in _weight_map(index).values()})
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         found = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
         raise CheckpointError(
-            f"{directory} has no {WEIGHTS_FILE} (found: {found}); save the model with "
+            f"{directory} has no {WEIGHTS_FILE} or {INDEX_FILE} (found: {found}); save the model with "
             "save_pretrained(..., safe_serialization=True)"
         )
-    return spec
+    return [weights]
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """The index's tensor name -> shard file, every shard checked to be a file beside it."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError("weight_map is not an object of file names")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"cannot read {index}: {type(e).__name__}: {e}") from e
+    shards = set(weight_map.values())
+    bad = sorted(name for name in shards if Path(name).name != name or not (index.parent / name).is_file())
+    if bad:
+        raise CheckpointError(f"{index} lists shards that are not files beside it: {', '.join(bad)}")
+    return {str(k): str(v) for k, v in weight_map.items()}
+
+
+def tensor_names(directory: Path) -> list[str]:
+    """The tensor names the directory's weights hold (safetensors headers only: nothing loaded)."""
+    from safetensors import safe_open
+
+    names: list[str] = []
+    for path in safetensors_files(directory):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                names.extend(f.keys())
+        except Exception as e:  # safetensors' own error type besides OSError/ValueError
+            raise CheckpointError(f"cannot read {path}: not a valid safetensors file: {e}") from e
+    return names
 
 
 def directory_sha256(directory: Path) -> str:
-    """One digest of what decides the weights: ``config.json`` and ``model.safetensors``."""
+    """One digest of what decides the weights: ``config.json``, the index and every weights file."""
     digest = hashlib.sha256()
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        digest.update(f"{name}:{sha256_file(directory / name)}\n".encode())
+    index = [directory / INDEX_FILE] if (directory / INDEX_FILE).is_file() else []
+    for path in [directory / CONFIG_FILE, *index, *safetensors_files(directory)]:
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -211,19 +249,35 @@ def sam_key(key: str, mlp_depth: dict[str, int]) -> str:
     return _rename_mlp(key, mlp_depth[head])
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the directory, from ``model.safetensors`` or from the shards of its index
+    (each shard holding exactly the tensors the index gives it)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: not a valid safetensors file: {e}") from e
+    index = directory / INDEX_FILE
+    weight_map = _weight_map(index) if index.is_file() else None
+    state: dict[str, torch.Tensor] = {}
+    for path in safetensors_files(directory):
+        try:
+            shard = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read {path}: not a valid safetensors file: {e}") from e
+        if weight_map is not None:
+            listed = {k for k, v in weight_map.items() if v == path.name}
+            if set(shard) != listed:
+                odd = sorted(set(shard) ^ listed)
+                raise CheckpointError(
+                    f"{path} does not hold the tensors {index.name} gives it "
+                    f"({len(odd)} differ, e.g. {odd[0]})"
+                )
+        state.update(shard)
+    return state
 
 
 def check_directory(directory: Path | str, expected: AnyModelType) -> None:
     """CheckpointError unless ``directory`` is a transformers directory of an ``expected`` model
-    with its weights file (what :func:`read_model_type` checks, and the type)."""
+    with its weights (what :func:`read_model_type` checks, and the type)."""
     directory = Path(directory)
     found = read_model_type(directory)
     if found.name != expected.name:
@@ -231,6 +285,16 @@ def check_directory(directory: Path | str, expected: AnyModelType) -> None:
             f"{directory} holds a {found.describe()} (from its {CONFIG_FILE}), but {expected.describe()} "
             f"was requested; use --model-type {found.name} or leave --model-type out"
         )
+
+
+def load_hf_sam2(directory: Path | str, model: Any, expected: Sam2ModelType) -> None:
+    """Load the weights of the transformers SAM 2 model in ``directory`` into ``model``, sam2's
+    ``SAM2Base`` of type ``expected`` (:mod:`sam_triton_export.hf_sam2` converts and checks them)."""
+    directory = Path(directory)
+    check_directory(directory, expected)
+    model_type = HuggingFaceConfig(directory).model_type
+    state = load_sam2_state_dict(directory, model_type, read_weights(directory), model, expected)
+    model.load_state_dict(state, strict=True)
 
 
 def load_sam_state_dict(directory: Path | str, expected: AnyModelType) -> dict[str, torch.Tensor]:
@@ -246,7 +310,7 @@ def load_sam_state_dict(directory: Path | str, expected: AnyModelType) -> dict[s
     decoder = {**{"iou_head_depth": 3}, **(config.raw.get("mask_decoder_config") or {})}
     # The hypernetwork MLPs are always 3 deep in SamMaskDecoder; the IoU head's depth is configured.
     mlp_depth = {"output_hypernetworks_mlps": 3, "iou_prediction_head": int(decoder["iou_head_depth"])}
-    hf_state = _read_safetensors(directory / WEIGHTS_FILE)
+    hf_state = read_weights(directory)
     target = {k: v.shape for k, v in instantiate_sam(expected).state_dict().items()}
     state: dict[str, torch.Tensor] = {}
     problems: list[str] = []
@@ -273,8 +337,6 @@ def load_sam_state_dict(directory: Path | str, expected: AnyModelType) -> dict[s
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise CheckpointError(
-            f"{directory / WEIGHTS_FILE} does not fit {expected.describe()}: "
-            + "; ".join(problems[:3])
-            + more
+            f"{directory} does not fit {expected.describe()}: " + "; ".join(problems[:3]) + more
         )
     return state
