@@ -28,7 +28,7 @@ from sam_triton import (
     VideoTracker,
 )
 from sam_triton._core import run_sync
-from sam_triton._video_core import VideoSession, track_op
+from sam_triton._video_core import VideoSession, VideoSessionReprimedWarning, close_op, track_op
 from sam_triton.video import _Stream
 from sam_triton_common import contract
 
@@ -326,7 +326,8 @@ def test_bench_video_scenario_accounts_for_every_frame_sent(
     from sam_triton.cli import main
 
     model = {"model": contract.VIDEO_MODEL}
-    dropped_before = value(scrape(sam2_server.metrics_port), "sam_video_frames_dropped_total", **model)
+    before = scrape(sam2_server.metrics_port)
+    dropped_before = value(before, "sam_video_frames_dropped_total", **model)
     out = tmp_path / "bench"
     argv = [
         "bench", "--scenario", "video", "--url", sam2_server.grpc_url, "--concurrency", "2",
@@ -349,4 +350,37 @@ def test_bench_video_scenario_accounts_for_every_frame_sent(
         "latency_histogram.png",
         "latency_over_time.png",
     ]
-    assert value(scrape(sam2_server.metrics_port), "sam_video_sessions", **model) == 0  # closed
+    sessions = value(scrape(sam2_server.metrics_port), "sam_video_sessions", **model)
+    assert sessions == value(before, "sam_video_sessions", **model)  # the bench closed its own
+
+
+def _lose_on_server(url: str, session_id: str) -> None:
+    """The server forgets the session, as a restarted replica would: closed by another client."""
+    with SamClient(url, timeout=60) as client:
+        session = VideoSession(client.config, session_id=session_id, size=SIZE)
+        stream = _Stream(client, session.metadata)
+        run_sync(close_op(session), stream.execute)
+        stream.close()
+
+
+def test_a_tracker_whose_session_was_lost_reprimes_from_its_prompts_and_says_so(
+    sam2_server: ServedTriton, sam2_export: Any
+) -> None:
+    frames = clip()
+    with VideoTracker(sam2_server.grpc_url, timeout=120) as tracker:
+        tracker.track(frames[0])
+        clicked = tracker.add_points(0, 1, [[16, 22]], [1])  # on the frame just tracked: not sent again
+        assert not clicked.reprimed
+        _lose_on_server(sam2_server.grpc_url, tracker.session_id)
+        with pytest.warns(VideoSessionReprimedWarning, match="re-primed from the 1 prompt"):
+            after = tracker.track(frames[2], frame_idx=2)
+        assert (after.frame_idx, after.obj_ids, after.reprimed) == (2, (1,), True)
+    # The new session holds frame 0's click (sent again with frame 0) and nothing tracked since.
+    local = LocalTracker(sam2_export.repository)
+    local.state.add_points(0, 1, [[16, 22]], [1], local.features(frames[0]))
+    np.testing.assert_array_equal(after.masks, local.state.track_frame(2, local.features(frames[2])).masks())
+    with VideoTracker(sam2_server.grpc_url, timeout=120, reprime=False) as strict:
+        strict.track(frames[0])
+        _lose_on_server(sam2_server.grpc_url, strict.session_id)
+        with pytest.raises(VideoSessionNotFoundError, match="closed"):
+            strict.add_points(0, 1, [[16, 22]], [1])

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._automask_core import AutomaskOutput
-from ._video_core import TrackedFrame
+from ._video_core import TrackedFrame, VideoSessionReprimedWarning
 from .aio import AsyncSamClient
 from .amg import AmgParams
 from .client import SamClient
@@ -86,6 +86,7 @@ __all__ = [
     "TlsConfig",
     "TrackedFrame",
     "VideoSessionNotFoundError",
+    "VideoSessionReprimedWarning",
     "VideoTracker",
     "load_image",
 ]

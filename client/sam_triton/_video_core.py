@@ -68,7 +68,9 @@ class TrackedFrame:
     ``obj_ids`` are the session's objects in the order they were added; ``masks`` (decoded on
     first use) is a (K, H, W) bool array in that order, ``object_scores`` each object's presence
     logit (> 0: the tracker sees it on this frame). A live frame the server dropped because its
-    deadline passed first (``dropped``) has no masks.
+    deadline passed first (``dropped``) has no masks. ``reprimed``: the server had lost the
+    session before this answer and a tracker re-primed a new one from its prompts (see
+    :class:`VideoSessionReprimedWarning`): this mask may differ from an unbroken session's.
     """
 
     frame_idx: int
@@ -77,6 +79,7 @@ class TrackedFrame:
     object_scores: npt.NDArray[np.float32]
     size: tuple[int, int]
     dropped: bool = False
+    reprimed: bool = False
 
     @cached_property
     def masks(self) -> BoolArray:
@@ -95,6 +98,13 @@ class TrackedFrame:
             raise errors.InvalidInputError(f"frame {self.frame_idx} was dropped: it has no masks")
         mask: BoolArray = self.masks[self.obj_ids.index(obj_id)]
         return mask
+
+
+class VideoSessionReprimedWarning(UserWarning):
+    """A tracker's session was lost on the server (a replica restarted, or the session expired,
+    was evicted or closed elsewhere) and the tracker opened a new one and re-sent the prompts it
+    holds. The new session remembers the prompted frames only, not the frames tracked since, so
+    the masks from then on may differ from the ones the lost session would have given."""
 
 
 @dataclass

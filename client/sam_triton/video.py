@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -28,7 +30,7 @@ import numpy.typing as npt
 
 from . import _core, _video_core, errors
 from ._core import Call, Op
-from ._video_core import TrackedFrame, VideoSession
+from ._video_core import TrackedFrame, VideoSession, VideoSessionReprimedWarning
 from .aio import AsyncSamClient
 from .client import SamClient
 from .config import ClientConfig
@@ -152,14 +154,35 @@ class _AsyncStream:
             self._call = None
 
 
-class _Tracking:
-    """What both trackers hold: the session, the next live frame's index, the frame deadline;
-    and the operations they run."""
+@dataclass(frozen=True)
+class _Prompt:
+    """A prompt the tracker sent, kept to re-prime a lost session: what it was for, the frame it
+    was on (as the caller gave it) and how to send it again."""
 
-    def __init__(self, config: ClientConfig, frame_deadline: float | None) -> None:
+    frame_idx: int
+    obj_id: int
+    frame: ImageInput | None
+    send: Callable[[ImageInput | None], Op[TrackedFrame]]
+
+
+class _Tracking:
+    """What both trackers hold: the session, the next live frame's index, the frame deadline,
+    the prompts (and the frames they are on) for re-priming; and the operations they run.
+
+    Re-priming: when the server answers that it does not hold the session (any more) and
+    ``reprime`` is on, the operation is done again after :meth:`_reprime` opened the session
+    anew and re-sent every prompt in the order they were first sent; that answer and all after
+    it say ``reprimed``."""
+
+    def __init__(self, config: ClientConfig, frame_deadline: float | None, reprime: bool) -> None:
         self.session = VideoSession(config)
         self.frame_deadline = self.deadline(frame_deadline)
         self.next_frame = 0
+        self.reprime = reprime
+        self.reprimes = 0
+        self.prompts: list[_Prompt] = []
+        self.last: tuple[int, ImageInput] | None = None
+        """The last frame tracked (not dropped): a prompt on it sends no frame, but a re-prime does."""
 
     @staticmethod
     def deadline(seconds: float | None) -> float | None:
@@ -167,10 +190,67 @@ class _Tracking:
             raise errors.InvalidInputError(f"frame_deadline must be > 0 seconds or None, got {seconds!r}")
         return seconds
 
+    def _surviving(self, op: Callable[[], Op[T]]) -> Op[T]:
+        """``op()``, done again on a re-primed session when the server lost this one."""
+        try:
+            result = yield from op()
+        except errors.VideoSessionNotFoundError as lost:
+            if not self.reprime or self.session.closed or self.session.size is None:
+                raise
+            yield from self._reprime(lost)
+            result = yield from op()
+        return self._flagged(result) if self.reprimes else result
+
+    @staticmethod
+    def _flagged(result: T) -> T:
+        if isinstance(result, TrackedFrame):
+            flagged: T = replace(result, reprimed=True)
+            return flagged
+        if isinstance(result, list):
+            return [replace(r, reprimed=True) for r in result]  # type: ignore[return-value]
+        return result
+
+    def _reprime(self, lost: errors.VideoSessionNotFoundError) -> Op[None]:
+        session = self.session
+        assert session.size is not None
+        warnings.warn(
+            VideoSessionReprimedWarning(
+                f"video session {session.session_id!r} was lost on the server ({lost.message}); "
+                f"re-opened and re-primed from the {len(self.prompts)} prompt(s) this tracker holds: "
+                "masks from here on may differ from the lost session's (it remembered the frames "
+                "tracked since the prompts, the new one does not)"
+            ),
+            stacklevel=4,
+        )
+        self.reprimes += 1
+        session.encoded_frame = None
+        yield from _video_core.open_op(session, session.size, session.num_frames)
+        for prompt in self.prompts:
+            yield from prompt.send(prompt.frame)
+
     def track(self, frame: ImageInput, frame_idx: int | None) -> Op[TrackedFrame]:
         index = self.next_frame if frame_idx is None else frame_idx
-        tracked = yield from _video_core.track_op(self.session, frame, index, deadline_s=self.frame_deadline)
+        tracked = yield from self._surviving(
+            lambda: _video_core.track_op(self.session, frame, index, deadline_s=self.frame_deadline)
+        )
         self.next_frame = tracked.frame_idx + 1
+        if not tracked.dropped:
+            self.last = (tracked.frame_idx, frame)
+        return tracked
+
+    def prompt(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        frame: ImageInput | None,
+        send: Callable[[ImageInput | None], Op[TrackedFrame]],
+    ) -> Op[TrackedFrame]:
+        """A prompt on ``frame_idx`` (``frame``: the caller's, else the last frame tracked when it
+        is that one), kept for re-priming once the server took it."""
+        if frame is None and self.last is not None and self.last[0] == frame_idx:
+            frame = self.last[1]
+        tracked = yield from self._surviving(lambda: send(frame))
+        self.prompts.append(_Prompt(frame_idx, obj_id, frame, send))
         return tracked
 
     def add_points(
@@ -183,16 +263,43 @@ class _Tracking:
         clear_old_points: bool,
         frame: ImageInput | None,
     ) -> Op[TrackedFrame]:
-        return _video_core.add_points_op(
-            self.session,
-            frame_idx,
-            obj_id,
-            points,
-            labels,
-            box,
-            clear_old_points=clear_old_points,
-            frame=frame,
+        def send(on: ImageInput | None) -> Op[TrackedFrame]:
+            return _video_core.add_points_op(
+                self.session,
+                frame_idx,
+                obj_id,
+                points,
+                labels,
+                box,
+                clear_old_points=clear_old_points,
+                frame=on,
+            )
+
+        return self.prompt(frame_idx, obj_id, frame, send)
+
+    def add_mask(
+        self, frame_idx: int, obj_id: int, mask: npt.ArrayLike, frame: ImageInput | None
+    ) -> Op[TrackedFrame]:
+        def send(on: ImageInput | None) -> Op[TrackedFrame]:
+            return _video_core.add_mask_op(self.session, frame_idx, obj_id, mask, frame=on)
+
+        return self.prompt(frame_idx, obj_id, frame, send)
+
+    def clear_prompts(self, frame_idx: int, obj_id: int) -> Op[TrackedFrame]:
+        tracked = yield from self._surviving(
+            lambda: _video_core.clear_frame_op(self.session, frame_idx, obj_id)
         )
+        self.prompts = [p for p in self.prompts if (p.frame_idx, p.obj_id) != (frame_idx, obj_id)]
+        return tracked
+
+    def remove_object(self, obj_id: int) -> Op[list[TrackedFrame]]:
+        frames = yield from self._surviving(lambda: _video_core.remove_object_op(self.session, obj_id))
+        self.prompts = [p for p in self.prompts if p.obj_id != obj_id]
+        return frames
+
+    def reset(self) -> Op[None]:
+        yield from self._surviving(lambda: _video_core.reset_op(self.session))
+        self.prompts.clear()
 
 
 class VideoTracker(ClientOwner):
@@ -202,6 +309,11 @@ class VideoTracker(ClientOwner):
         client: ``"host:port"``, or a :class:`~sam_triton.SamClient` to share.
         frame_deadline: seconds a live frame may wait on the server before it is dropped
             (None: never dropped).
+        reprime: when the server has lost the session (a replica restarted, the session
+            expired or was evicted), open a new one, re-send the prompts this tracker holds and
+            go on, with a :class:`~sam_triton.VideoSessionReprimedWarning` and every answer from
+            then on ``reprimed`` (its masks may differ from the lost session's). False: raise
+            :class:`~sam_triton.VideoSessionNotFoundError` instead.
         **options: :class:`~sam_triton.SamClient` options when ``client`` is a URL: ``timeout``
             bounds each answer's wait; ``image_upload="auto"`` (the default) sends each frame as
             its own JPEG/PNG file (or a PNG of an array) when smaller than its pixels.
@@ -212,10 +324,11 @@ class VideoTracker(ClientOwner):
         client: str | SamClient = "localhost:8001",
         *,
         frame_deadline: float | None = None,
+        reprime: bool = True,
         **options: Unpack[ClientOptions],
     ) -> None:
         super().__init__(client, options)
-        self._tracking = _Tracking(self.client.config, frame_deadline)
+        self._tracking = _Tracking(self.client.config, frame_deadline, reprime)
         self._stream = _Stream(self.client, self._tracking.session.metadata)
 
     @property
@@ -264,20 +377,18 @@ class VideoTracker(ClientOwner):
     def add_mask(
         self, frame_idx: int, obj_id: int, mask: npt.ArrayLike, *, frame: ImageInput | None = None
     ) -> TrackedFrame:
-        return self._run(
-            _video_core.add_mask_op(self._tracking.session, frame_idx, obj_id, mask, frame=frame)
-        )
+        return self._run(self._tracking.add_mask(frame_idx, obj_id, mask, frame))
 
     def clear_prompts(self, frame_idx: int, obj_id: int) -> TrackedFrame:
-        return self._run(_video_core.clear_frame_op(self._tracking.session, frame_idx, obj_id))
+        return self._run(self._tracking.clear_prompts(frame_idx, obj_id))
 
     def remove_object(self, obj_id: int) -> list[TrackedFrame]:
         """Stop tracking ``obj_id``; the frames with prompts, without it."""
-        return self._run(_video_core.remove_object_op(self._tracking.session, obj_id))
+        return self._run(self._tracking.remove_object(obj_id))
 
     def reset(self) -> None:
         """Forget every object (the session and its frame size stay)."""
-        self._run(_video_core.reset_op(self._tracking.session))
+        self._run(self._tracking.reset())
 
     def close(self) -> None:
         """Close the session on the server, then the stream (and an owned client)."""
@@ -301,6 +412,7 @@ class AsyncVideoTracker:
         client: str | AsyncSamClient = "localhost:8001",
         *,
         frame_deadline: float | None = None,
+        reprime: bool = True,
         **options: Unpack[ClientOptions],
     ) -> None:
         if isinstance(client, AsyncSamClient):
@@ -309,7 +421,7 @@ class AsyncVideoTracker:
             self.client, self._owns_client = client, False
         else:
             self.client, self._owns_client = AsyncSamClient(client, **options), True
-        self._tracking = _Tracking(self.client.config, frame_deadline)
+        self._tracking = _Tracking(self.client.config, frame_deadline, reprime)
         self._stream = _AsyncStream(self.client, self._tracking.session.metadata)
 
     @property
@@ -344,18 +456,16 @@ class AsyncVideoTracker:
     async def add_mask(
         self, frame_idx: int, obj_id: int, mask: npt.ArrayLike, *, frame: ImageInput | None = None
     ) -> TrackedFrame:
-        return await self._run(
-            _video_core.add_mask_op(self._tracking.session, frame_idx, obj_id, mask, frame=frame)
-        )
+        return await self._run(self._tracking.add_mask(frame_idx, obj_id, mask, frame))
 
     async def clear_prompts(self, frame_idx: int, obj_id: int) -> TrackedFrame:
-        return await self._run(_video_core.clear_frame_op(self._tracking.session, frame_idx, obj_id))
+        return await self._run(self._tracking.clear_prompts(frame_idx, obj_id))
 
     async def remove_object(self, obj_id: int) -> list[TrackedFrame]:
-        return await self._run(_video_core.remove_object_op(self._tracking.session, obj_id))
+        return await self._run(self._tracking.remove_object(obj_id))
 
     async def reset(self) -> None:
-        await self._run(_video_core.reset_op(self._tracking.session))
+        await self._run(self._tracking.reset())
 
     async def close(self) -> None:
         try:
