@@ -215,7 +215,7 @@ def _facts(model: Any, video: bool) -> dict[str, tuple[str, Callable[[Any], Any]
     pe, md = model.sam_prompt_encoder, model.sam_mask_decoder
     block = trunk.blocks[0]
     backbone = {
-        "num_attention_heads": block.attn.num_heads,
+        # (its num_attention_heads is not read by transformers: the stages' heads are)
         "num_attention_heads_per_stage": [trunk.blocks[e].attn.num_heads for e in trunk.stage_ends],
         "blocks_per_stage": _stages(trunk),
         "embed_dim_per_stage": [trunk.blocks[e].dim_out for e in trunk.stage_ends],
