@@ -328,7 +328,6 @@ def test_sam2_conversion_matches_transformers(hf_sam2_directory: Path) -> None:
     logits within ~3e-7, scores within 6e-8: the two use the same epsilons, no residual."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor
     from sam_triton_export.family_sam2 import build_sam2_model
-    from sam_triton_export.family_sam2_video import build_sam2_video_model
     from transformers import Sam2Model, Sam2VideoModel
 
     predictor = SAM2ImagePredictor(build_sam2_model(SAM2_MODEL_TYPE, hf_sam2_directory))
@@ -362,8 +361,9 @@ def test_sam2_conversion_matches_transformers(hf_sam2_directory: Path) -> None:
             tolerance=1e-5,
         )
 
-    # The video weights: the same inputs through transformers' modules and sam2's tracker's.
-    tracker = build_sam2_video_model(SAM2_MODEL_TYPE, hf_sam2_directory)
+    # The video weights: the same inputs through transformers' modules and sam2's (the model
+    # holds its tracker's modules too; the CLI export below builds sam2's video predictor).
+    tracker = predictor.model
     video = Sam2VideoModel.from_pretrained(hf_sam2_directory).eval()
     g = torch.Generator().manual_seed(HF_SEED)
     features, mask = torch.randn(1, 256, 64, 64, generator=g), torch.rand(1, 1, 1024, 1024, generator=g)

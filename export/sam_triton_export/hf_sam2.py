@@ -17,7 +17,7 @@ with what to use instead. Nothing here writes.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sam_triton_export.checkpoints import CheckpointError
@@ -46,7 +46,7 @@ _VIDEO = re.compile(
 )
 _SAM21_ONLY = "occlusion_spatial_embedding_parameter"  # sam2's no_obj_embed_spatial
 
-# transformers' names -> sam2's, applied in order to each key. MLP heads: _rename_mlp.
+# transformers' names -> sam2's, applied in order to each key (then _layer_names renumbers).
 _RENAMES: tuple[tuple[str, str], ...] = (
     (r"^vision_encoder\.backbone\.", "image_encoder.trunk."),
     (r"^image_encoder\.trunk\.patch_embed\.projection\.", "image_encoder.trunk.patch_embed.proj."),
@@ -209,8 +209,8 @@ def _stages(trunk: Any) -> list[int]:
     return [b - a for a, b in zip(ends, ends[1:], strict=False)]
 
 
-def _facts(model: Any, video: bool) -> dict[str, tuple[str, Callable[[Any], Any]]]:
-    """config.json's settings that no tensor shape reveals -> (where, sam2's value of them)."""
+def _facts(model: Any, video: bool) -> dict[str, Any]:
+    """config.json's settings that no tensor shape reveals (their paths) -> sam2's values."""
     trunk, neck = model.image_encoder.trunk, model.image_encoder.neck
     pe, md = model.sam_prompt_encoder, model.sam_mask_decoder
     block = trunk.blocks[0]
@@ -289,7 +289,7 @@ def _facts(model: Any, video: bool) -> dict[str, tuple[str, Callable[[Any], Any]
             "memory_fuser_padding": fuser.dwconv.padding[0],
             "memory_fuser_hidden_act": "gelu",
         }
-    return {k: (k, v) for k, v in facts.items()}
+    return facts
 
 
 def _lookup(config: Any, path: str) -> Any:
@@ -304,7 +304,7 @@ def check_settings(directory: Path, model_type: str, model: Any, spec: Sam2Model
     config = hf_config(directory, model_type)
     wrong = [
         f"{path} is {found!r}, {spec.name} has {expected!r}"
-        for path, expected in _facts(model, video=model_type == SAM2_VIDEO).values()
+        for path, expected in _facts(model, video=model_type == SAM2_VIDEO).items()
         if (found := _lookup(config, path)) != expected
         and not (
             isinstance(expected, float) and abs(float(found) - expected) <= 1e-12 * max(1.0, abs(expected))
