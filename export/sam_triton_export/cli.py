@@ -110,7 +110,7 @@ def register(subparsers: Any) -> None:
         "verify",
         help="compare an exported repository with the PyTorch reference",
         description="Run the repository's ONNX models and segment_anything's SamPredictor on sample "
-        'images and prompts; exit 1 beyond the tolerances in docs/serving/export.md.',
+        "images and prompts; exit 1 beyond the tolerances in docs/serving/export.md.",
     )
     _add_weights(verify)
     verify.add_argument(
