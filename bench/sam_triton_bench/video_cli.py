@@ -52,9 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--video-size",
         type=_size,
-        default=(240, 320),
+        default="240x320",  # a string default goes through type= as a typed one would
         metavar="HxW",
-        help="frame size (default 240x320)",
+        help="frame size (default %(default)s)",
     )
     group.add_argument(
         "--metrics-url",
