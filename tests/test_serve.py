@@ -196,6 +196,38 @@ def test_killed_launcher_leaves_no_tritonserver(tmp_path: Path) -> None:
         process.wait()
 
 
+def test_a_stub_left_by_a_dead_launcher_is_killed_when_a_server_starts(tmp_path: Path) -> None:
+    """A Python backend stub names its launcher in its region argument; one whose launcher is
+    dead is an orphan that never exits by itself when it was busy in a call (seen: a
+    sam_automask stub 90 minutes after its run). Stand-ins named as the stub binary and
+    started as Triton starts stubs: the orphan is killed, a live launcher's stub is not."""
+    from sam_triton_server.launcher.process import STUB_BINARY, kill_orphaned_stubs, shm_region_prefix
+
+    stub = tmp_path / STUB_BINARY
+    stub.symlink_to(sys.executable)
+    model = tmp_path / "model.py"
+    model.write_text("import time\n\ntime.sleep(120)\n")
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a launcher pid that is no longer alive
+    live_region = shm_region_prefix() + "model"
+    dead_region = live_region.replace(f"_{os.getpid()}_", f"_{ended.pid}_", 1)
+    orphan = subprocess.Popen([str(stub), str(model), dead_region])
+    served = subprocess.Popen([str(stub), str(model), live_region])
+    try:
+        assert wait_until(
+            lambda: all(b"model.py" in Path(f"/proc/{p.pid}/cmdline").read_bytes() for p in (orphan, served)),
+            timeout=10,
+        )
+        killed = kill_orphaned_stubs()
+        assert orphan.pid in killed and served.pid not in killed
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+        assert served.poll() is None
+    finally:
+        for process in (orphan, served):
+            process.kill()
+            process.wait()
+
+
 def test_a_killed_server_leaves_no_shared_memory_behind(tmp_path: Path) -> None:
     """The Python backend's regions (64 MiB and more each) outlive a server killed together
     with its stubs (an OOM kill, a timeout killing the process group); left behind run after

@@ -35,6 +35,7 @@ SHM_DIRECTORY = Path("/dev/shm")
 # After its exit timeout, how long a stopping Triton may take to unload before it is killed.
 UNLOAD_GRACE_S = 15.0
 _SHM_PREFIX = "sam_triton_"
+STUB_BINARY = "triton_python_backend_stub"
 
 
 class TritonStartError(RuntimeError):
@@ -121,20 +122,50 @@ def shm_region_prefix() -> str:
     return f"{_SHM_PREFIX}{_pid_namespace()}_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
 
 
+def _launcher_died(region_name: str) -> bool:
+    """Whether ``region_name`` (see :func:`shm_region_prefix`) names a launcher of this pid
+    namespace that is no longer alive."""
+    if not region_name.startswith(_SHM_PREFIX):
+        return False
+    owner_namespace, _, rest = region_name[len(_SHM_PREFIX) :].partition("_")
+    owner_pid = rest.partition("_")[0]
+    return owner_namespace == str(_pid_namespace()) and owner_pid.isdigit() and not _pid_alive(int(owner_pid))
+
+
 def remove_stale_shm_regions(directory: Path = SHM_DIRECTORY) -> list[Path]:
     """Unlink the regions whose launcher has died (in this pid namespace): a launcher killed
     outright takes its tritonserver along (PR_SET_PDEATHSIG) but cannot remove the regions."""
     removed = []
-    namespace = str(_pid_namespace())
     for region in directory.glob(f"{_SHM_PREFIX}*_*_*"):
-        owner_namespace, owner_pid = region.name[len(_SHM_PREFIX) :].split("_")[:2]
-        if owner_namespace == namespace and owner_pid.isdigit() and not _pid_alive(int(owner_pid)):
+        if _launcher_died(region.name):
             try:
                 region.unlink()
             except OSError:  # removed meanwhile, or not ours to remove
                 continue
             removed.append(region)
     return removed
+
+
+def kill_orphaned_stubs(proc: Path = Path("/proc")) -> list[int]:
+    """SIGKILL the Python backend stubs whose launcher has died (their third argument is their
+    shared-memory region's name). A stub busy in a call when its tritonserver died with a
+    launcher killed outright never notices and holds its model's memory for good (seen: a
+    sam_automask stub waiting on its encode, 90 minutes after its test run had ended)."""
+    killed = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if len(argv) < 3 or not argv[0].endswith(STUB_BINARY.encode()):
+            continue
+        if _launcher_died(argv[2].decode(errors="replace")):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
 
 
 def _die_with_parent() -> None:
@@ -325,6 +356,7 @@ class TritonProcess:
 
     def start(self) -> None:
         check_ports_free(self.options)
+        kill_orphaned_stubs()
         remove_stale_shm_regions()
         backend_dir = prepare_backend_directory(self.installation, Path(self._workdir.name))
         command = [str(self.installation.binary), *self.options.arguments(backend_dir, self.shm_prefix)]
