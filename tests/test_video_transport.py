@@ -1,11 +1,12 @@
 """``sam_video``'s transport pieces without a server: the order work is done in (per session in
-arrival order, across sessions prompt > live frame > offline frame), the session store's bounds
-(count, bytes, idle time), and how the SDK reads a stream's error text."""
+arrival order, across sessions prompt > live frame > offline frame, streams in turn), the
+session store's bounds (count, bytes, idle time), and how the SDK reads a stream's error text."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -13,6 +14,8 @@ from sam_triton import errors
 from sam_triton._video_core import stream_error
 from sam_triton_server.backend.video_lane import LIVE, OFFLINE, PROMPT, LaneFull, VideoLane
 from sam_triton_server.backend.video_sessions import SessionLimit, VideoSessionStore
+
+from tests.helpers import wait_until
 
 
 def test_lane_keeps_each_sessions_order_and_serves_prompts_before_live_before_offline() -> None:
@@ -36,6 +39,37 @@ def test_lane_keeps_each_sessions_order_and_serves_prompts_before_live_before_of
         gate.set()
         lane.shutdown()
     assert done == ["click", "live-1", "live-prompt", "offline-1", "offline-2"]
+
+
+def test_streams_take_turns_and_a_dropped_frame_keeps_its_streams_turn() -> None:
+    """Two live streams' frames queued behind long work, A's all before B's: they are served
+    in turn, not A's backlog first (seen failing with arrival order alone: a paced two-stream
+    bench answered 11 frames of one stream and 1 of the other). A's first frame is dropped as
+    late (its job did no work), so A goes again before B."""
+    lane = VideoLane(workers=1, max_pending=16)
+    gate, done = threading.Event(), []
+
+    def frame(name: str, worked: bool = True) -> Callable[[], bool]:
+        def job() -> bool:
+            done.append(name)
+            return worked
+
+        return job
+
+    try:
+        lane.submit("blocker", OFFLINE, gate.wait)  # holds the one worker while the rest queue up
+        time.sleep(0.05)
+        lane.submit("a", LIVE, frame("a1", worked=False))
+        for name in ("a2", "a3"):
+            lane.submit("a", LIVE, frame(name))
+        for name in ("b1", "b2", "b3"):
+            lane.submit("b", LIVE, frame(name))
+        gate.set()
+        assert wait_until(lambda: len(done) == 6, timeout=10)
+    finally:
+        gate.set()
+        lane.shutdown()
+    assert done == ["a1", "a2", "b1", "a3", "b2", "b3"]
 
 
 def test_lane_refuses_work_beyond_its_bound_at_once() -> None:

@@ -171,10 +171,13 @@ class TritonPythonModel(OnnxModelBase):
             return PROMPT
         return LIVE if self._live(request) else OFFLINE
 
-    def _job(self, request: Any, session_id: str, op: str, arrived: float) -> None:
-        """On a lane worker: do ``op`` and answer the request (an error answers it too)."""
+    def _job(self, request: Any, session_id: str, op: str, arrived: float) -> bool:
+        """On a lane worker: do ``op`` and answer the request (an error answers it too).
+        False when no work was done (a live frame dropped as late): the session keeps its turn."""
+        worked = True
         try:
             answer = self._do(request, session_id, op, arrived)
+            worked = not answer.dropped
             # Prompts grow a session as frames do (a conditioning frame's memory, new objects).
             for evicted in self.sessions.fit(session_id):
                 self.logger.warning(f"video session {evicted!r} evicted: sessions over max_bytes")
@@ -186,6 +189,7 @@ class TritonPythonModel(OnnxModelBase):
         except Exception as e:
             response = self.error_for(e)
         self._send(request, response)
+        return worked
 
     def _send(self, request: Any, response: Any) -> None:
         self.metrics.publish(self.sessions)  # before the answer: a client that then scrapes sees it
