@@ -103,7 +103,7 @@ def queue_limits(overrides: dict[str, int], base: QueueLimits | None = None) -> 
     """``base`` (default: the defaults) with parsed ``--queue`` overrides applied."""
     names = {**MODEL_QUEUES, **{k: k for k in POOL_PARAMETERS}}
     valid = {f.name for f in fields(QueueLimits)}
-    changes = {names[key]: value for key, value in overrides.items() if key in names and names[key] in valid}
+    changes = {names[key]: value for key, value in overrides.items() if names[key] in valid}
     return replace(base or QueueLimits(), **changes)
 
 
