@@ -40,6 +40,15 @@ class ServedTriton:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    def stop(self) -> None:
+        """Stop the server; one that had died meanwhile fails the teardown with the end of its
+        log (a shared server's crash otherwise shows only as its users' refused connections)."""
+        died = self.process.returncode
+        self.process.stop()
+        if died is not None:
+            tail = "\n".join(list(self.process.log_tail)[-80:])
+            pytest.fail(f"tritonserver on {self.repository} died with status {died} during the run:\n{tail}")
+
 
 def start_triton(repository: Path, **options: Any) -> ServedTriton:
     """A ready tritonserver on ``repository`` (``options``: more ServerOptions fields); the
@@ -92,7 +101,7 @@ def triton_server(tiny_repository: Path) -> Iterator[ServedTriton]:
     try:
         yield served
     finally:
-        served.process.stop()
+        served.stop()
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +140,7 @@ def sam2_server(sam2_export: Any) -> Iterator[ServedTriton]:
     try:
         yield served
     finally:
-        served.process.stop()
+        served.stop()
 
 
 @pytest.fixture(scope="session")
