@@ -361,8 +361,12 @@ def drain_under_clicks(
             assert wait_until(lambda: all(after[i] >= 2 for i in range(N_SESSIONS)), timeout=60), (
                 f"gone after {gone_s:.1f} s",
                 after,
+                f"{len(errors)} errors",
                 errors[:3],
+                errors[-3:],
                 list(replica.log_tail)[-15:],
+                f"survivor's status: {cluster.replicas[1].returncode}",
+                list(cluster.replicas[1].log_tail)[-30:],
             )
         finally:
             stop.set()
@@ -377,9 +381,11 @@ def drain_under_clicks(
 
 
 def two_replicas(cluster: ReplicaSet) -> None:
-    """Replica 0 running and routed to again, whatever an earlier test left."""
-    if cluster.exited():
-        cluster.restart(0)
+    """Both replicas running and routed to again, whatever an earlier test left."""
+    exited = cluster.exited()
+    for index in exited:
+        cluster.restart(index)
+    if exited:
         cluster.wait_routed(2, timeout=10)
 
 
