@@ -277,7 +277,12 @@ class ReplicaSet:
                 time.sleep(_RING_PROPAGATION_S)
                 return
             time.sleep(0.2)
-        raise EnvoyStartError(f"envoy did not see {count} healthy replicas within {timeout:.0f} s")
+        seen = {c: sorted(self.envoy.healthy_upstreams(c)) for c in (SESSION_CLUSTER, STATELESS_CLUSTER)}
+        exited = {i: self.replicas[i].returncode for i in self.exited()}
+        raise EnvoyStartError(
+            f"envoy did not see {count} healthy replicas within {timeout:.0f} s: it routes to {seen}"
+            + (f"; replicas that exited (index: status): {exited}" if exited else "")
+        )
 
     def kill(self, index: int) -> None:
         """Stop replica ``index`` at once (SIGKILL): a crashed pod, not a drained one."""
