@@ -365,7 +365,7 @@ def drain_under_clicks(
                 errors[:3],
                 errors[-3:],
                 list(replica.log_tail)[-15:],
-                f"survivor's status: {cluster.replicas[1].returncode}",
+                cluster_view(cluster),
                 list(cluster.replicas[1].log_tail)[-30:],
             )
         finally:
@@ -378,6 +378,24 @@ def drain_under_clicks(
         assert all(holders(cluster, e.session_id or "") == [1] for e in embeddings)
     print(f"{signal.Signals(signum).name}: replica gone after {gone_s:.1f} s, routed around after {routed} s")
     return gone_s, routed
+
+
+def cluster_view(cluster: ReplicaSet) -> str:
+    """Each replica's exit status and answer to Triton's readiness probe, and the hosts Envoy
+    routes to: what a failure report needs to tell a dead replica from a routing fault."""
+    from sam_triton_server.launcher.envoy import SESSION_CLUSTER, STATELESS_CLUSTER
+
+    seen = []
+    for index, (replica, ports) in enumerate(zip(cluster.replicas, cluster.ports, strict=True)):
+        try:
+            url = f"http://127.0.0.1:{ports.http}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                ready: object = response.status
+        except OSError as error:
+            ready = error
+        seen.append(f"replica {index}: status {replica.returncode}, ready probe {ready!r}")
+    routed = {c: sorted(cluster.envoy.healthy_upstreams(c)) for c in (SESSION_CLUSTER, STATELESS_CLUSTER)}
+    return "; ".join([*seen, f"Envoy routes to {routed}"])
 
 
 def two_replicas(cluster: ReplicaSet) -> None:
