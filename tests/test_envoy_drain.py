@@ -358,15 +358,19 @@ def drain_under_clicks(
             gone_s = exited if exited is not None else time.monotonic() - signalled
             gone.set()
             # Every session clicked twice more after the replica was gone.
-            assert wait_until(lambda: all(after[i] >= 2 for i in range(N_SESSIONS)), timeout=60), (
-                f"gone after {gone_s:.1f} s",
-                after,
-                f"{len(errors)} errors",
-                errors[:3],
-                errors[-3:],
-                list(replica.log_tail)[-15:],
-                cluster_view(cluster),
-                list(cluster.replicas[1].log_tail)[-30:],
+            # A plain string: pytest would shorten a tuple's repr to its first lines.
+            assert wait_until(lambda: all(after[i] >= 2 for i in range(N_SESSIONS)), timeout=60), "\n".join(
+                [
+                    f"gone after {gone_s:.1f} s; clicks answered {dict(after)}; {len(errors)} errors:",
+                    *errors[:3],
+                    "...",
+                    *errors[-3:],
+                    cluster_view(cluster),
+                    "replica 0's log:",
+                    *list(replica.log_tail)[-15:],
+                    "replica 1's log:",
+                    *list(cluster.replicas[1].log_tail)[-30:],
+                ]
             )
         finally:
             stop.set()
@@ -420,14 +424,21 @@ def test_sigterm_under_continuous_clicks_loses_no_click(cluster: ReplicaSet) -> 
 
 
 def test_a_stopping_replicas_answers_are_retried_elsewhere(cluster: ReplicaSet) -> None:
-    # Without the drain delay Triton refuses clicks ("Server is stopping"), then unloads
-    # ("... has no available versions") while Envoy still routes to it: Envoy retries those on
-    # the next host of the ring, the SDK whatever is left, so still no click fails.
-    two_replicas(cluster)
-    retries = envoy_stat(cluster.envoy, "cluster.triton_sessions.upstream_rq_retry")
-    gone_s, _ = drain_under_clicks(cluster, signal.SIGTERM, seeds=350, hold=False)
-    assert cluster.replicas[0].returncode == 0 and gone_s < 10
-    assert envoy_stat(cluster.envoy, "cluster.triton_sessions.upstream_rq_retry") > retries
+    """Without the drain delay Triton refuses clicks ("Server is stopping"), then unloads
+    ("... has no available versions") while Envoy still routes to it: Envoy retries those on
+    the next host of the ring, the SDK whatever is left, so still no click fails. A run is
+    judged on its retries only if a click reached the stopping replica before Envoy routed
+    around it, and made again otherwise (on a busy machine the users' clicks once all went
+    elsewhere in that window: nothing was refused, so nothing needed a retry)."""
+    retried = "cluster.triton_sessions.upstream_rq_retry"
+    for attempt in range(3):
+        two_replicas(cluster)
+        retries = envoy_stat(cluster.envoy, retried)
+        gone_s, _ = drain_under_clicks(cluster, signal.SIGTERM, seeds=350 + 20 * attempt, hold=False)
+        assert cluster.replicas[0].returncode == 0 and gone_s < 10
+        if envoy_stat(cluster.envoy, retried) > retries:
+            return
+    pytest.fail("in 3 runs no click reached the stopping replica: Envoy retried none")
 
 
 def test_sigkill_under_continuous_clicks_loses_no_click(cluster: ReplicaSet) -> None:
